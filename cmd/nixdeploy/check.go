@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/nixdeploy/nixdeploy"
+)
+
+// defaultConfig is used when --config is not given.
+func defaultConfig() string {
+	if p := os.Getenv("NIXDEPLOY_CONFIG"); p != "" {
+		return p
+	}
+	return "nixdeploy.toml"
+}
+
+func cmdCheck(ctx context.Context, s stdio, args []string) error {
+	fs := newFlags(s, "check", "check [--config FILE]\n\nValidates the fleet config and prints every problem, one per line.")
+	path := fs.String("config", defaultConfig(), "fleet config `file` (env NIXDEPLOY_CONFIG)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("check: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := nixdeploy.LoadConfig(*path)
+	var ce *nixdeploy.ConfigError
+	if errors.As(err, &ce) {
+		for _, p := range ce.Problems {
+			fmt.Fprintf(s.err, "%s: %s\n", *path, p)
+		}
+		return &exitError{code: 1, msg: fmt.Sprintf("%s: %d problem(s)", *path, len(ce.Problems))}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(s.out, "%s: ok: %d hosts, %d schedules\n", *path, len(cfg.Hosts), len(cfg.Schedules))
+	return nil
+}
+
+// loadConfig loads the config named by a --config flag value.
+func loadConfig(path string) (*nixdeploy.Config, error) {
+	cfg, err := nixdeploy.LoadConfig(path)
+	var ce *nixdeploy.ConfigError
+	if errors.As(err, &ce) {
+		return nil, &exitError{code: 1, msg: ce.Error()}
+	}
+	return cfg, err
+}

@@ -1,0 +1,176 @@
+// Package nixdeploy holds the domain of the nixdeploy bot: the fleet and its
+// configuration, the actions a deployment can take, requests, deployments,
+// approvals and schedules. It imports no other package of this module; the
+// packages that do I/O (db, deployer, bot, schedules) talk through these types.
+package nixdeploy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Action is what a deployment does to a host.
+type Action string
+
+// The actions nixdeploy knows. Install is the only destructive one: it runs
+// nixos-anywhere, whose disko phase wipes the configured disk.
+const (
+	ActionInstall     Action = "install"
+	ActionSwitch      Action = "switch"
+	ActionBoot        Action = "boot"
+	ActionTest        Action = "test"
+	ActionDryActivate Action = "dry-activate"
+	ActionRollback    Action = "rollback"
+)
+
+// Actions lists every action in the order help texts show them.
+var Actions = []Action{ActionSwitch, ActionBoot, ActionTest, ActionDryActivate, ActionRollback, ActionInstall}
+
+// ParseAction accepts an action name. "dry-run" is accepted as the
+// user-facing spelling of dry-activate.
+func ParseAction(s string) (Action, error) {
+	if s == "dry-run" {
+		return ActionDryActivate, nil
+	}
+	for _, a := range Actions {
+		if string(a) == s {
+			return a, nil
+		}
+	}
+	names := make([]string, len(Actions))
+	for i, a := range Actions {
+		names[i] = string(a)
+	}
+	return "", fmt.Errorf("unknown action %q (want one of %s)", s, strings.Join(names, ", "))
+}
+
+// Destructive reports whether the action can destroy data on the target and
+// therefore needs an approval.
+func (a Action) Destructive() bool { return a == ActionInstall }
+
+// Source says where a request came from.
+type Source string
+
+// Request sources.
+const (
+	SourceSlack    Source = "slack"
+	SourceSchedule Source = "schedule"
+	SourceCLI      Source = "cli"
+)
+
+// State is the lifecycle state of a deployment.
+type State string
+
+// Deployment states. Queued and Running are the only non-final states.
+const (
+	StateQueued      State = "queued"
+	StateAwaiting    State = "awaiting-approval"
+	StateRunning     State = "running"
+	StateSucceeded   State = "succeeded"
+	StateFailed      State = "failed"
+	StateCancelled   State = "cancelled"
+	StateRejected    State = "rejected"
+	StateExpired     State = "expired"
+	StateInterrupted State = "interrupted"
+)
+
+// Final reports whether no further transition is expected from s.
+func (s State) Final() bool {
+	switch s {
+	case StateQueued, StateAwaiting, StateRunning:
+		return false
+	}
+	return true
+}
+
+// Deployment is one run of an action against one or more hosts.
+type Deployment struct {
+	ID        int64
+	Hosts     []string
+	Action    Action
+	Requester string
+	Source    Source
+	State     State
+	CreatedAt time.Time
+	StartedAt time.Time
+	EndedAt   time.Time
+	ExitCode  int
+	Error     string
+	// Slack coordinates of the deployment's status message, when it has one.
+	Channel   string
+	MessageTS string
+}
+
+// Stream names the output stream a log line came from.
+type Stream string
+
+// Streams of a step's output. Event lines are produced by nixdeploy itself
+// (phase changes, step boundaries).
+const (
+	StreamStdout Stream = "stdout"
+	StreamStderr Stream = "stderr"
+	StreamEvent  Stream = "event"
+)
+
+// LogLine is one redacted line of a deployment's output.
+type LogLine struct {
+	Seq    int64
+	Time   time.Time
+	Host   string
+	Step   string
+	Stream Stream
+	Text   string
+}
+
+// StepResult records how one step of a plan ended.
+type StepResult struct {
+	Host      string
+	Name      string
+	StartedAt time.Time
+	EndedAt   time.Time
+	ExitCode  int
+	Error     string
+	// Before and After are /run/current-system before and after the
+	// deployment, filled by the verify step.
+	Before string
+	After  string
+}
+
+// ApprovalState is the lifecycle of an approval request.
+type ApprovalState string
+
+// Approval states.
+const (
+	ApprovalPending  ApprovalState = "pending"
+	ApprovalApproved ApprovalState = "approved"
+	ApprovalRejected ApprovalState = "rejected"
+	ApprovalExpired  ApprovalState = "expired"
+)
+
+// Approval is the gate in front of a destructive deployment. It is bound to
+// the plan through Fingerprint: if anything that decides what gets wiped
+// changes, the approval no longer matches.
+type Approval struct {
+	ID           int64
+	DeploymentID int64
+	Fingerprint  string
+	Requester    string
+	Channel      string
+	MessageTS    string
+	State        ApprovalState
+	DecidedBy    string
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
+	DecidedAt    time.Time
+}
+
+// AuditEvent is one authorization decision or security-relevant event.
+type AuditEvent struct {
+	ID           int64
+	Time         time.Time
+	Actor        string
+	Kind         string
+	DeploymentID int64
+	Detail       string
+}
