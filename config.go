@@ -264,7 +264,7 @@ func decodeProblems(err error) []string {
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, col := de.Position()
-		return []string{fmt.Sprintf("line %d, column %d: %s", row, col, de.Error())}
+		return []string{fmt.Sprintf("line %d, column %d: %s", row, col, strings.TrimPrefix(de.Error(), "toml: "))}
 	}
 	return []string{err.Error()}
 }

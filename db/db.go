@@ -1,0 +1,179 @@
+// Package db is nixdeploy's SQLite store, through the pure-Go
+// modernc.org/sqlite driver. It owns the schema (embedded migrations applied
+// in name order) and every query; other packages see only root types.
+package db
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nixdeploy/nixdeploy"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// DefaultPath is used when NIXDEPLOY_DB is unset.
+const DefaultPath = "./nixdeploy.db"
+
+// PathFromEnv returns $NIXDEPLOY_DB, or DefaultPath.
+func PathFromEnv() string {
+	if p := os.Getenv("NIXDEPLOY_DB"); p != "" {
+		return p
+	}
+	return DefaultPath
+}
+
+// DB is an open nixdeploy database.
+type DB struct {
+	sql *sql.DB
+	// Now is the clock used for timestamps the store sets itself.
+	Now func() time.Time
+}
+
+// dsn puts the pragmas in the connection string so every pooled connection
+// gets them; a one-off PRAGMA would reach only one connection.
+func dsn(path string) string {
+	q := url.Values{}
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(wal)", "foreign_keys(1)", "synchronous(normal)"} {
+		q.Add("_pragma", p)
+	}
+	// BEGIN IMMEDIATE takes the write lock up front, so two writers wait on
+	// busy_timeout instead of failing with SQLITE_BUSY on lock upgrade.
+	q.Set("_txlock", "immediate")
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Open opens (creating if needed) the database at path, applies pending
+// migrations, and marks deployments left queued or running by a previous
+// process as interrupted. It returns those deployments so the caller can
+// tell the people who were watching them.
+func Open(ctx context.Context, path string) (*DB, []nixdeploy.Deployment, error) {
+	sdb, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		return nil, nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	d := &DB{sql: sdb, Now: time.Now}
+	if err := d.migrate(ctx); err != nil {
+		sdb.Close()
+		return nil, nil, fmt.Errorf("migrate database %s: %w", path, err)
+	}
+	interrupted, err := d.recoverInterrupted(ctx)
+	if err != nil {
+		sdb.Close()
+		return nil, nil, fmt.Errorf("recover database %s: %w", path, err)
+	}
+	return d, interrupted, nil
+}
+
+// Close closes the database.
+func (d *DB) Close() error { return d.sql.Close() }
+
+// Ping checks that the database answers.
+func (d *DB) Ping(ctx context.Context) error { return d.sql.PingContext(ctx) }
+
+func (d *DB) migrate(ctx context.Context) error {
+	if _, err := d.sql.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		version := strings.TrimSuffix(strings.TrimPrefix(name, "migrations/"), ".sql")
+		if err := d.apply(ctx, name, version); err != nil {
+			return fmt.Errorf("migration %s: %w", version, err)
+		}
+	}
+	return nil
+}
+
+func (d *DB) apply(ctx context.Context, name, version string) error {
+	return d.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		body, err := migrationFS.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, d.now())
+		return err
+	})
+}
+
+// Migrations lists the applied migration versions, in order.
+func (d *DB) Migrations(ctx context.Context) ([]string, error) {
+	rows, err := d.sql.QueryContext(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+func (d *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func (d *DB) now() int64 { return d.Now().UnixNano() }
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// ErrNotFound is returned for a missing row; it wraps nixdeploy.ErrNotFound.
+var ErrNotFound = fmt.Errorf("db: %w", nixdeploy.ErrNotFound)
+
+func notFound(err error, what string) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return err
+}
