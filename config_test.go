@@ -108,6 +108,8 @@ func TestValidation(t *testing.T) {
 		{"duplicate name", func(s string) string { return strings.Replace(s, `"rk1-node2"`, `"rk1-node1"`, 1) }, `host "rk1-node1": duplicate host name`},
 		{"duplicate address", func(s string) string { return strings.Replace(s, `"10.0.0.12"`, `"10.0.0.11"`, 1) }, `duplicate address 10.0.0.11 (also host "rk1-node1")`},
 		{"bad name", func(s string) string { return strings.Replace(s, `"ganon"`, `"Ganon!"`, 1) }, `host "Ganon!": name must match [a-z0-9-]`},
+		{"reserved name", func(s string) string { return strings.Replace(s, `"ganon"`, `"status"`, 1) }, `host "status": name is a /nixdeploy command word`},
+		{"numeric name", func(s string) string { return strings.Replace(s, `"ganon"`, `"20"`, 1) }, `host "20": name must not be all digits`},
 		{"bad system", func(s string) string { return strings.Replace(s, `"x86_64-linux"`, `"riscv64-linux"`, 1) }, `system "riscv64-linux" must be`},
 		{"bad disk", func(s string) string { return strings.Replace(s, `"/dev/nvme0n1"`, `"nvme0n1"`, 1) }, `must be a device path under /dev/`},
 		{"no approvers", func(s string) string { return strings.Replace(s, `approvers = ["UB"]`, ``, 1) }, `destructive actions are enabled but approvers is empty`},

@@ -42,7 +42,7 @@ func ParseAction(s string) (Action, error) {
 	for i, a := range Actions {
 		names[i] = string(a)
 	}
-	return "", fmt.Errorf("unknown action %q (want one of %s)", s, strings.Join(names, ", "))
+	return "", fmt.Errorf("%w: unknown action %q (want one of %s)", ErrInvalidInput, s, strings.Join(names, ", "))
 }
 
 // Destructive reports whether the action can destroy data on the target and
@@ -58,6 +58,15 @@ const (
 	SourceSchedule Source = "schedule"
 	SourceCLI      Source = "cli"
 )
+
+// Request is what a person or a schedule asks for, before policy decides
+// whether it may run and whether it needs an approval.
+type Request struct {
+	Action    Action
+	Hosts     []string // host names from the fleet config, in fleet order
+	Requester string   // Slack user id, schedule name, or local user
+	Source    Source
+}
 
 // State is the lifecycle state of a deployment.
 type State string

@@ -17,6 +17,16 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 // ValidName reports whether s is a valid host, tag or schedule name.
 func ValidName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
 
+// ReservedNames are the words of /nixdeploy. A host with one of these names
+// would make "/nixdeploy status" ambiguous, so the config refuses them;
+// commands/ tests that its table and this list agree.
+var ReservedNames = []string{
+	"switch", "boot", "test", "dry-run", "dry-activate", "rollback", "install",
+	"status", "history", "cancel", "lock", "unlock", "schedules", "schedule", "keys", "help",
+}
+
+var digitsRE = regexp.MustCompile(`^[0-9]+$`)
+
 // Strategies a schedule may use.
 var Strategies = []string{"rolling", "parallel"}
 
@@ -45,6 +55,10 @@ func (c *Config) Validate() []string {
 			p.add("%s: name is missing", where)
 		case !ValidName(h.Name):
 			p.add("%s: name must match [a-z0-9-] (lower-case letters, digits and dashes)", where)
+		case slices.Contains(ReservedNames, h.Name):
+			p.add("%s: name is a /nixdeploy command word; choose another", where)
+		case digitsRE.MatchString(h.Name):
+			p.add("%s: name must not be all digits (it would read as a count or id)", where)
 		}
 		if j, dup := names[h.Name]; dup && h.Name != "" {
 			p.add("%s: duplicate host name (also hosts[%d])", where, j)

@@ -97,6 +97,12 @@ type Command struct {
 	Topic string
 }
 
+// Request turns a deploy command into the request policy and the deployer
+// see. It is only meaningful for KindDeploy.
+func (c Command) Request(requester string, source nixdeploy.Source) nixdeploy.Request {
+	return nixdeploy.Request{Action: c.Action, Hosts: slices.Clone(c.Hosts), Requester: requester, Source: source}
+}
+
 // Parse parses the text of a slash command, with or without the leading
 // /nixdeploy. Empty text asks for help. cfg may be nil only for commands that
 // name no host or schedule.

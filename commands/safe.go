@@ -74,7 +74,7 @@ func checkSafe(text string) error {
 	// so the user sees what Slack did to their text.
 	if i := strings.IndexByte(text, '<'); i >= 0 {
 		if j := strings.IndexByte(text[i:], '>'); j > 0 && !strings.ContainsAny(text[i:i+j], "\r\n") {
-			return unsafef("Slack link or mention %s is not allowed (type host names as plain text); remove it and send the command again", quote(clip(text[i:i+j+1], 60)))
+			return unsafef("a Slack link or mention %s is not allowed (type host names as plain text); remove it and send the command again", quote(clip(text[i:i+j+1], 60)))
 		}
 	}
 	for i := 0; i < len(text); {

@@ -137,10 +137,14 @@ func Help() string {
 	return b.String()
 }
 
-// HelpTopic is the help for one command word (as accepted by "help TOPIC"),
-// or the full help when topic is empty or unknown.
+// HelpTopic is the help for one command, named as in "help TOPIC" (its
+// first word is enough), or the full help when topic is empty or unknown.
 func HelpTopic(topic string) string {
-	s, ok := lookup(topic)
+	words := strings.Fields(topic)
+	if len(words) == 0 {
+		return Help()
+	}
+	s, ok := lookup(words[0])
 	if !ok {
 		return Help()
 	}

@@ -278,8 +278,8 @@ func checkSops(cfg *nixdeploy.Config, states []hostState) {
 			continue
 		}
 		if err != nil {
+			// One reason per host is enough; user-key cannot be judged.
 			st.row.Results[CheckRecipient] = Result{Fail, err.Error()}
-			st.row.Results[CheckUserKey] = Result{Fail, err.Error()}
 			continue
 		}
 		if r, ok := recipient[st.name]; ok {

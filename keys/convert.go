@@ -195,5 +195,9 @@ func IdentityFromKeyFile(data []byte) (*age.X25519Identity, error) {
 	if bytes.Contains(data, []byte("-----BEGIN ")) {
 		return SSHAgeIdentity(data)
 	}
-	return parseSingleX25519("key file", data)
+	id, err := parseSingleX25519("file", data)
+	if err != nil {
+		return nil, errors.New("neither an OpenSSH private key nor an age identity file")
+	}
+	return id, nil
 }

@@ -43,9 +43,12 @@ func (s *Store) Init(ctx context.Context, hosts []string) ([]Change, error) {
 
 func (s *Store) initHostKey(host string) []Change {
 	key, pub := s.HostKeyPath(host), s.HostPubPath(host)
-	plain, sealed := exists(key)
+	// The .pub is looked at before the key: a run writes the key first, so
+	// a .pub seen before a missing key really is an orphan, not a concurrent
+	// run caught between its two writes.
 	_, err := os.Lstat(pub)
 	hasPub := err == nil
+	plain, sealed := exists(key)
 	if !plain && !sealed {
 		if hasPub {
 			return []Change{{Path: key, Err: fmt.Errorf("%s exists without its private key; restore the private key, or delete the .pub to generate a new pair (and re-encrypt the secrets for it)", pub)}}

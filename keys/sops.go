@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -88,11 +89,15 @@ func SopsConfig(cfg *nixdeploy.Config, store *Store) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// WriteSopsConfig writes data to path atomically. It reports false when the
-// file already held exactly data.
+// WriteSopsConfig writes data to path atomically, creating its directory
+// (the secrets repository) if needed. It reports false when the file already
+// held exactly data.
 func WriteSopsConfig(path string, data []byte) (bool, error) {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		return false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return false, fmt.Errorf("create directory for .sops.yaml: %w", err)
 	}
 	if err := writeReplace(path, data, 0o644); err != nil {
 		return false, err
@@ -133,6 +138,9 @@ type sopsConfigFile struct {
 // rules.
 func SopsConfigRecipients(path, secretsFile string) (map[string]bool, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s does not exist; run nixdeploy keys sops-config", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read .sops.yaml: %w", err)
 	}
@@ -237,6 +245,9 @@ type secretsDoc struct {
 // does not depend on indentation or key order.
 func ReadSecretsFile(path string) (*SecretsFile, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("secrets file %s does not exist; create it with sops (nixdeploy keys secrets-template prints its user-age-keys)", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read secrets file: %w", err)
 	}

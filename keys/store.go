@@ -197,14 +197,15 @@ func (s *Store) decryptFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("open sealed key: %w", err)
 	}
 	defer f.Close()
-	data, err := decrypt(f, s.Identities)
+	data, err := Decrypt(f, s.Identities)
 	if err != nil {
 		return nil, fmt.Errorf("decrypt %s: %w", path, err)
 	}
 	return data, nil
 }
 
-func decrypt(r io.Reader, ids []age.Identity) ([]byte, error) {
+// Decrypt reads an age file, armored or binary, into memory.
+func Decrypt(r io.Reader, ids []age.Identity) ([]byte, error) {
 	br := newPeekReader(r)
 	var src io.Reader = br
 	if br.hasPrefix(armor.Header) {

@@ -1,8 +1,450 @@
 package main
 
-import "context"
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
 
-// cmdKeys is implemented in a following change; see the keys package.
+	"filippo.io/age"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/keys"
+)
+
+// keysCommandOrder is the order keys -h lists the subcommands in: the order
+// an operator runs them in.
+var keysCommandOrder = []string{"init", "sops-config", "secrets-template", "check", "seal", "age-recipient", "age-identity"}
+
+func keysCommands() map[string]command {
+	return map[string]command{
+		"init":             {"create missing host keys and user age keys (never overwrites)", cmdKeysInit},
+		"sops-config":      {"write .sops.yaml with the admin and host recipients", cmdKeysSopsConfig},
+		"secrets-template": {"print the user-age-keys section to pipe into sops", cmdKeysSecretsTemplate},
+		"check":            {"the key preflight run before every install", cmdKeysCheck},
+		"seal":             {"encrypt plaintext keys in the key store with age", cmdKeysSeal},
+		"age-recipient":    {"print the age recipient of SSH ed25519 public keys", cmdKeysAgeRecipient},
+		"age-identity":     {"print the age identity of an SSH ed25519 private key", cmdKeysAgeIdentity},
+	}
+}
+
 func cmdKeys(ctx context.Context, s stdio, args []string) error {
-	return usageErrorf("keys: not built yet")
+	subs := keysCommands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(s.out, "usage: nixdeploy keys <subcommand> [flags]")
+		fmt.Fprintln(s.out)
+		fmt.Fprintln(s.out, "subcommands:")
+		for _, n := range keysCommandOrder {
+			fmt.Fprintf(s.out, "  %-17s %s\n", n, subs[n].summary)
+		}
+		if len(args) == 0 {
+			return usageErrorf("keys: no subcommand given")
+		}
+		return nil
+	}
+	c, ok := subs[args[0]]
+	if !ok {
+		return usageErrorf("keys: unknown subcommand %q (run nixdeploy keys -h for the list)", args[0])
+	}
+	return c.run(ctx, s, args[1:])
+}
+
+// keysFlags adds the --config flag every config-reading subcommand has.
+func keysFlags(s stdio, name, synopsis string) (*flag.FlagSet, *string) {
+	fs := newFlags(s, "keys "+name, "keys "+synopsis)
+	path := fs.String("config", defaultConfig(), "fleet config `file` (env NIXDEPLOY_CONFIG)")
+	return fs, path
+}
+
+// openKeys loads the config and opens its key store.
+func openKeys(path string) (*nixdeploy.Config, *keys.Store, error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := keys.OpenStore(cfg)
+	if err != nil {
+		return nil, nil, &exitError{code: 1, msg: err.Error()}
+	}
+	return cfg, store, nil
+}
+
+func hostNames(hosts []nixdeploy.Host) []string {
+	out := make([]string, len(hosts))
+	for i, h := range hosts {
+		out[i] = h.Name
+	}
+	return out
+}
+
+// displayPath shortens paths below the working directory, which keeps
+// output readable and free of home directory names.
+func displayPath(p string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return p
+	}
+	rel, err := filepath.Rel(wd, p)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return p
+	}
+	return rel
+}
+
+// printChanges prints one line per item and returns an error counting the
+// failed ones.
+func printChanges(s stdio, name string, changes []keys.Change) error {
+	failed := 0
+	for _, c := range changes {
+		if c.Err != nil {
+			failed++
+			fmt.Fprintf(s.err, "%s: %v\n", displayPath(c.Path), c.Err)
+			continue
+		}
+		fmt.Fprintf(s.out, "%-9s %s\n", c.Action, displayPath(c.Path))
+	}
+	if failed > 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("keys %s: %d problem(s)", name, failed)}
+	}
+	return nil
+}
+
+func cmdKeysInit(ctx context.Context, s stdio, args []string) error {
+	fs, path := keysFlags(s, "init", `init [--config FILE]
+
+Creates, for every host of the fleet, whatever is missing of:
+  <keys.dir>/<host>_ssh_host_ed25519_key      SSH host key (0600, OpenSSH format)
+  <keys.dir>/<host>_ssh_host_ed25519_key.pub  its public half (0644)
+  <keys.dir>/<host>_user_age_key              the host's user age identity (0600)
+Existing files, plaintext or sealed (.age), are never replaced; a missing .pub
+is derived from its private key. Running it again changes nothing.`)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("keys init: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, store, err := openKeys(*path)
+	if err != nil {
+		return err
+	}
+	changes, err := store.Init(ctx, hostNames(cfg.Hosts))
+	if err != nil {
+		return err
+	}
+	if err := printChanges(s, "init", changes); err != nil {
+		return err
+	}
+	counts := map[string]int{}
+	for _, c := range changes {
+		counts[c.Action]++
+	}
+	if counts["unchanged"] == len(changes) {
+		fmt.Fprintf(s.out, "nothing to do: %d files unchanged\n", len(changes))
+		return nil
+	}
+	fmt.Fprintf(s.out, "%d created, %d derived, %d unchanged\n", counts["created"], counts["derived"], counts["unchanged"])
+	return nil
+}
+
+func cmdKeysSopsConfig(ctx context.Context, s stdio, args []string) error {
+	fs, path := keysFlags(s, "sops-config", `sops-config [--config FILE] [--out PATH]
+
+Writes .sops.yaml: the admin recipients and every host's age recipient (from
+its .pub), each behind a named anchor, and a creation rule for the secrets
+file that encrypts to all of them. Run sops updatekeys afterwards.`)
+	out := fs.String("out", "", "write to `path` instead of secrets.sops_config; - for stdout")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("keys sops-config: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, store, err := openKeys(*path)
+	if err != nil {
+		return err
+	}
+	dest := *out
+	if dest == "" {
+		dest = cfg.Secrets.SopsConfig
+	}
+	if dest == "" {
+		return &exitError{code: 1, msg: "keys sops-config: secrets.sops_config is not set; set it or pass --out PATH (- for stdout)"}
+	}
+	data, err := keys.SopsConfig(cfg, store)
+	if err != nil {
+		return &exitError{code: 1, msg: "keys sops-config: " + oneLine(err.Error())}
+	}
+	if dest == "-" {
+		_, err := s.out.Write(data)
+		return err
+	}
+	changed, err := keys.WriteSopsConfig(dest, data)
+	if err != nil {
+		return err
+	}
+	n := len(cfg.Secrets.AdminRecipients) + len(cfg.Hosts)
+	if !changed {
+		fmt.Fprintf(s.out, "unchanged %s (%d recipients)\n", displayPath(dest), n)
+		return nil
+	}
+	fmt.Fprintf(s.out, "wrote %s (%d recipients); now run sops updatekeys on the secrets file\n", displayPath(dest), n)
+	return nil
+}
+
+func cmdKeysSecretsTemplate(ctx context.Context, s stdio, args []string) error {
+	fs, path := keysFlags(s, "secrets-template", `secrets-template [--config FILE] [--user NAME]
+
+Prints the plaintext user-age-keys section of the secrets file, one
+<user>-<host> entry per host, from the per-host user age identities. The output
+contains secret keys: pipe it into sops --encrypt, do not save it.`)
+	user := fs.String("user", "", "login the keys are for (default secrets.user)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("keys secrets-template: unexpected argument %q", fs.Arg(0))
+	}
+	if *user != "" && !nixdeploy.ValidName(*user) {
+		return usageErrorf("keys secrets-template: --user %q is not a valid user name", *user)
+	}
+	cfg, store, err := openKeys(*path)
+	if err != nil {
+		return err
+	}
+	u := cfg.Secrets.User
+	if *user != "" {
+		u = *user
+	}
+	data, err := keys.SecretsTemplate(store, u, hostNames(cfg.Hosts))
+	if err != nil {
+		return &exitError{code: 1, msg: "keys secrets-template: " + oneLine(err.Error())}
+	}
+	defer clear(data)
+	fmt.Fprintln(s.err, "nixdeploy: warning: the output contains secret keys: pipe it into sops --encrypt, do not save it in plaintext")
+	_, err = s.out.Write(data)
+	return err
+}
+
+func cmdKeysCheck(ctx context.Context, s stdio, args []string) error {
+	fs, path := keysFlags(s, "check", `check [--config FILE] [HOST...]
+
+The key preflight the bot runs before every install, for the named hosts
+(names, @tags or globs; default all). For each host it checks:
+  key          the private key (plaintext or .age) parses and is ed25519
+  pub          the .pub file is its public half
+  mode         a plaintext private key is not readable by group/others
+  unique       no other host of the fleet has the same key
+  sops-config  the host's age recipient is in .sops.yaml
+  recipient    the secrets file is encrypted to the host
+  user-key     the secrets file has user-age-keys/<user>-<host>
+It prints one row per host (✓ passed, ✗ failed, - not checked) and exits 1
+with one line per failure.`)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, store, err := openKeys(*path)
+	if err != nil {
+		return err
+	}
+	rep, err := keys.Check(ctx, cfg, store, fs.Args())
+	if errors.Is(err, nixdeploy.ErrUnknownHost) || errors.Is(err, nixdeploy.ErrInvalidInput) {
+		return &exitError{code: 1, msg: "keys check: " + err.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	if err := rep.Print(s.out); err != nil {
+		return err
+	}
+	failures := rep.Failures()
+	for _, f := range failures {
+		fmt.Fprintln(s.err, f)
+	}
+	if len(failures) > 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("keys check: %d problem(s)", len(failures))}
+	}
+	fmt.Fprintf(s.out, "ok: %d host(s) ready\n", len(rep.Rows))
+	return nil
+}
+
+// recipientFlags collects repeated --recipient values.
+type recipientFlags []age.Recipient
+
+func (r *recipientFlags) String() string { return "" }
+
+func (r *recipientFlags) Set(v string) error {
+	rs, err := age.ParseRecipients(strings.NewReader(v))
+	if err != nil || len(rs) != 1 {
+		return errors.New("not an age recipient")
+	}
+	*r = append(*r, rs[0])
+	return nil
+}
+
+func cmdKeysSeal(ctx context.Context, s stdio, args []string) error {
+	fs, path := keysFlags(s, "seal", `seal [--config FILE] [--recipient age1...]... HOST...
+
+Encrypts the named hosts' plaintext keys (SSH host key and user age identity)
+with age into <file>.age, and removes each plaintext only after the sealed file
+decrypted with the bot's identity and matched it. The default recipient is the
+bot's own identity (NIXDEPLOY_AGE_IDENTITY or keys.age_identity_file).`)
+	var recipients recipientFlags
+	fs.Var(&recipients, "recipient", "encrypt to this age `recipient` (repeatable)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usageErrorf("keys seal: name the hosts to seal (names, @tags or globs)")
+	}
+	cfg, store, err := openKeys(*path)
+	if err != nil {
+		return err
+	}
+	if len(store.Identities) == 0 {
+		return &exitError{code: 1, msg: "keys seal: " + keys.ErrNoIdentity.Error() + " (it is needed to verify the sealed files)"}
+	}
+	if len(recipients) == 0 {
+		recipients = keys.IdentityRecipients(store.Identities)
+	}
+	hosts, err := cfg.Select(fs.Args())
+	if err != nil {
+		return &exitError{code: 1, msg: "keys seal: " + err.Error()}
+	}
+	var all []keys.Change
+	for _, h := range hosts {
+		changes, err := store.Seal(ctx, h.Name, recipients)
+		all = append(all, changes...)
+		if err != nil {
+			printChanges(s, "seal", all)
+			return err
+		}
+	}
+	for i := range all {
+		if all[i].Err == nil {
+			all[i].Path += keys.SealedSuffix
+		}
+	}
+	return printChanges(s, "seal", all)
+}
+
+func cmdKeysAgeRecipient(ctx context.Context, s stdio, args []string) error {
+	fs := newFlags(s, "keys age-recipient", `keys age-recipient [--skip-unsupported] [FILE...]
+
+Prints the age recipient (age1...) of every ssh-ed25519 key in the FILEs, or in
+standard input when there is none or FILE is -. It reads .pub files,
+authorized_keys and known_hosts lines and ssh-keyscan output; the recipient is
+the one ssh-to-age and sops-nix derive.`)
+	skip := fs.Bool("skip-unsupported", false, "skip keys other than ed25519, with a note on stderr")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	files := fs.Args()
+	if len(files) == 0 {
+		files = []string{"-"}
+	}
+	var out strings.Builder
+	for _, f := range files {
+		name, data, err := readInput(s, f)
+		if err != nil {
+			return err
+		}
+		pks, err := keys.ParsePublicKeys(data)
+		if err != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("%s: %v", name, err)}
+		}
+		for _, pk := range pks {
+			where := fmt.Sprintf("%s:%d", name, pk.Line)
+			if pk.Marker == "revoked" {
+				fmt.Fprintf(s.err, "nixdeploy: %s: skipping @revoked key\n", where)
+				continue
+			}
+			r, err := keys.AgeRecipient(pk.Key)
+			if errors.Is(err, keys.ErrUnsupportedKey) && *skip {
+				fmt.Fprintf(s.err, "nixdeploy: %s: skipping %s key\n", where, pk.Key.Type())
+				continue
+			}
+			if errors.Is(err, keys.ErrUnsupportedKey) {
+				return &exitError{code: 1, msg: fmt.Sprintf("%s: %v (pass --skip-unsupported to skip it)", where, err)}
+			}
+			if err != nil {
+				return &exitError{code: 1, msg: fmt.Sprintf("%s: %v", where, err)}
+			}
+			out.WriteString(r + "\n")
+		}
+	}
+	_, err := io.WriteString(s.out, out.String())
+	return err
+}
+
+// readInput reads a FILE argument, - meaning standard input.
+func readInput(s stdio, f string) (name string, data []byte, err error) {
+	if f == "-" {
+		data, err = io.ReadAll(s.in)
+		if err != nil {
+			return "", nil, fmt.Errorf("read stdin: %w", err)
+		}
+		return "stdin", data, nil
+	}
+	data, err = os.ReadFile(f)
+	if err != nil {
+		return "", nil, &exitError{code: 1, msg: err.Error()}
+	}
+	return f, data, nil
+}
+
+func cmdKeysAgeIdentity(ctx context.Context, s stdio, args []string) error {
+	fs, path := keysFlags(s, "age-identity", `age-identity [--config FILE] FILE
+
+Prints the age identity (AGE-SECRET-KEY-1...) of an unencrypted OpenSSH
+ed25519 private key, like ssh-to-age -private-key; an age identity file is
+printed as is. A sealed FILE.age is decrypted in memory with the bot's
+identity (NIXDEPLOY_AGE_IDENTITY, or keys.age_identity_file of the config).`)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErrorf("keys age-identity: want exactly one FILE")
+	}
+	name, data, err := readInput(s, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer clear(data)
+	if strings.HasSuffix(name, keys.SealedSuffix) {
+		ids, err := ageIdentitiesFor(*path)
+		if err != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("%s is sealed: %v", name, err)}
+		}
+		plain, err := keys.Decrypt(strings.NewReader(string(data)), ids)
+		if err != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("decrypt %s: %v", name, err)}
+		}
+		defer clear(plain)
+		data = plain
+	}
+	id, err := keys.IdentityFromKeyFile(data)
+	if err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("%s: %v", name, err)}
+	}
+	_, err = fmt.Fprintln(s.out, id)
+	return err
+}
+
+// ageIdentitiesFor finds the bot's identity: the environment first, then
+// the config, which is only loaded when the environment has none.
+func ageIdentitiesFor(configPath string) ([]age.Identity, error) {
+	ids, err := keys.LoadIdentities(nil)
+	if !errors.Is(err, keys.ErrNoIdentity) {
+		return ids, err
+	}
+	cfg, cerr := nixdeploy.LoadConfig(configPath)
+	if cerr != nil {
+		return nil, fmt.Errorf("%w (and the config did not load: %s)", err, oneLine(cerr.Error()))
+	}
+	return keys.LoadIdentities(cfg)
 }

@@ -13,6 +13,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	// Schedules name IANA zones; embed the database so a minimal image
+	// without /usr/share/zoneinfo still resolves them.
+	_ "time/tzdata"
 )
 
 func main() {

@@ -28,6 +28,9 @@ func TestScripts(t *testing.T) {
 			}
 			// The repository root, for scripts that use the example fleet.
 			env.Setenv("REPO", wd+"/../..")
+			// Under -race every exec'd nixdeploy would otherwise sleep 1 s
+			// at exit waiting for race reports to flush.
+			env.Setenv("GORACE", "atexit_sleep_ms=0")
 			return nil
 		},
 	})
