@@ -14,6 +14,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
@@ -37,6 +38,10 @@ func PathFromEnv() string {
 // DB is an open nixdeploy database.
 type DB struct {
 	sql *sql.DB
+
+	logStmtMu sync.Mutex
+	logStmt   *sql.Stmt
+
 	// Now is the clock used for timestamps the store sets itself.
 	Now func() time.Time
 }
@@ -77,7 +82,14 @@ func Open(ctx context.Context, path string) (*DB, []nixdeploy.Deployment, error)
 }
 
 // Close closes the database.
-func (d *DB) Close() error { return d.sql.Close() }
+func (d *DB) Close() error {
+	d.logStmtMu.Lock()
+	if d.logStmt != nil {
+		d.logStmt.Close()
+	}
+	d.logStmtMu.Unlock()
+	return d.sql.Close()
+}
 
 // Ping checks that the database answers.
 func (d *DB) Ping(ctx context.Context) error { return d.sql.PingContext(ctx) }

@@ -14,6 +14,26 @@ import (
 // rows stays far below it while amortising statement overhead.
 const logBatchRows = 500
 
+func logInsertSQL(rows int) string {
+	return `INSERT INTO log_lines (deployment_id, seq, ts, host, step, stream, text) VALUES (?, ?, ?, ?, ?, ?, ?)` +
+		strings.Repeat(`, (?, ?, ?, ?, ?, ?, ?)`, rows-1)
+}
+
+// logInsert returns the prepared statement for a full batch. Parsing a
+// 500-row INSERT costs more than executing it, so it is prepared once.
+func (d *DB) logInsert(ctx context.Context) (*sql.Stmt, error) {
+	d.logStmtMu.Lock()
+	defer d.logStmtMu.Unlock()
+	if d.logStmt == nil {
+		st, err := d.sql.PrepareContext(ctx, logInsertSQL(logBatchRows))
+		if err != nil {
+			return nil, err
+		}
+		d.logStmt = st
+	}
+	return d.logStmt, nil
+}
+
 // AppendLogs stores lines of a deployment's log in one transaction. Seq
 // numbers are the caller's and must be unique within the deployment; a
 // repeat is an error rather than a silent overwrite.
@@ -21,16 +41,25 @@ func (d *DB) AppendLogs(ctx context.Context, deploymentID int64, lines []nixdepl
 	if len(lines) == 0 {
 		return nil
 	}
-	err := d.tx(ctx, func(tx *sql.Tx) error {
+	full, err := d.logInsert(ctx)
+	if err != nil {
+		return fmt.Errorf("append log lines: %w", err)
+	}
+	args := make([]any, 0, 7*logBatchRows)
+	err = d.tx(ctx, func(tx *sql.Tx) error {
 		for start := 0; start < len(lines); start += logBatchRows {
 			chunk := lines[start:min(start+logBatchRows, len(lines))]
-			q := `INSERT INTO log_lines (deployment_id, seq, ts, host, step, stream, text) VALUES (?, ?, ?, ?, ?, ?, ?)` +
-				strings.Repeat(`, (?, ?, ?, ?, ?, ?, ?)`, len(chunk)-1)
-			args := make([]any, 0, 7*len(chunk))
+			args = args[:0]
 			for _, l := range chunk {
 				args = append(args, deploymentID, l.Seq, nanos(l.Time), l.Host, l.Step, string(l.Stream), l.Text)
 			}
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			var err error
+			if len(chunk) == logBatchRows {
+				_, err = tx.StmtContext(ctx, full).ExecContext(ctx, args...)
+			} else {
+				_, err = tx.ExecContext(ctx, logInsertSQL(len(chunk)), args...)
+			}
+			if err != nil {
 				return err
 			}
 		}

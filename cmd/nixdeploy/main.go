@@ -44,6 +44,10 @@ func commands() map[string]command {
 	return map[string]command{
 		"check": {"validate a fleet config and print every problem", cmdCheck},
 		"keys":  {"pre-generated SSH host keys and age keys (see keys -h)", cmdKeys},
+
+		"serve":   {"run the Slack bot and the schedules (tokens from the environment)", cmdServe},
+		"console": {"drive the bot from a terminal: commands, reactions, streamed output", cmdConsole},
+		"deploy":  {"run a deployment from the terminal", cmdDeploy},
 	}
 }
 

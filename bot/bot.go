@@ -1,0 +1,291 @@
+// Package bot is nixdeploy's chat adapter. One set of handlers serves
+// Slack's HTTP endpoints (signed requests), Slack's Socket Mode and a
+// terminal: slash commands are acknowledged at once and worked on in the
+// background; destructive requests wait for an approver's reaction on the
+// bot's approval message; a running deployment is one status message,
+// updated at most every 1.5 s, whose thread gets the complete log.
+//
+// The bot talks to the rest of nixdeploy through small interfaces defined
+// here (Store, Deployer, Locks, Schedules, KeyChecker) and to people through
+// Chat, implemented for the Slack Web API and for a terminal.
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nixdeploy/nixdeploy"
+)
+
+// Defaults for Options.
+const (
+	DefaultUpdateInterval = 1500 * time.Millisecond
+	DefaultTailLines      = 15
+)
+
+// Options configure a Bot. Config, Store, Chat and Deployer are required.
+type Options struct {
+	Config   *nixdeploy.Config
+	Store    Store
+	Chat     Chat
+	Deployer Deployer
+	// Locks, Schedules and Keys are optional; without them the commands
+	// that need them answer that the feature is not available.
+	Locks     Locks
+	Schedules Schedules
+	Keys      KeyChecker
+	// BotUser is the bot's own user id; its reactions are not decisions.
+	BotUser string
+	// Interrupted are the deployments db.Open marked interrupted; Start
+	// edits their status messages to say so.
+	Interrupted []nixdeploy.Deployment
+	// Clock defaults to RealClock; Logger to slog.Default().
+	Clock  Clock
+	Logger *slog.Logger
+	// UpdateInterval is the least time between two updates of a status
+	// message (default 1.5 s); TailLines how many lines it shows (15).
+	UpdateInterval time.Duration
+	TailLines      int
+	// Handlers bounds how many commands and reactions are worked on at
+	// once (default 4); more wait their turn. A burst of requests then
+	// cannot take the CPU that acknowledging the next ones within Slack's
+	// 3 s needs. Deployments are not counted.
+	Handlers int
+}
+
+// Bot is the chat front end of nixdeploy.
+type Bot struct {
+	cfg       atomic.Pointer[nixdeploy.Config]
+	store     Store
+	chat      Chat
+	deployer  Deployer
+	locks     Locks
+	schedules Schedules
+	keys      KeyChecker
+	botUser   string
+	clock     Clock
+	log       *slog.Logger
+	interval  time.Duration
+	tailLines int
+
+	interrupted []nixdeploy.Deployment
+
+	// handlers holds one token per command or reaction being worked on.
+	handlers chan struct{}
+
+	// ctx is the bot's own context: work started by a request outlives
+	// the request and ends with Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+	work   tracker
+
+	mu     sync.Mutex
+	closed bool
+	runs   map[int64]*run
+	timers map[int64]func() bool // approval id → stop its expiry timer
+}
+
+// run is a deployment in flight.
+type run struct {
+	dep nixdeploy.Deployment
+	// ctx is the run's own context, a child of the bot's.
+	ctx         context.Context
+	cancel      context.CancelFunc
+	cancelledBy string
+}
+
+// New checks o and returns a Bot. Call Start before serving.
+func New(o Options) (*Bot, error) {
+	switch {
+	case o.Config == nil:
+		return nil, errors.New("bot: no config")
+	case o.Store == nil:
+		return nil, errors.New("bot: no store")
+	case o.Chat == nil:
+		return nil, errors.New("bot: no chat")
+	case o.Deployer == nil:
+		return nil, errors.New("bot: no deployer")
+	}
+	b := &Bot{
+		store: o.Store, chat: o.Chat, deployer: o.Deployer,
+		locks: o.Locks, schedules: o.Schedules, keys: o.Keys,
+		botUser: o.BotUser, clock: o.Clock, log: o.Logger,
+		interval: o.UpdateInterval, tailLines: o.TailLines,
+		interrupted: o.Interrupted,
+		runs:        map[int64]*run{},
+		timers:      map[int64]func() bool{},
+	}
+	if b.clock == nil {
+		b.clock = RealClock{}
+	}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	if b.interval <= 0 {
+		b.interval = DefaultUpdateInterval
+	}
+	if b.tailLines <= 0 {
+		b.tailLines = DefaultTailLines
+	}
+	if o.Handlers <= 0 {
+		o.Handlers = 4
+	}
+	b.handlers = make(chan struct{}, o.Handlers)
+	b.cfg.Store(o.Config)
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	return b, nil
+}
+
+// Config returns the config decisions are made against.
+func (b *Bot) Config() *nixdeploy.Config { return b.cfg.Load() }
+
+// SetConfig replaces the config, for a reload. Pending approvals are
+// checked against the new one when someone approves.
+func (b *Bot) SetConfig(cfg *nixdeploy.Config) { b.cfg.Store(cfg) }
+
+// Start re-arms the expiry of the approvals still pending from before a
+// restart and tells the channel about deployments a restart interrupted.
+func (b *Bot) Start(ctx context.Context) error {
+	pending, err := b.store.PendingApprovals(ctx)
+	if err != nil {
+		return fmt.Errorf("start bot: %w", err)
+	}
+	for _, a := range pending {
+		b.armExpiry(a)
+	}
+	for _, dep := range b.interrupted {
+		b.log.Warn("deployment interrupted by restart", "deployment", dep.ID, "hosts", dep.Hosts)
+		b.audit(ctx, "nixdeploy", "interrupted", dep.ID, "nixdeploy restarted while it was in flight")
+		if dep.Channel == "" || dep.MessageTS == "" {
+			continue
+		}
+		if err := b.chat.Update(ctx, dep.Channel, dep.MessageTS, interruptedMessage(dep)); err != nil {
+			b.log.Error("mark status message interrupted", "deployment", dep.ID, "err", err)
+		}
+	}
+	b.log.Info("bot started", "pending_approvals", len(pending), "interrupted", len(b.interrupted))
+	return nil
+}
+
+// Close stops the bot: expiry timers stop, deployments in flight are
+// cancelled, and Close returns once all background work has ended.
+func (b *Bot) Close() {
+	b.mu.Lock()
+	b.closed = true
+	for id, stop := range b.timers {
+		stop()
+		delete(b.timers, id)
+	}
+	b.mu.Unlock()
+	b.cancel()
+	b.work.wait(context.Background())
+}
+
+// Wait blocks until no request, reaction or deployment is being worked
+// on, or ctx ends. The terminal and tests use it to let things settle.
+func (b *Bot) Wait(ctx context.Context) error { return b.work.wait(ctx) }
+
+// spawn runs fn in the background under the bot's context. It reports
+// false, running nothing, once the bot is closed.
+func (b *Bot) spawn(fn func(ctx context.Context)) bool {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
+	}
+	b.work.add()
+	b.mu.Unlock()
+	go func() {
+		defer b.work.done()
+		fn(b.ctx)
+	}()
+	return true
+}
+
+// handle runs a command's or reaction's work in the background, at most
+// Options.Handlers at a time.
+func (b *Bot) handle(fn func(ctx context.Context)) bool {
+	return b.spawn(func(ctx context.Context) {
+		select {
+		case b.handlers <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		defer func() { <-b.handlers }()
+		fn(ctx)
+	})
+}
+
+// audit records a decision; losing an audit row must not undo the
+// decision, so a failure is logged loudly instead.
+func (b *Bot) audit(ctx context.Context, actor, kind string, depID int64, detail string) {
+	e := nixdeploy.AuditEvent{Time: b.clock.Now().UTC(), Actor: actor, Kind: kind, DeploymentID: depID, Detail: detail}
+	if err := b.store.Audit(context.WithoutCancel(ctx), e); err != nil {
+		b.log.Error("audit", "kind", kind, "actor", actor, "deployment", depID, "err", err)
+	}
+}
+
+func isDeployer(cfg *nixdeploy.Config, user string) bool {
+	return slices.Contains(cfg.Slack.Deployers, user)
+}
+
+func isApprover(cfg *nixdeploy.Config, user string) bool {
+	return slices.Contains(cfg.Slack.Approvers, user)
+}
+
+// channelFor is where deployment and approval messages go: the configured
+// fleet channel, or where the command was typed.
+func (b *Bot) channelFor(inv Invocation) string {
+	if c := b.Config().Slack.Channel; c != "" {
+		return c
+	}
+	return inv.Channel
+}
+
+// tracker counts background work and lets callers wait for none.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed while n == 0
+}
+
+func (t *tracker) add() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		t.idle = make(chan struct{})
+	}
+	t.n++
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 {
+		close(t.idle)
+	}
+}
+
+func (t *tracker) wait(ctx context.Context) error {
+	t.mu.Lock()
+	idle := t.idle
+	n := t.n
+	t.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	select {
+	case <-idle:
+		// New work may have started since; wait for that too.
+		return t.wait(ctx)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

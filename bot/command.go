@@ -1,0 +1,171 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/commands"
+)
+
+// Invocation is one slash command as a chat delivered it.
+type Invocation struct {
+	User    string
+	Channel string
+	// Text is what followed the slash command (a leading "/nixdeploy" is
+	// accepted too).
+	Text string
+}
+
+// Reply is the immediate acknowledgement of a command, shown only to the
+// user who typed it.
+type Reply struct {
+	Text string
+}
+
+// Command acknowledges a slash command and works on it in the background.
+// It does no I/O, so it answers well inside Slack's 3 s: the reply echoes
+// the command in canonical form, or says why it could not be parsed.
+func (b *Bot) Command(inv Invocation) Reply {
+	cmd, err := commands.Parse(b.Config(), inv.Text)
+	if err != nil {
+		return Reply{Text: UserMessage(err)}
+	}
+	echo := "`" + commands.Prefix + " " + cmd.String() + "`"
+	if !b.handle(func(ctx context.Context) { b.execute(ctx, inv, cmd) }) {
+		return Reply{Text: echo + " — nixdeploy is shutting down; try again in a minute"}
+	}
+	return Reply{Text: echo}
+}
+
+// execute does the work of a parsed command; whatever goes wrong is told
+// to the user in one sentence and logged in full.
+func (b *Bot) execute(ctx context.Context, inv Invocation, cmd commands.Command) {
+	log := b.log.With("user", inv.User, "command", cmd.String())
+	var err error
+	switch cmd.Kind {
+	case commands.KindDeploy:
+		err = b.request(ctx, inv, cmd)
+	case commands.KindStatus:
+		err = b.status(ctx, inv, cmd)
+	case commands.KindHistory:
+		err = b.history(ctx, inv, cmd)
+	case commands.KindCancel:
+		err = b.cancelCmd(ctx, inv, cmd)
+	case commands.KindLock:
+		err = b.lock(ctx, inv, cmd)
+	case commands.KindUnlock:
+		err = b.unlock(ctx, inv, cmd)
+	case commands.KindSchedules:
+		err = b.listSchedules(ctx, inv)
+	case commands.KindSchedule:
+		err = b.schedule(ctx, inv, cmd)
+	case commands.KindKeysCheck:
+		err = b.keysCheck(ctx, inv, cmd)
+	case commands.KindHelp:
+		text := commands.HelpTopic(cmd.Topic)
+		err = b.tell(ctx, inv, replyBlock("nixdeploy help", text))
+	default:
+		err = userf(nixdeploy.ErrInvalidInput, "%s is not supported by this bot yet; try /nixdeploy help", cmd.Kind)
+	}
+	if err == nil {
+		return
+	}
+	var ue *userError
+	level := slog.LevelError
+	if errors.As(err, &ue) || errors.Is(err, commands.ErrUsage) {
+		level = slog.LevelInfo
+	}
+	log.Log(ctx, level, "command failed", "err", err)
+	if terr := b.tell(ctx, inv, reply(UserMessage(err))); terr != nil {
+		log.Error("tell user", "err", terr)
+	}
+}
+
+// tell shows m to the user who typed the command.
+func (b *Bot) tell(ctx context.Context, inv Invocation, m Message) error {
+	return b.chat.Ephemeral(context.WithoutCancel(ctx), inv.Channel, inv.User, m)
+}
+
+func (b *Bot) requireDeployer(ctx context.Context, inv Invocation, what string, cmd commands.Command) error {
+	if isDeployer(b.Config(), inv.User) {
+		return nil
+	}
+	b.audit(ctx, inv.User, "refused-not-deployer", 0, cmd.String())
+	return userf(nixdeploy.ErrUnauthorized, "only deployers may %s; ask an admin to add you to slack.deployers in the fleet config", what)
+}
+
+// request handles a deploy command: authorization, the busy check, then
+// either the run or, for a destructive action, the approval message.
+func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	cfg := b.Config()
+	if err := b.requireDeployer(ctx, inv, "request deployments", cmd); err != nil {
+		return err
+	}
+	if cmd.Action.Destructive() && !cfg.Slack.Destructive {
+		b.audit(ctx, inv.User, "refused-destructive-disabled", 0, cmd.String())
+		return userf(nixdeploy.ErrUnauthorized, "%s is destructive and disabled from chat (slack.destructive = false); run it from a terminal", cmd.Action)
+	}
+	if err := b.checkFree(ctx, inv.User, cmd.Hosts); err != nil {
+		b.audit(ctx, inv.User, "refused-busy", 0, cmd.String()+": "+UserMessage(err))
+		return err
+	}
+	dep := nixdeploy.Deployment{
+		Hosts: cmd.Hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack,
+		State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
+	}
+	if cmd.Action.Destructive() {
+		dep.State = nixdeploy.StateAwaiting
+	}
+	if err := b.store.CreateDeployment(ctx, &dep); err != nil {
+		return fmt.Errorf("request %s: %w", cmd, err)
+	}
+	b.audit(ctx, inv.User, "requested", dep.ID, cmd.String())
+	b.log.Info("deployment requested", "deployment", dep.ID, "action", dep.Action, "hosts", dep.Hosts, "user", inv.User)
+	if cmd.Action.Destructive() {
+		return b.askApproval(ctx, dep, b.channelFor(inv))
+	}
+	return b.startRun(ctx, dep, b.channelFor(inv), "")
+}
+
+// checkFree refuses hosts that are locked by someone else or have a
+// deployment in flight.
+func (b *Bot) checkFree(ctx context.Context, user string, hosts []string) error {
+	b.mu.Lock()
+	for _, r := range b.runs {
+		for _, h := range hosts {
+			if containsHost(r.dep.Hosts, h) {
+				b.mu.Unlock()
+				return userf(nixdeploy.ErrHostBusy, "%s is busy with deployment #%d (%s by %s); wait for it to finish or cancel it with /nixdeploy cancel %d",
+					h, r.dep.ID, r.dep.Action, mention(r.dep.Requester), r.dep.ID)
+			}
+		}
+	}
+	b.mu.Unlock()
+	if b.locks == nil {
+		return nil
+	}
+	for _, h := range hosts {
+		l, ok, err := b.locks.LockOf(ctx, h)
+		if err != nil {
+			return fmt.Errorf("check lock of %s: %w", h, err)
+		}
+		if ok && l.Holder != user {
+			why := ""
+			if l.Reason != "" {
+				why = " (" + escape(l.Reason) + ")"
+			}
+			return userf(nixdeploy.ErrHostBusy, "%s is locked by %s until %s%s; ask them, or wait for /nixdeploy unlock %s",
+				h, mention(l.Holder), utc(l.ExpiresAt), why, h)
+		}
+	}
+	return nil
+}
+
+func containsHost(hosts []string, h string) bool { return slices.Contains(hosts, h) }
+
+func hostsText(hosts []string) string { return strings.Join(hosts, ", ") }

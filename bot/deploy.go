@@ -1,0 +1,65 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nixdeploy/nixdeploy"
+)
+
+// Deploy runs a request that did not come from chat, such as a scheduled
+// rebuild, through the same path as a chat request: the busy checks, one
+// status message streamed to the fleet channel, the uploaded log and the
+// audit trail. It blocks until the deployment ends and returns it as
+// stored. A busy or locked host is an error wrapping nixdeploy.ErrHostBusy,
+// before anything is stored. Destructive actions are refused: they need a
+// person's approval.
+func (b *Bot) Deploy(ctx context.Context, req nixdeploy.Request) (nixdeploy.Deployment, error) {
+	if req.Action.Destructive() {
+		return nixdeploy.Deployment{}, userf(nixdeploy.ErrUnauthorized, "%s needs an approval, so it cannot be started by %s", req.Action, req.Requester)
+	}
+	if err := b.checkFree(ctx, req.Requester, req.Hosts); err != nil {
+		return nixdeploy.Deployment{}, err
+	}
+	source := req.Source
+	if source == "" {
+		source = nixdeploy.SourceSchedule
+	}
+	dep := nixdeploy.Deployment{
+		Hosts: req.Hosts, Action: req.Action, Requester: req.Requester, Source: source,
+		State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
+	}
+	if err := b.store.CreateDeployment(ctx, &dep); err != nil {
+		return dep, fmt.Errorf("deploy %s %v: %w", req.Action, req.Hosts, err)
+	}
+	b.audit(ctx, req.Requester, "requested", dep.ID, fmt.Sprintf("%s %s", req.Action, hostsText(req.Hosts)))
+	r, err := b.claim(dep)
+	if err != nil {
+		b.finishUnstarted(ctx, dep, nixdeploy.StateCancelled, err)
+		return dep, err
+	}
+	done := make(chan struct{})
+	if !b.spawn(func(context.Context) {
+		defer close(done)
+		b.execRun(ctx, r, b.Config().Slack.Channel, "")
+	}) {
+		b.release(dep.ID)
+		err := userf(context.Canceled, "nixdeploy is shutting down")
+		b.finishUnstarted(ctx, dep, nixdeploy.StateCancelled, err)
+		return dep, err
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.cancel()
+		<-done
+	}
+	return b.store.Deployment(context.WithoutCancel(ctx), dep.ID)
+}
+
+// Announce posts a notice to the fleet channel, such as a schedule's run
+// summary.
+func (b *Bot) Announce(ctx context.Context, text string) error {
+	_, err := b.chat.Post(ctx, b.Config().Slack.Channel, Message{Kind: KindNotice, Text: text})
+	return err
+}

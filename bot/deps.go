@@ -1,0 +1,117 @@
+package bot
+
+import (
+	"context"
+	"time"
+
+	"github.com/nixdeploy/nixdeploy"
+)
+
+// Store is the part of *db.DB the bot uses.
+type Store interface {
+	CreateDeployment(ctx context.Context, d *nixdeploy.Deployment) error
+	Deployment(ctx context.Context, id int64) (nixdeploy.Deployment, error)
+	Deployments(ctx context.Context, host string, limit int) ([]nixdeploy.Deployment, error)
+	SetState(ctx context.Context, id int64, state nixdeploy.State) error
+	Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error
+	SetMessage(ctx context.Context, id int64, channel, ts string) error
+	CurrentSystem(ctx context.Context, host string) (string, time.Time, error)
+
+	CreateApproval(ctx context.Context, a *nixdeploy.Approval) error
+	SetApprovalMessage(ctx context.Context, id int64, channel, ts string) error
+	ApprovalByMessage(ctx context.Context, channel, ts string) (nixdeploy.Approval, error)
+	PendingApprovals(ctx context.Context) ([]nixdeploy.Approval, error)
+	DecideApproval(ctx context.Context, id int64, state nixdeploy.ApprovalState, by string) (bool, error)
+
+	Audit(ctx context.Context, e nixdeploy.AuditEvent) error
+	FirstSeen(ctx context.Context, eventID string) (bool, error)
+	EachLog(ctx context.Context, deploymentID int64, fn func(nixdeploy.LogLine) error) error
+}
+
+// Sink receives a deployment's output while it runs. The deployer calls
+// Line for every stored (redacted) line, including its own event lines for
+// step boundaries; nixos-anywhere's "### … ###" markers arrive as ordinary
+// stdout lines. Line must not block: the Streamer only records the line and
+// wakes its updater.
+type Sink interface {
+	Line(l nixdeploy.LogLine)
+}
+
+// Result is how a deployment run ended.
+type Result struct {
+	// State is StateSucceeded, StateFailed or StateCancelled.
+	State    nixdeploy.State
+	ExitCode int
+	// Host and Step name where it failed.
+	Host string
+	Step string
+	// Err says why it failed, for the log; users see UserMessage(Err).
+	Err error
+}
+
+// Deployer runs deployments. It stores every log line of a deployment
+// (the bot reads them back with Store.EachLog for the uploaded log) and
+// passes each one to sink as well. Run returns when the deployment ended;
+// cancelling ctx cancels it. A host taken by another deployment is an
+// error wrapping nixdeploy.ErrHostBusy.
+type Deployer interface {
+	Run(ctx context.Context, dep nixdeploy.Deployment, sink Sink) Result
+}
+
+// HostLock is a manual lock on a host ("/nixdeploy lock").
+type HostLock struct {
+	Host      string
+	Holder    string
+	Reason    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Locks keeps the manual host locks. Lock fails with an error wrapping
+// nixdeploy.ErrHostBusy when someone else holds a live lock.
+type Locks interface {
+	Lock(ctx context.Context, l HostLock) error
+	Unlock(ctx context.Context, host string) (bool, error)
+	LockOf(ctx context.Context, host string) (HostLock, bool, error)
+}
+
+// ScheduleInfo is one schedule as "/nixdeploy schedules" shows it.
+type ScheduleInfo struct {
+	Name     string
+	Spec     string
+	TimeZone string
+	Hosts    []string
+	Action   nixdeploy.Action
+	Strategy string
+	Paused   bool
+	PausedBy string
+	// Next is the next tick, zero while paused.
+	Next time.Time
+	// RunningID is the run in flight, 0 if none.
+	RunningID int64
+	// LastOutcome and LastAt describe the newest run, if any.
+	LastOutcome string
+	LastAt      time.Time
+}
+
+// Schedules is the scheduler as the bot drives it; *schedules.Scheduler
+// satisfies it through a thin adapter for List.
+type Schedules interface {
+	List(ctx context.Context) ([]ScheduleInfo, error)
+	Pause(ctx context.Context, name, by string) error
+	Resume(ctx context.Context, name, by string) error
+	RunNow(ctx context.Context, name, by string) (int64, error)
+}
+
+// KeyReport is the outcome of a key preflight.
+type KeyReport struct {
+	// Table is the printable per-host table.
+	Table string
+	// Failures holds one line per failed check; empty means all passed.
+	Failures []string
+}
+
+// KeyChecker runs the key preflight ("/nixdeploy keys check").
+type KeyChecker interface {
+	CheckKeys(ctx context.Context, hosts []string) (KeyReport, error)
+}

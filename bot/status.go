@@ -1,0 +1,343 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/commands"
+)
+
+func stateWord(st nixdeploy.State) string {
+	switch st {
+	case nixdeploy.StateSucceeded:
+		return ":white_check_mark: succeeded"
+	case nixdeploy.StateFailed:
+		return ":x: failed"
+	case nixdeploy.StateRunning:
+		return ":hourglass_flowing_sand: running"
+	case nixdeploy.StateAwaiting:
+		return ":raised_hand: awaiting approval"
+	case nixdeploy.StateInterrupted:
+		return ":warning: interrupted"
+	}
+	return string(st)
+}
+
+// sectionsOf packs lines into as few sections as Slack's limit allows.
+func sectionsOf(head string, lines []string) []string {
+	out := []string{}
+	cur := head
+	for _, l := range lines {
+		if len(cur)+len(l)+1 > MaxSection && cur != "" {
+			out = append(out, cur)
+			cur = ""
+		}
+		if cur != "" {
+			cur += "\n"
+		}
+		cur += l
+	}
+	if cur != "" {
+		out = append(out, cur)
+	}
+	return out
+}
+
+func (b *Bot) hostsOrAll(hosts []string) []string {
+	if len(hosts) > 0 {
+		return hosts
+	}
+	cfg := b.Config()
+	out := make([]string, len(cfg.Hosts))
+	for i, h := range cfg.Hosts {
+		out[i] = h.Name
+	}
+	return out
+}
+
+// status shows, per host, the last deployment and its outcome, any lock
+// (a deployment in flight or a manual lock: who and why) and the system
+// it was last verified to run.
+func (b *Bot) status(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	var lines []string
+	for _, h := range b.hostsOrAll(cmd.Hosts) {
+		var parts []string
+		deps, err := b.store.Deployments(ctx, h, 1)
+		if err != nil {
+			return fmt.Errorf("status of %s: %w", h, err)
+		}
+		if len(deps) == 0 {
+			parts = append(parts, "last: never deployed by nixdeploy")
+		} else {
+			d := deps[0]
+			when := d.EndedAt
+			if when.IsZero() {
+				when = d.CreatedAt
+			}
+			parts = append(parts, fmt.Sprintf("last: #%d %s %s %s by %s", d.ID, d.Action, stateWord(d.State), utc(when), mention(d.Requester)))
+		}
+		b.mu.Lock()
+		for _, r := range b.runs {
+			if containsHost(r.dep.Hosts, h) {
+				parts = append(parts, fmt.Sprintf(":lock: busy: #%d %s by %s is running", r.dep.ID, r.dep.Action, mention(r.dep.Requester)))
+			}
+		}
+		b.mu.Unlock()
+		if b.locks != nil {
+			l, ok, err := b.locks.LockOf(ctx, h)
+			if err != nil {
+				return fmt.Errorf("status of %s: %w", h, err)
+			}
+			if ok {
+				why := ""
+				if l.Reason != "" {
+					why = ": " + escape(l.Reason)
+				}
+				parts = append(parts, fmt.Sprintf(":lock: locked by %s until %s%s", mention(l.Holder), utc(l.ExpiresAt), why))
+			} else if len(parts) == 1 {
+				parts = append(parts, "not locked")
+			}
+		}
+		sys, at, err := b.store.CurrentSystem(ctx, h)
+		switch {
+		case err == nil:
+			parts = append(parts, fmt.Sprintf("system `%s` (seen %s)", escape(sys), utc(at)))
+		case errors.Is(err, nixdeploy.ErrNotFound):
+			parts = append(parts, "system: unknown")
+		default:
+			return fmt.Errorf("status of %s: %w", h, err)
+		}
+		lines = append(lines, fmt.Sprintf("*%s* — %s", h, strings.Join(parts, " · ")))
+	}
+	if pending, err := b.store.PendingApprovals(ctx); err == nil && len(pending) > 0 {
+		lines = append(lines, "_"+approvalsSummary(pending)+"_")
+	}
+	return b.tell(ctx, inv, Message{Kind: KindReply, Text: "nixdeploy status", Sections: sectionsOf("*Fleet status*", lines)})
+}
+
+func (b *Bot) history(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	host := ""
+	if len(cmd.Hosts) == 1 {
+		host = cmd.Hosts[0]
+	}
+	deps, err := b.store.Deployments(ctx, host, cmd.N)
+	if err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
+	if len(deps) == 0 {
+		return b.tell(ctx, inv, reply("No deployments yet."))
+	}
+	lines := make([]string, len(deps))
+	for i, d := range deps {
+		took := ""
+		if !d.StartedAt.IsZero() && !d.EndedAt.IsZero() {
+			took = " in " + human(d.EndedAt.Sub(d.StartedAt))
+		}
+		lines[i] = fmt.Sprintf("#%d %s %s — %s%s · %s · by %s", d.ID, d.Action, hostsText(d.Hosts), stateWord(d.State), took, utc(d.CreatedAt), mention(d.Requester))
+	}
+	head := "*History*"
+	if host != "" {
+		head = "*History of " + host + "*"
+	}
+	return b.tell(ctx, inv, Message{Kind: KindReply, Text: "nixdeploy history", Sections: sectionsOf(head, lines)})
+}
+
+// cancelCmd cancels a deployment in flight or awaiting approval. Only its
+// requester or an approver may.
+func (b *Bot) cancelCmd(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	cfg := b.Config()
+	dep, err := b.store.Deployment(ctx, cmd.ID)
+	if errors.Is(err, nixdeploy.ErrNotFound) {
+		return userf(nixdeploy.ErrNotFound, "there is no deployment #%d; see /nixdeploy history", cmd.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("cancel %d: %w", cmd.ID, err)
+	}
+	if inv.User != dep.Requester && !isApprover(cfg, inv.User) {
+		b.audit(ctx, inv.User, "cancel-refused", dep.ID, "not the requester or an approver")
+		return userf(nixdeploy.ErrUnauthorized, "only the requester (%s) or an approver can cancel #%d", mention(dep.Requester), dep.ID)
+	}
+	if dep.State.Final() {
+		return userf(nixdeploy.ErrInvalidInput, "#%d already ended (%s); nothing to cancel", dep.ID, dep.State)
+	}
+	b.mu.Lock()
+	r := b.runs[dep.ID]
+	if r != nil {
+		r.cancelledBy = inv.User
+		r.cancel()
+	}
+	b.mu.Unlock()
+	if r != nil {
+		b.audit(ctx, inv.User, "cancel-requested", dep.ID, "running deployment")
+		return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelling #%d; its status message will say when it stopped.", dep.ID)))
+	}
+	if a, ok, err := b.pendingFor(ctx, dep.ID); err != nil {
+		return err
+	} else if ok {
+		decision := fmt.Sprintf(":octagonal_sign: *Cancelled* by %s at %s.", mention(inv.User), utc(b.clock.Now()))
+		if err := b.decide(ctx, a, nixdeploy.ApprovalRejected, nixdeploy.StateCancelled, inv.User, "cancelled", decision); err != nil {
+			return err
+		}
+		return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelled #%d before it was approved.", dep.ID)))
+	}
+	if err := b.store.Finish(ctx, dep.ID, nixdeploy.StateCancelled, 0, "cancelled by "+inv.User); err != nil && !errors.Is(err, nixdeploy.ErrNotFound) {
+		return err
+	}
+	b.audit(ctx, inv.User, "cancelled", dep.ID, "not started")
+	return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelled #%d.", dep.ID)))
+}
+
+func (b *Bot) lock(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	if err := b.requireDeployer(ctx, inv, "lock hosts", cmd); err != nil {
+		return err
+	}
+	if b.locks == nil {
+		return userf(nixdeploy.ErrInvalidInput, "locks are not available in this nixdeploy")
+	}
+	now := b.clock.Now().UTC()
+	until := now.Add(cmd.Duration)
+	for _, h := range cmd.Hosts {
+		err := b.locks.Lock(ctx, HostLock{Host: h, Holder: inv.User, Reason: cmd.Reason, CreatedAt: now, ExpiresAt: until})
+		if errors.Is(err, nixdeploy.ErrHostBusy) {
+			b.audit(ctx, inv.User, "lock-refused", 0, h+" is locked by someone else")
+			l, _, _ := b.locks.LockOf(ctx, h)
+			return userf(nixdeploy.ErrHostBusy, "%s is already locked by %s until %s; ask them to unlock it", h, mention(l.Holder), utc(l.ExpiresAt))
+		}
+		if err != nil {
+			return fmt.Errorf("lock %s: %w", h, err)
+		}
+		b.audit(ctx, inv.User, "locked", 0, fmt.Sprintf("%s until %s: %s", h, utc(until), cmd.Reason))
+	}
+	why := ""
+	if cmd.Reason != "" {
+		why = ": " + escape(cmd.Reason)
+	}
+	text := fmt.Sprintf(":lock: %s locked by %s until %s%s", hostsText(cmd.Hosts), mention(inv.User), utc(until), why)
+	if _, err := b.chat.Post(ctx, b.channelFor(inv), Message{Kind: KindNotice, Text: text}); err != nil {
+		b.log.Warn("announce lock", "err", err)
+	}
+	return nil
+}
+
+func (b *Bot) unlock(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	if err := b.requireDeployer(ctx, inv, "unlock hosts", cmd); err != nil {
+		return err
+	}
+	if b.locks == nil {
+		return userf(nixdeploy.ErrInvalidInput, "locks are not available in this nixdeploy")
+	}
+	cfg := b.Config()
+	var freed []string
+	for _, h := range cmd.Hosts {
+		l, ok, err := b.locks.LockOf(ctx, h)
+		if err != nil {
+			return fmt.Errorf("unlock %s: %w", h, err)
+		}
+		if !ok {
+			continue
+		}
+		if l.Holder != inv.User && !isApprover(cfg, inv.User) {
+			b.audit(ctx, inv.User, "unlock-refused", 0, h+" is locked by "+l.Holder)
+			return userf(nixdeploy.ErrUnauthorized, "%s is locked by %s; only they or an approver can unlock it", h, mention(l.Holder))
+		}
+		if _, err := b.locks.Unlock(ctx, h); err != nil {
+			return fmt.Errorf("unlock %s: %w", h, err)
+		}
+		b.audit(ctx, inv.User, "unlocked", 0, h)
+		freed = append(freed, h)
+	}
+	if len(freed) == 0 {
+		return b.tell(ctx, inv, reply(hostsText(cmd.Hosts)+" was not locked."))
+	}
+	text := fmt.Sprintf(":unlock: %s unlocked by %s", hostsText(freed), mention(inv.User))
+	if _, err := b.chat.Post(ctx, b.channelFor(inv), Message{Kind: KindNotice, Text: text}); err != nil {
+		b.log.Warn("announce unlock", "err", err)
+	}
+	return nil
+}
+
+func (b *Bot) listSchedules(ctx context.Context, inv Invocation) error {
+	if b.schedules == nil {
+		return userf(nixdeploy.ErrInvalidInput, "schedules are not running in this nixdeploy")
+	}
+	list, err := b.schedules.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list schedules: %w", err)
+	}
+	if len(list) == 0 {
+		return b.tell(ctx, inv, reply("No schedules are configured."))
+	}
+	lines := make([]string, len(list))
+	for i, s := range list {
+		state := "next " + s.Next.Format("2006-01-02 15:04 MST")
+		if s.Paused {
+			state = ":double_vertical_bar: paused by " + mention(s.PausedBy)
+		}
+		if s.RunningID != 0 {
+			state += fmt.Sprintf(" · run #%d in progress", s.RunningID)
+		}
+		last := ""
+		if s.LastOutcome != "" {
+			last = fmt.Sprintf(" · last %s %s", s.LastOutcome, utc(s.LastAt))
+		}
+		lines[i] = fmt.Sprintf("*%s* `%s` (%s) %s %s, %s — %s%s", s.Name, s.Spec, s.TimeZone, s.Action, hostsText(s.Hosts), s.Strategy, state, last)
+	}
+	return b.tell(ctx, inv, Message{Kind: KindReply, Text: "nixdeploy schedules", Sections: sectionsOf("*Schedules*", lines)})
+}
+
+func (b *Bot) schedule(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	if err := b.requireDeployer(ctx, inv, "control schedules", cmd); err != nil {
+		return err
+	}
+	if b.schedules == nil {
+		return userf(nixdeploy.ErrInvalidInput, "schedules are not running in this nixdeploy")
+	}
+	var text string
+	switch cmd.ScheduleOp {
+	case commands.SchedulePause:
+		if err := b.schedules.Pause(ctx, cmd.Schedule, inv.User); err != nil {
+			return fmt.Errorf("pause %s: %w", cmd.Schedule, err)
+		}
+		text = fmt.Sprintf(":double_vertical_bar: schedule %s paused by %s", cmd.Schedule, mention(inv.User))
+	case commands.ScheduleResume:
+		if err := b.schedules.Resume(ctx, cmd.Schedule, inv.User); err != nil {
+			return fmt.Errorf("resume %s: %w", cmd.Schedule, err)
+		}
+		text = fmt.Sprintf(":arrow_forward: schedule %s resumed by %s", cmd.Schedule, mention(inv.User))
+	case commands.ScheduleRun:
+		id, err := b.schedules.RunNow(ctx, cmd.Schedule, inv.User)
+		if err != nil {
+			return fmt.Errorf("run %s: %w", cmd.Schedule, err)
+		}
+		text = fmt.Sprintf(":arrow_forward: schedule %s run #%d started by %s", cmd.Schedule, id, mention(inv.User))
+	}
+	if _, err := b.chat.Post(ctx, b.channelFor(inv), Message{Kind: KindNotice, Text: text}); err != nil {
+		b.log.Warn("announce schedule change", "err", err)
+	}
+	return nil
+}
+
+func (b *Bot) keysCheck(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	if err := b.requireDeployer(ctx, inv, "check keys", cmd); err != nil {
+		return err
+	}
+	if b.keys == nil {
+		return userf(nixdeploy.ErrInvalidInput, "the key check is not available in this nixdeploy")
+	}
+	rep, err := b.keys.CheckKeys(ctx, b.hostsOrAll(cmd.Hosts))
+	if err != nil {
+		return fmt.Errorf("keys check: %w", err)
+	}
+	head := ":white_check_mark: keys check passed"
+	if len(rep.Failures) > 0 {
+		head = fmt.Sprintf(":x: keys check: %d problem(s)", len(rep.Failures))
+	}
+	body := rep.Table
+	if len(rep.Failures) > 0 {
+		body += "\n" + strings.Join(rep.Failures, "\n")
+	}
+	return b.tell(ctx, inv, replyBlock(head, body))
+}

@@ -1,0 +1,226 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/nixdeploy/nixdeploy"
+)
+
+// markerRE matches nixos-anywhere's progress lines: "### Installing NixOS ###".
+var markerRE = regexp.MustCompile(`^\s*###\s+(.+?)\s+###\s*$`)
+
+// finalAttempts bounds the tries to deliver the final status message; each
+// try already waits out 429s inside the Chat.
+const finalAttempts = 5
+
+// Streamer is a deployment's Sink: it keeps the newest lines and the
+// progress in memory (bounded, whatever the log size) and updates the
+// deployment's one status message at most once per interval. Slack is only
+// ever called from its own goroutine, so a slow or rate-limited Slack never
+// slows the deployment down.
+type Streamer struct {
+	b          *Bot
+	dep        nixdeploy.Deployment
+	channel    string
+	ts         string
+	approvedBy string
+	started    time.Time
+
+	mu     sync.Mutex
+	tail   []string // ring of the newest b.tail lines
+	next   int
+	lines  int64
+	host   string
+	step   string
+	marker string
+	phase  int
+
+	kick chan struct{}
+}
+
+func newStreamer(b *Bot, dep nixdeploy.Deployment, channel, approvedBy string) *Streamer {
+	return &Streamer{
+		b: b, dep: dep, channel: channel, approvedBy: approvedBy,
+		started: b.clock.Now(), phase: -1,
+		tail: make([]string, 0, b.tailLines),
+		kick: make(chan struct{}, 1),
+	}
+}
+
+// Line implements Sink.
+func (s *Streamer) Line(l nixdeploy.LogLine) {
+	s.mu.Lock()
+	s.lines++
+	if l.Host != "" {
+		s.host = l.Host
+	}
+	if l.Step != "" {
+		s.step = l.Step
+	}
+	if m := markerRE.FindStringSubmatch(l.Text); m != nil && l.Stream != nixdeploy.StreamStderr {
+		s.marker = m[1]
+		if p := phaseOf(m[1]); p >= 0 && p >= s.phase {
+			s.phase = p
+		}
+	}
+	if len(s.tail) < cap(s.tail) {
+		s.tail = append(s.tail, l.Text)
+	} else if cap(s.tail) > 0 {
+		s.tail[s.next] = l.Text
+		s.next = (s.next + 1) % cap(s.tail)
+	}
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Streamer) snapshot() snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tail := make([]string, 0, len(s.tail))
+	tail = append(tail, s.tail[s.next:]...)
+	tail = append(tail, s.tail[:s.next]...)
+	return snapshot{
+		dep: s.dep, approvedBy: s.approvedBy, elapsed: s.b.clock.Now().Sub(s.started),
+		host: s.host, step: s.step, marker: s.marker, phase: s.phase, lines: s.lines, tail: tail,
+	}
+}
+
+// post creates the status message. A failure is logged, not fatal: the
+// deployment runs anyway and the final message is then posted new.
+func (s *Streamer) post(ctx context.Context) {
+	ts, err := s.b.chat.Post(ctx, s.channel, runningMessage(s.snapshot()))
+	if err != nil {
+		s.b.log.Error("post status message", "deployment", s.dep.ID, "err", err)
+		return
+	}
+	s.ts = ts
+	if err := s.b.store.SetMessage(ctx, s.dep.ID, s.channel, ts); err != nil {
+		s.b.log.Error("record status message", "deployment", s.dep.ID, "err", err)
+	}
+}
+
+// updates runs until done is closed: each wake-up after new lines becomes
+// one chat.update, started no sooner than interval after the previous one
+// (or the post, at last).
+func (s *Streamer) updates(ctx context.Context, last time.Time, done <-chan struct{}) {
+	for {
+		select {
+		case <-s.kick:
+		case <-done:
+			return
+		}
+		if wait := last.Add(s.b.interval).Sub(s.b.clock.Now()); wait > 0 {
+			fired := make(chan struct{})
+			stop := s.b.clock.AfterFunc(wait, func() { close(fired) })
+			select {
+			case <-fired:
+			case <-done:
+				stop()
+				return
+			}
+		}
+		last = s.b.clock.Now()
+		if s.ts != "" {
+			if err := s.b.chat.Update(ctx, s.channel, s.ts, runningMessage(s.snapshot())); err != nil {
+				s.b.log.Warn("update status message", "deployment", s.dep.ID, "err", err)
+			}
+		}
+	}
+}
+
+// finish delivers the final message, retrying with backoff, and uploads
+// the complete log into its thread. When the status message cannot be
+// updated (deleted, say) the last attempts post the final message anew.
+func (s *Streamer) finish(ctx context.Context, res Result, cancelledBy string) {
+	msg := finalMessage(s.snapshot(), res, cancelledBy)
+	var err error
+	for attempt := 1; attempt <= finalAttempts; attempt++ {
+		if s.ts != "" && attempt <= finalAttempts-2 {
+			err = s.b.chat.Update(ctx, s.channel, s.ts, msg)
+		} else {
+			var ts string
+			if ts, err = s.b.chat.Post(ctx, s.channel, msg); err == nil {
+				s.ts = ts
+				if err := s.b.store.SetMessage(ctx, s.dep.ID, s.channel, ts); err != nil {
+					s.b.log.Error("record status message", "deployment", s.dep.ID, "err", err)
+				}
+			}
+		}
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		s.b.log.Warn("deliver final message", "deployment", s.dep.ID, "attempt", attempt, "err", err)
+		if sleep(ctx, s.b.clock, time.Duration(1<<attempt)*time.Second) != nil {
+			break
+		}
+	}
+	if err != nil {
+		s.b.log.Error("final message lost", "deployment", s.dep.ID, "err", err)
+		return
+	}
+	if err := s.upload(ctx); err != nil {
+		s.b.log.Error("upload log", "deployment", s.dep.ID, "err", err)
+	}
+}
+
+// upload shares the complete log, read back from the store, in the status
+// message's thread. The log is streamed twice (once to size it, once to
+// send it), so memory stays bounded whatever its length.
+func (s *Streamer) upload(ctx context.Context) error {
+	var size, lines int64
+	err := s.b.store.EachLog(ctx, s.dep.ID, func(l nixdeploy.LogLine) error {
+		size += int64(len(LogFileLine(l)))
+		lines++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	const empty = "(no output was recorded)\n"
+	if lines == 0 {
+		size = int64(len(empty))
+	}
+	f := File{
+		Name:  fmt.Sprintf("nixdeploy-%d-%s.log", s.dep.ID, s.dep.Action),
+		Title: fmt.Sprintf("Log of %s (%s lines)", title(s.dep), count(lines)),
+		Size:  size,
+		Lines: lines,
+		Open: func(ctx context.Context) (io.ReadCloser, error) {
+			pr, pw := io.Pipe()
+			go func() {
+				if lines == 0 {
+					_, err := io.WriteString(pw, empty)
+					pw.CloseWithError(err)
+					return
+				}
+				pw.CloseWithError(s.b.store.EachLog(ctx, s.dep.ID, func(l nixdeploy.LogLine) error {
+					_, err := io.WriteString(pw, LogFileLine(l))
+					return err
+				}))
+			}()
+			return pr, nil
+		},
+	}
+	return s.b.chat.Upload(ctx, s.channel, s.ts, f)
+}
+
+// LogFileLine is one line of the uploaded log file, newline included:
+// UTC time with milliseconds, host, step, stream and the text.
+func LogFileLine(l nixdeploy.LogLine) string {
+	host, step := l.Host, l.Step
+	if host == "" {
+		host = "-"
+	}
+	if step == "" {
+		step = "-"
+	}
+	return fmt.Sprintf("%s %s %s %s: %s\n", l.Time.UTC().Format("2006-01-02T15:04:05.000Z"), host, step, l.Stream, l.Text)
+}

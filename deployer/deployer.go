@@ -1,0 +1,503 @@
+// Package deployer plans and runs deployments of the fleet over SSH: a
+// nixos-anywhere install or a nixos-rebuild action per host, on the runner
+// (over SSH, optionally through a jump host, or local) against the targets.
+//
+// It owns host-key pinning (a target's key is its pre-generated
+// keys/<host>_ssh_host_ed25519_key.pub, the runner's comes from the config),
+// per-host locks, cancellation that kills the remote process group, step
+// timeouts, connection keepalives, line streaming with redaction to sinks and
+// the store, and verification of /run/current-system and the systemd state
+// after every action.
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/nixdeploy/nixdeploy"
+)
+
+// Store is the part of the database the deployer writes. *db.DB satisfies
+// it.
+type Store interface {
+	CreateDeployment(ctx context.Context, d *nixdeploy.Deployment) error
+	SetState(ctx context.Context, id int64, state nixdeploy.State) error
+	Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error
+	AppendLogs(ctx context.Context, id int64, lines []nixdeploy.LogLine) error
+	RecordStep(ctx context.Context, id int64, s nixdeploy.StepResult) error
+}
+
+// HostKeys is the pre-generated key store: a host's pinned public key and
+// its private key (OpenSSH PEM), decrypted in memory when needed.
+type HostKeys interface {
+	HostPublicKey(host string) (ssh.PublicKey, error)
+	HostPrivateKey(host string) ([]byte, error)
+}
+
+// Preflight checks, before an install, that everything the installed host
+// will need is in place (keys.Check: its key, the secrets re-encrypted for
+// it). A non-nil error stops the install before the disk is touched.
+type Preflight func(ctx context.Context, host string) error
+
+// Timeouts bound the steps of a plan.
+type Timeouts struct {
+	// Command bounds short commands: mktemp, uploads, probes, cleanup.
+	Command time.Duration
+	// Install bounds nixos-anywhere, which itself never times out.
+	Install time.Duration
+	// Rebuild bounds nixos-rebuild.
+	Rebuild time.Duration
+	// WaitSSH bounds the wait for an installed host to come back.
+	WaitSSH time.Duration
+	// Verify bounds the checks after an action.
+	Verify time.Duration
+}
+
+// Options configure a Deployer. Config, Store, HostKeys and ClientKey are
+// required; the rest have defaults.
+type Options struct {
+	Config   *nixdeploy.Config
+	Store    Store
+	HostKeys HostKeys
+	// ClientKey is the bot's SSH identity, for the runner, the jump host
+	// and the targets.
+	ClientKey ssh.Signer
+	// Preflight runs first in every install, after the deployer's own
+	// check that the host's private and public keys match.
+	Preflight Preflight
+
+	Logger *slog.Logger
+	Now    func() time.Time
+
+	// ConnectTimeout bounds TCP connect plus SSH handshake (default 10s).
+	ConnectTimeout time.Duration
+	// KeepaliveInterval and KeepaliveMax: a connection whose peer leaves
+	// KeepaliveMax keepalives in a row unanswered is closed (default 5s
+	// and 3, so a dead peer is noticed within 20s).
+	KeepaliveInterval time.Duration
+	KeepaliveMax      int
+	Timeouts          Timeouts
+	// RebootGrace is how long after nixos-anywhere a target may still
+	// present another host key: nixos-anywhere reboots the installer a few
+	// seconds after it exits. After that a wrong key is a hard failure
+	// (default 30s; negative: none).
+	RebootGrace time.Duration
+	// WaitBackoff is the first pause between attempts to reach a rebooting
+	// host; it doubles up to 15 times its value (default 1s).
+	WaitBackoff time.Duration
+	// KillGrace is the time between SIGTERM and SIGKILL for a cancelled
+	// command's process group (default 5s).
+	KillGrace time.Duration
+	// CurrentSystemPath is read on targets (default /run/current-system).
+	CurrentSystemPath string
+	// TargetUser is the login on targets (default root).
+	TargetUser string
+	// RedactValues are more secret strings to remove from output, on top
+	// of the values of the environment variables in
+	// Config.Secrets.RedactEnv.
+	RedactValues []string
+	// MaxLineBytes splits longer output lines (default 64 KiB).
+	MaxLineBytes int
+	// FlushLines and FlushInterval batch log lines for the store (default
+	// 1000 lines or 250ms, whichever comes first).
+	FlushLines    int
+	FlushInterval time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.ConnectTimeout, 10*time.Second)
+	def(&o.KeepaliveInterval, 5*time.Second)
+	if o.KeepaliveMax <= 0 {
+		o.KeepaliveMax = 3
+	}
+	def(&o.Timeouts.Command, 2*time.Minute)
+	def(&o.Timeouts.Install, 2*time.Hour)
+	def(&o.Timeouts.Rebuild, time.Hour)
+	def(&o.Timeouts.WaitSSH, 15*time.Minute)
+	def(&o.Timeouts.Verify, 5*time.Minute)
+	if o.RebootGrace == 0 {
+		o.RebootGrace = 30 * time.Second
+	}
+	def(&o.WaitBackoff, time.Second)
+	def(&o.KillGrace, 5*time.Second)
+	if o.CurrentSystemPath == "" {
+		o.CurrentSystemPath = "/run/current-system"
+	}
+	if o.TargetUser == "" {
+		o.TargetUser = "root"
+	}
+	if o.MaxLineBytes <= 0 {
+		o.MaxLineBytes = 64 << 10
+	}
+	if o.FlushLines <= 0 {
+		o.FlushLines = 1000
+	}
+	def(&o.FlushInterval, 250*time.Millisecond)
+}
+
+// Deployer runs deployments. It is safe for concurrent use; at most one
+// deployment holds a host at a time.
+type Deployer struct {
+	opts   Options
+	cfg    *nixdeploy.Config
+	log    *slog.Logger
+	runner *endpoint // nil when the runner is local
+	jump   *endpoint
+
+	mu      sync.Mutex
+	busy    map[string]int64 // host → deployment holding it (0 while it is being created)
+	cancels map[int64]context.CancelCauseFunc
+}
+
+// New checks opts and returns a Deployer.
+func New(opts Options) (*Deployer, error) {
+	opts.defaults()
+	switch {
+	case opts.Config == nil:
+		return nil, errors.New("deployer: no fleet config")
+	case opts.Store == nil:
+		return nil, errors.New("deployer: no store")
+	case opts.HostKeys == nil:
+		return nil, errors.New("deployer: no host key store")
+	case opts.ClientKey == nil:
+		return nil, errors.New("deployer: no SSH key for the bot")
+	}
+	d := &Deployer{
+		opts:    opts,
+		cfg:     opts.Config,
+		log:     opts.Logger,
+		busy:    map[string]int64{},
+		cancels: map[int64]context.CancelCauseFunc{},
+	}
+	r := opts.Config.Runner
+	if !r.IsLocal() {
+		user, addr, err := nixdeploy.ParseSSHAddress(r.Address)
+		if err != nil {
+			return nil, fmt.Errorf("runner: %w", err)
+		}
+		key, err := configuredKey("runner", r.HostKey, r.KnownHosts, addr)
+		if err != nil {
+			return nil, err
+		}
+		d.runner = &endpoint{name: "runner", user: user, addr: addr, key: key}
+	}
+	if j := r.Jump; j != nil {
+		user, addr, err := nixdeploy.ParseSSHAddress(j.Address)
+		if err != nil {
+			return nil, fmt.Errorf("jump host: %w", err)
+		}
+		key, err := configuredKey("jump host", j.HostKey, j.KnownHosts, addr)
+		if err != nil {
+			return nil, err
+		}
+		d.jump = &endpoint{name: "jump host", user: user, addr: addr, key: key}
+	}
+	return d, nil
+}
+
+// Busy reports the deployment that holds host, if any.
+func (d *Deployer) Busy(host string) (id int64, busy bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	id, busy = d.busy[host]
+	return id, busy
+}
+
+// ErrCancelled is the cause of a deployment stopped through Cancel.
+var ErrCancelled = errors.New("deployment cancelled")
+
+// Cancel stops a running deployment. It reports whether id was running.
+func (d *Deployer) Cancel(id int64) bool {
+	d.mu.Lock()
+	cancel, ok := d.cancels[id]
+	d.mu.Unlock()
+	if ok {
+		cancel(ErrCancelled)
+	}
+	return ok
+}
+
+// lock takes every host of a deployment or none. The error wraps
+// nixdeploy.ErrHostBusy and names the holder.
+func (d *Deployer) lock(hosts []string, id int64) (func(), error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, h := range hosts {
+		if holder, busy := d.busy[h]; busy {
+			if holder == 0 {
+				return nil, fmt.Errorf("%w: %s is taken by a deployment that is starting", nixdeploy.ErrHostBusy, h)
+			}
+			return nil, fmt.Errorf("%w: %s is being deployed by deployment %d", nixdeploy.ErrHostBusy, h, holder)
+		}
+	}
+	for _, h := range hosts {
+		d.busy[h] = id
+	}
+	return func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, h := range hosts {
+			delete(d.busy, h)
+		}
+	}, nil
+}
+
+func (d *Deployer) setHolder(hosts []string, id int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, h := range hosts {
+		d.busy[h] = id
+	}
+}
+
+// Outcome is how a deployment ended for one host.
+type Outcome string
+
+// Host outcomes.
+const (
+	OutcomeSucceeded Outcome = "succeeded"
+	OutcomeFailed    Outcome = "failed"
+	OutcomeCancelled Outcome = "cancelled"
+	// OutcomeUntouched: the host was not reached because an earlier host
+	// failed or the deployment was cancelled first.
+	OutcomeUntouched Outcome = "untouched"
+)
+
+// HostReport is what happened to one host.
+type HostReport struct {
+	Host    string
+	Outcome Outcome
+	// Step is the step that failed or was cancelled.
+	Step string
+	// ExitCode is that step's exit status (-1: none, such as a timeout).
+	ExitCode int
+	Err      error
+	// Before and After are /run/current-system around the action.
+	Before, After string
+	Warnings      []string
+}
+
+// Report is the result of Run.
+type Report struct {
+	DeploymentID int64
+	State        nixdeploy.State
+	// Hosts are in run order, untouched ones included.
+	Hosts []HostReport
+	// LogErr is set when the log could not be stored completely.
+	LogErr error
+}
+
+func (r *Report) with(o Outcome) []string {
+	var out []string
+	for _, h := range r.Hosts {
+		if h.Outcome == o {
+			out = append(out, h.Host)
+		}
+	}
+	return out
+}
+
+// Succeeded lists the hosts that were deployed and verified.
+func (r *Report) Succeeded() []string { return r.with(OutcomeSucceeded) }
+
+// Failed lists the hosts whose deployment failed or was cancelled.
+func (r *Report) Failed() []string {
+	return append(r.with(OutcomeFailed), r.with(OutcomeCancelled)...)
+}
+
+// Untouched lists the hosts the deployment never reached.
+func (r *Report) Untouched() []string { return r.with(OutcomeUntouched) }
+
+// Summary is one line per outcome, for a chat message or terminal.
+func (r *Report) Summary() string {
+	var parts []string
+	if s := r.Succeeded(); len(s) > 0 {
+		parts = append(parts, "succeeded: "+strings.Join(s, ", "))
+	}
+	for _, h := range r.Hosts {
+		if h.Outcome == OutcomeFailed || h.Outcome == OutcomeCancelled {
+			parts = append(parts, fmt.Sprintf("%s: %s at step %s", h.Outcome, h.Host, h.Step))
+		}
+	}
+	if u := r.Untouched(); len(u) > 0 {
+		parts = append(parts, "not touched: "+strings.Join(u, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// StepError is the failure of one step on one host.
+type StepError struct {
+	Host     string
+	Step     string
+	ExitCode int
+	Err      error
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("%s: step %s failed: %v", e.Host, e.Step, e.Err)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
+// ErrStepTimeout is a step stopped by its timeout.
+var ErrStepTimeout = errors.New("step timed out")
+
+// Run runs dep: its Action on its Hosts, in order, one at a time, halting
+// at the first failure. Host names must come from the fleet config. When
+// dep.ID is 0 the deployment is created in the store first; otherwise it
+// must be queued or awaiting approval there. Every line goes, redacted, to
+// sinks and the store.
+//
+// The report is returned whenever the deployment ran; the error is nil only
+// when every host succeeded. A failure is a *StepError; a cancel wraps
+// context.Canceled (or the cause given to Cancel); a busy host wraps
+// nixdeploy.ErrHostBusy and an unknown one nixdeploy.ErrUnknownHost.
+func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...Sink) (*Report, error) {
+	plans, err := d.plans(dep)
+	if err != nil {
+		if dep.ID != 0 {
+			d.finishStore(ctx, dep.ID, nixdeploy.StateFailed, 1, err.Error())
+		}
+		return nil, err
+	}
+	release, err := d.lock(dep.Hosts, dep.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if dep.ID == 0 {
+		if dep.Source == "" {
+			dep.Source = nixdeploy.SourceCLI
+		}
+		dep.State = nixdeploy.StateQueued
+		if err := d.opts.Store.CreateDeployment(ctx, dep); err != nil {
+			return nil, fmt.Errorf("record the deployment: %w", err)
+		}
+		d.setHolder(dep.Hosts, dep.ID)
+	}
+	if err := d.opts.Store.SetState(ctx, dep.ID, nixdeploy.StateRunning); err != nil {
+		return nil, fmt.Errorf("start deployment %d: %w", dep.ID, err)
+	}
+	dep.State = nixdeploy.StateRunning
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	d.mu.Lock()
+	d.cancels[dep.ID] = cancel
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.cancels, dep.ID)
+		d.mu.Unlock()
+	}()
+
+	log := d.log.With("deployment", dep.ID, "action", string(dep.Action))
+	log.Info("deployment started", "hosts", strings.Join(dep.Hosts, ","))
+	r := d.newRun(ctx, dep, sinks, log)
+	rep := &Report{DeploymentID: dep.ID}
+	var runErr error
+	for _, p := range plans {
+		if runErr != nil || ctx.Err() != nil {
+			rep.Hosts = append(rep.Hosts, HostReport{Host: p.Host.Name, Outcome: OutcomeUntouched, ExitCode: -1})
+			continue
+		}
+		hr := r.host(ctx, p)
+		rep.Hosts = append(rep.Hosts, hr)
+		if hr.Outcome != OutcomeSucceeded {
+			runErr = &StepError{Host: hr.Host, Step: hr.Step, ExitCode: hr.ExitCode, Err: hr.Err}
+		}
+	}
+	if runErr == nil && ctx.Err() != nil {
+		runErr = &StepError{Host: dep.Hosts[0], Step: "start", ExitCode: -1, Err: context.Cause(ctx)}
+	}
+	rep.State, dep.ExitCode = nixdeploy.StateSucceeded, 0
+	if runErr != nil {
+		rep.State = nixdeploy.StateFailed
+		if ctx.Err() != nil {
+			rep.State = nixdeploy.StateCancelled
+		}
+		var se *StepError
+		errors.As(runErr, &se)
+		dep.ExitCode = se.ExitCode
+		if dep.ExitCode == 0 {
+			dep.ExitCode = 1
+		}
+	}
+	r.em.event("", "", "deployment %d %s: %s", dep.ID, rep.State, rep.Summary())
+	r.close()
+	rep.LogErr = r.em.close()
+	dep.State = rep.State
+	errText := ""
+	if runErr != nil {
+		errText = r.red.plain(runErr.Error())
+	}
+	dep.Error = errText
+	d.finishStore(ctx, dep.ID, rep.State, dep.ExitCode, errText)
+	log.Info("deployment ended", "state", string(rep.State), "summary", rep.Summary())
+	return rep, runErr
+}
+
+func (d *Deployer) finishStore(ctx context.Context, id int64, state nixdeploy.State, code int, errText string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := d.opts.Store.Finish(ctx, id, state, code, errText); err != nil {
+		d.log.Error("record the end of a deployment", "deployment", id, "err", err)
+	}
+}
+
+// plans checks a deployment's hosts and action and plans each host.
+func (d *Deployer) plans(dep *nixdeploy.Deployment) ([]*Plan, error) {
+	if len(dep.Hosts) == 0 {
+		return nil, fmt.Errorf("%w: no hosts given", nixdeploy.ErrInvalidInput)
+	}
+	seen := map[string]bool{}
+	var out []*Plan
+	for _, h := range dep.Hosts {
+		if seen[h] {
+			return nil, fmt.Errorf("%w: host %s is named twice", nixdeploy.ErrInvalidInput, h)
+		}
+		seen[h] = true
+		p, err := d.Plan(h, dep.Action)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// secrets are the configured values to redact, read now so a value set
+// after New is honoured.
+func (d *Deployer) secrets() []string {
+	out := append([]string(nil), d.opts.RedactValues...)
+	for _, name := range d.cfg.Secrets.RedactEnv {
+		v := os.Getenv(name)
+		if v == "" {
+			continue
+		}
+		if len(strings.TrimSpace(v)) < minSecretLen {
+			d.log.Warn("secret too short to redact", "env", name)
+		}
+		out = append(out, v)
+	}
+	return out
+}

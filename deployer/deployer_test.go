@@ -1,0 +1,757 @@
+package deployer_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/deployer"
+	"github.com/nixdeploy/nixdeploy/internal/sshlab"
+)
+
+// TestSwitch: a switch runs nixos-rebuild on the runner with exactly the
+// expected argv, and verification sees the new system running.
+func TestSwitch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	before := e.lab.CurrentSystem("node1")
+	dep, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	if err != nil {
+		t.Fatalf("switch: %v\n%s", err, e.sink.text())
+	}
+	noBadCalls(t, e.lab)
+	tgt := e.lab.Target("node1")
+	want := fmt.Sprintf("nixos-rebuild runner [switch] [--flake] [%s#node1] [--target-host] [root@%s] {NIX_SSHOPTS=-p %d}", e.lab.Flake, tgt.Host, tgt.Port)
+	if got := e.lab.CallsTo("nixos-rebuild"); len(got) != 1 || got[0] != want {
+		t.Errorf("nixos-rebuild calls:\n got %q\nwant %q", got, want)
+	}
+	after := e.lab.CurrentSystem("node1")
+	if after == before {
+		t.Fatal("the stub did not change the system")
+	}
+	if h := rep.Hosts[0]; h.Outcome != deployer.OutcomeSucceeded || h.Before != before || h.After != after {
+		t.Errorf("report = %+v", h)
+	}
+	if got := e.stored(dep.ID); got.State != nixdeploy.StateSucceeded || got.ExitCode != 0 || got.StartedAt.IsZero() || got.EndedAt.IsZero() {
+		t.Errorf("stored deployment = %+v", got)
+	}
+	steps := e.steps(dep.ID)
+	if got := stepNames(steps); got != "connect probe nixos-rebuild verify" {
+		t.Errorf("steps = %s", got)
+	}
+	if v := steps[len(steps)-1]; v.Before != before || v.After != after {
+		t.Errorf("verify step recorded %q → %q, want %q → %q", v.Before, v.After, before, after)
+	}
+	if cur, _, err := e.db.CurrentSystem(t.Context(), "node1"); err != nil || cur != after {
+		t.Errorf("db current system = %q, %v", cur, err)
+	}
+	sunk := e.sink.all()
+	checkSeq(t, "sink", sunk)
+	stored := e.storedLog(dep.ID)
+	if len(stored) != len(sunk) {
+		t.Errorf("stored %d lines, sink saw %d", len(stored), len(sunk))
+	}
+	if !strings.Contains(e.sink.text(), "activating the configuration...") {
+		t.Errorf("stub output missing from the sink:\n%s", e.sink.text())
+	}
+}
+
+// TestInstall: the whole install plan against real sshd: key upload with
+// the right modes (checked by the stub against the pinned .pub),
+// nixos-anywhere's argv exactly as REFERENCE.md wants it (host last, once),
+// phases as events, the temp dir removed, the host coming back with its
+// pinned key, then switch and verify.
+func TestInstall(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	var preflighted []string
+	e.opts.Preflight = func(ctx context.Context, host string) error {
+		preflighted = append(preflighted, host)
+		return nil
+	}
+	d, err := deployer.New(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d = d
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"})
+	if err != nil {
+		t.Fatalf("install: %v\n%s", err, e.sink.text())
+	}
+	noBadCalls(t, e.lab)
+	if len(preflighted) != 1 || preflighted[0] != "node1" {
+		t.Errorf("preflight ran for %q", preflighted)
+	}
+	tmp := e.lab.ExtraFilesDir("node1")
+	if tmp == "" {
+		t.Fatal("nixos-anywhere did not record its extra-files dir")
+	}
+	tgt := e.lab.Target("node1")
+	want := fmt.Sprintf("nixos-anywhere runner [--ssh-port] [%d] [--extra-files] [%s] [--flake] [%s#node1] [root@%s]", tgt.Port, tmp, e.lab.InstallerFlake, tgt.Host)
+	if got := e.lab.CallsTo("nixos-anywhere"); len(got) != 1 || got[0] != want {
+		t.Errorf("nixos-anywhere calls:\n got %q\nwant %q", got, want)
+	}
+	if exists(tmp) {
+		t.Errorf("temp dir %s with the host key is still on the runner", tmp)
+	}
+	if got := stepNames(e.steps(dep.ID)); got != "preflight connect mktemp upload-host-key upload-host-key-pub nixos-anywhere remove-tmp wait-for-ssh probe nixos-rebuild verify" {
+		t.Errorf("steps = %s", got)
+	}
+	var phases []string
+	for _, l := range e.sink.all() {
+		if p, ok := deployer.Phase(l); ok {
+			phases = append(phases, p)
+		}
+	}
+	wantPhases := []string{"Uploading install SSH keys", "Gathering machine facts", "Switching system into kexec",
+		"Waiting for the machine to become unreachable due to reboot", "Formatting hard drive with disko",
+		"Uploading the system closure", "Installing NixOS", "Rebooting", "Done!"}
+	if strings.Join(phases, "|") != strings.Join(wantPhases, "|") {
+		t.Errorf("phases = %q", phases)
+	}
+	if got := e.stored(dep.ID); got.State != nixdeploy.StateSucceeded {
+		t.Errorf("state = %s", got.State)
+	}
+}
+
+// TestFailureExitCode: a failing nixos-rebuild fails the deployment with
+// its exit status, names the step, quotes its last stderr line, and skips
+// verification.
+func TestFailureExitCode(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	e.lab.Set("nixos-rebuild.exit", "3")
+	dep, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	se := asStepError(t, err)
+	if se.Host != "node1" || se.Step != "nixos-rebuild" || se.ExitCode != 3 {
+		t.Errorf("step error = %+v", se)
+	}
+	var ee *deployer.ExitError
+	if !errors.As(err, &ee) || ee.Code != 3 {
+		t.Errorf("no ExitError with code 3 in %v", err)
+	}
+	if !strings.Contains(err.Error(), "exited with status 3") || !strings.Contains(err.Error(), "stub told to fail with status 3") {
+		t.Errorf("error = %q", err)
+	}
+	if rep.State != nixdeploy.StateFailed || rep.Hosts[0].Step != "nixos-rebuild" {
+		t.Errorf("report = %+v", rep)
+	}
+	got := e.stored(dep.ID)
+	if got.State != nixdeploy.StateFailed || got.ExitCode != 3 || !strings.Contains(got.Error, "nixos-rebuild") {
+		t.Errorf("stored = %+v", got)
+	}
+	steps := e.steps(dep.ID)
+	if names := stepNames(steps); names != "connect probe nixos-rebuild" {
+		t.Errorf("steps = %s", names)
+	}
+	if last := steps[len(steps)-1]; last.ExitCode != 3 || last.Error == "" {
+		t.Errorf("failed step recorded as %+v", last)
+	}
+	if len(e.lab.CallsTo("systemctl")) != 0 {
+		t.Error("verification ran after a failed step")
+	}
+}
+
+// TestHostKeyMismatch: a wrong key on the target or the runner aborts in
+// the SSH handshake: the error names the host and both fingerprints, no
+// stub ran anywhere, and sshd logged no login on the mismatched server.
+func TestHostKeyMismatch(t *testing.T) {
+	t.Parallel()
+	t.Run("target", func(t *testing.T) {
+		t.Parallel()
+		wrong := sshlab.NewPublicKey(t)
+		e := newEnv(t, envConfig{opts: func(o *deployer.Options) {
+			o.HostKeys = wrongKeys{HostKeys: o.HostKeys, host: "node1", key: wrong}
+		}})
+		dep, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+		checkMismatch(t, err, "node1", ssh.FingerprintSHA256(wrong), ssh.FingerprintSHA256(e.lab.Target("node1").HostKey))
+		if se := asStepError(t, err); se.Step != "connect" {
+			t.Errorf("failed at step %s, want connect", se.Step)
+		}
+		if c := e.lab.Calls(); len(c) != 0 {
+			t.Errorf("stubs ran: %q", c)
+		}
+		if n := e.lab.Target("node1").Logins(); n != 0 {
+			t.Errorf("%d logins on the mismatched target", n)
+		}
+		if got := e.stored(dep.ID); got.State != nixdeploy.StateFailed || !strings.Contains(got.Error, "host key mismatch") {
+			t.Errorf("stored = %+v", got)
+		}
+	})
+	t.Run("runner", func(t *testing.T) {
+		t.Parallel()
+		wrong := sshlab.NewPublicKey(t)
+		e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) {
+			c.Runner.HostKey = string(ssh.MarshalAuthorizedKey(wrong))
+		}})
+		_, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"})
+		checkMismatch(t, err, "runner", ssh.FingerprintSHA256(wrong), ssh.FingerprintSHA256(e.lab.Runner.HostKey))
+		if c := e.lab.Calls(); len(c) != 0 {
+			t.Errorf("stubs ran: %q", c)
+		}
+		if n := e.lab.Runner.Logins(); n != 0 {
+			t.Errorf("%d logins on the mismatched runner", n)
+		}
+	})
+}
+
+// TestRunnerKnownHosts: the runner can be pinned through a known_hosts
+// file instead of host_key; a wrong entry there is a mismatch too.
+func TestRunnerKnownHosts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		wrong bool
+	}{{"match", false}, {"mismatch", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			wrong := sshlab.NewPublicKey(t)
+			e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) {
+				key := c.Runner.HostKey
+				if tc.wrong {
+					key = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(wrong)))
+				}
+				_, hostport, _ := nixdeploy.ParseSSHAddress(c.Runner.Address)
+				kh := filepath.Join(t.TempDir(), "known_hosts")
+				line := knownhostsLine(hostport, key)
+				if err := os.WriteFile(kh, []byte("# runner\n"+line+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				c.Runner.HostKey, c.Runner.KnownHosts = "", kh
+			}})
+			_, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+			if !tc.wrong {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			checkMismatch(t, err, "runner", ssh.FingerprintSHA256(wrong), ssh.FingerprintSHA256(e.lab.Runner.HostKey))
+			if c := e.lab.Calls(); len(c) != 0 {
+				t.Errorf("stubs ran: %q", c)
+			}
+		})
+	}
+}
+
+func knownhostsLine(hostport, authorizedKey string) string {
+	host, port, _ := strings.Cut(hostport, ":")
+	return "[" + host + "]:" + port + " " + authorizedKey
+}
+
+// TestInstallWrongKeyAfterReboot: a host that comes back from the install
+// with a key other than its pinned one fails hard (once the reboot grace
+// is over): nothing more is sent to it.
+func TestInstallWrongKeyAfterReboot(t *testing.T) {
+	t.Parallel()
+	var installed atomic.Bool
+	wrong := sshlab.NewPublicKey(t)
+	e := newEnv(t, envConfig{opts: func(o *deployer.Options) {
+		o.HostKeys = &afterInstallKeys{HostKeys: o.HostKeys, installed: &installed, wrong: wrong}
+	}})
+	done := deployer.SinkFunc(func(l nixdeploy.LogLine) {
+		if p, ok := deployer.Phase(l); ok && p == "Done!" {
+			installed.Store(true)
+		}
+	})
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"}, done)
+	if !errors.Is(err, deployer.ErrHostKeyMismatch) || !strings.Contains(err.Error(), "came back with a different host key") {
+		t.Fatalf("err = %v", err)
+	}
+	if se := asStepError(t, err); se.Step != "wait-for-ssh" {
+		t.Errorf("failed at %s", se.Step)
+	}
+	if len(e.lab.CallsTo("nixos-rebuild")) != 0 || e.lab.Target("node1").Logins() != 0 {
+		t.Error("the deployer went on with a host that has the wrong key")
+	}
+	if got := stepNames(e.steps(dep.ID)); !strings.HasSuffix(got, "nixos-anywhere remove-tmp wait-for-ssh") {
+		t.Errorf("steps = %s", got)
+	}
+}
+
+// afterInstallKeys pins a wrong key for every host once installed is set,
+// as if the machine had booted something else.
+type afterInstallKeys struct {
+	deployer.HostKeys
+	installed *atomic.Bool
+	wrong     ssh.PublicKey
+}
+
+func (k *afterInstallKeys) HostPublicKey(host string) (ssh.PublicKey, error) {
+	if k.installed.Load() {
+		return k.wrong, nil
+	}
+	return k.HostKeys.HostPublicKey(host)
+}
+
+func checkMismatch(t *testing.T, err error, host, want, got string) {
+	t.Helper()
+	if !errors.Is(err, deployer.ErrHostKeyMismatch) {
+		t.Fatalf("error %v is not a host key mismatch", err)
+	}
+	var hk *deployer.HostKeyError
+	if !errors.As(err, &hk) || hk.Host != host || len(hk.Want) != 1 || hk.Want[0] != want || hk.Got != got {
+		t.Errorf("mismatch = %+v, want host %s want %s got %s", hk, host, want, got)
+	}
+	for _, s := range []string{host, want, got} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not name %s", err, s)
+		}
+	}
+}
+
+// TestUnknownHost: a host that is not in the fleet config is refused before
+// anything is recorded or run.
+func TestUnknownHost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	_, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1; rm -rf /"})
+	if !errors.Is(err, nixdeploy.ErrUnknownHost) || rep != nil {
+		t.Fatalf("err = %v, report = %v", err, rep)
+	}
+	if deps, _ := e.db.Deployments(t.Context(), "", 10); len(deps) != 0 {
+		t.Errorf("deployments recorded: %+v", deps)
+	}
+	if c := e.lab.Calls(); len(c) != 0 {
+		t.Errorf("stubs ran: %q", c)
+	}
+	if _, err := e.d.Plan("nope", nixdeploy.ActionSwitch); !errors.Is(err, nixdeploy.ErrUnknownHost) {
+		t.Errorf("Plan: %v", err)
+	}
+}
+
+// TestCancelInstall: cancelling while nixos-anywhere runs kills its whole
+// process group on the runner, still removes the temp dir holding the host
+// key, runs nothing further and records the deployment as cancelled.
+func TestCancelInstall(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	e.lab.Set("nixos-anywhere.hang", "1")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	type result struct {
+		dep *nixdeploy.Deployment
+		rep *deployer.Report
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		dep, rep, err := e.run(ctx, nixdeploy.ActionInstall, []string{"node1"})
+		done <- result{dep, rep, err}
+	}()
+	pid := pidFrom(t, e.lab.WaitFile(t.Context(), e.lab.PIDFile("nixos-anywhere", "node1"), 20*time.Second))
+	child := pidFrom(t, e.lab.WaitFile(t.Context(), e.lab.ChildPIDFile("nixos-anywhere", "node1"), 20*time.Second))
+	tmp := e.lab.ExtraFilesDir("node1")
+	if !exists(tmp) {
+		t.Fatalf("extra-files dir %q missing while nixos-anywhere runs", tmp)
+	}
+	cancel()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if !errors.Is(r.err, context.Canceled) || r.rep.State != nixdeploy.StateCancelled {
+		t.Fatalf("err = %v, state = %v", r.err, r.rep.State)
+	}
+	if sshlab.Alive(pid) || sshlab.Alive(child) {
+		t.Errorf("remote processes survived the cancel: stub %v, child %v", sshlab.Alive(pid), sshlab.Alive(child))
+	}
+	if exists(tmp) {
+		t.Errorf("temp dir %s survived the cancel", tmp)
+	}
+	if got := stepNames(e.steps(r.dep.ID)); got != "preflight connect mktemp upload-host-key upload-host-key-pub nixos-anywhere remove-tmp" {
+		t.Errorf("steps = %s", got)
+	}
+	if got := e.stored(r.dep.ID); got.State != nixdeploy.StateCancelled {
+		t.Errorf("stored state = %s", got.State)
+	}
+	if len(e.lab.CallsTo("nixos-rebuild")) != 0 {
+		t.Error("nixos-rebuild ran after the cancel")
+	}
+	if !strings.Contains(e.sink.text(), "is gone") {
+		t.Errorf("no note that the process group is gone:\n%s", e.sink.text())
+	}
+}
+
+// TestStepTimeout: a hanging command is stopped by its step's timeout, its
+// processes are gone, and the error says it timed out.
+func TestStepTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 3 * time.Second
+	e := newEnv(t, envConfig{opts: func(o *deployer.Options) { o.Timeouts.Rebuild = timeout }})
+	e.lab.Set("nixos-rebuild.hang", "1")
+	type result struct {
+		rep *deployer.Report
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+		done <- result{rep, err}
+	}()
+	pid := pidFrom(t, e.lab.WaitFile(t.Context(), e.lab.PIDFile("nixos-rebuild", "node1"), 20*time.Second))
+	child := pidFrom(t, e.lab.WaitFile(t.Context(), e.lab.ChildPIDFile("nixos-rebuild", "node1"), 20*time.Second))
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(timeout + 15*time.Second):
+		t.Fatal("the step timeout did not stop the hanging command")
+	}
+	if !errors.Is(r.err, deployer.ErrStepTimeout) || !strings.Contains(r.err.Error(), "timed out after 3s") {
+		t.Fatalf("err = %v", r.err)
+	}
+	if se := asStepError(t, r.err); se.Step != "nixos-rebuild" || r.rep.State != nixdeploy.StateFailed {
+		t.Errorf("step error = %+v, state %s", se, r.rep.State)
+	}
+	if sshlab.Alive(pid) || sshlab.Alive(child) {
+		t.Error("the timed-out command is still running")
+	}
+}
+
+// TestConnectionLost: a runner that stops answering (a frozen network) or
+// dies (sshd killed with its sessions) fails the step with a clear reason
+// within the keepalive bound, not at the step timeout.
+func TestConnectionLost(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		freeze bool
+		want   string
+	}{
+		{"frozen", true, "stopped answering"},
+		{"killed", false, "connection to runner closed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const interval = 200 * time.Millisecond
+			e := newEnv(t, envConfig{
+				lab: sshlab.Options{RunnerProxy: true},
+				opts: func(o *deployer.Options) {
+					o.KeepaliveInterval = interval
+					o.KeepaliveMax = 3
+					o.ConnectTimeout = time.Second
+				},
+			})
+			e.lab.Set("nixos-rebuild.hang", "1")
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+				done <- err
+			}()
+			e.lab.WaitFile(t.Context(), e.lab.PIDFile("nixos-rebuild", "node1"), 20*time.Second)
+			start := time.Now()
+			if tc.freeze {
+				e.lab.Proxy.Freeze()
+			} else {
+				e.lab.Runner.Kill()
+			}
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run did not notice the lost runner")
+			}
+			took := time.Since(start)
+			if !errors.Is(err, deployer.ErrConnectionLost) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want connection lost: %s", err, tc.want)
+			}
+			if se := asStepError(t, err); se.Step != "nixos-rebuild" {
+				t.Errorf("failed step %s", se.Step)
+			}
+			// 3 missed keepalives plus one interval to send the first.
+			if bound := 4*interval + 2*time.Second; took > bound {
+				t.Errorf("noticed after %s, bound %s", took, bound)
+			}
+		})
+	}
+}
+
+// TestManyLines: 200,000 lines reach the sink and the database complete
+// and in order.
+func TestManyLines(t *testing.T) {
+	t.Parallel()
+	const n = 200000
+	e := newEnv(t, envConfig{})
+	e.lab.Set("nixos-rebuild.lines", strconv.Itoa(n))
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, lines []nixdeploy.LogLine) {
+		t.Helper()
+		checkSeq(t, what, lines)
+		next := 1
+		for _, l := range lines {
+			if l.Step != "nixos-rebuild" || l.Stream != nixdeploy.StreamStdout || !strings.HasPrefix(l.Text, "line ") {
+				continue
+			}
+			if want := fmt.Sprintf("line %d of %d", next, n); l.Text != want {
+				t.Fatalf("%s: got %q, want %q", what, l.Text, want)
+			}
+			next++
+		}
+		if next != n+1 {
+			t.Fatalf("%s: %d of %d lines", what, next-1, n)
+		}
+	}
+	check("sink", e.sink.all())
+	stored := e.storedLog(dep.ID)
+	check("database", stored)
+	if len(stored) != len(e.sink.all()) {
+		t.Errorf("database has %d lines, sink %d", len(stored), len(e.sink.all()))
+	}
+}
+
+// TestRedaction: private-key blocks, age identities, configured secret
+// values and the host key being installed never reach a sink or the
+// database, on stdout or stderr.
+func TestRedaction(t *testing.T) {
+	const envName = "NIXDEPLOY_TEST_SECRET_TOKEN"
+	const secret = "tok-3f9a1c77e2b94d0e"
+	t.Setenv(envName, secret)
+	e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) { c.Secrets.RedactEnv = []string{envName} }})
+
+	other := filepath.Join(t.TempDir(), "other_key")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	otherPEM, _ := os.ReadFile(other)
+	hostPEM, _ := e.lab.HostKeys().HostPrivateKey("node1")
+	var hostBody []string
+	for _, l := range strings.Split(strings.TrimSpace(string(hostPEM)), "\n") {
+		if !strings.HasPrefix(l, "-----") {
+			hostBody = append(hostBody, l)
+		}
+	}
+	const age = "AGE-SECRET-KEY-1QQQSYQCYQ5RQWZQFPG9SCRGWPUGPZYSNZS23V9CCRYDPK4QQFXQSSCKHRF"
+	out := strings.Join([]string{
+		"copying key:",
+		strings.TrimSpace(string(otherPEM)),
+		"identity " + age + " loaded",
+		"token=" + secret + ";",
+		"the host key, bare:",
+		strings.Join(hostBody, "\n"),
+		"after the secrets",
+	}, "\n")
+	e.lab.Set("nixos-anywhere.print", out)
+	e.lab.Set("nixos-anywhere.print-stderr", out)
+
+	var term bytes.Buffer
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"}, deployer.TextSink(&term))
+	if err != nil {
+		t.Fatalf("install: %v\n%s", err, e.sink.text())
+	}
+	var db strings.Builder
+	for _, l := range e.storedLog(dep.ID) {
+		db.WriteString(l.Text + "\n")
+	}
+	secrets := []string{age, secret}
+	for _, l := range strings.Split(string(otherPEM), "\n") {
+		if l != "" && !strings.HasPrefix(l, "-----") {
+			secrets = append(secrets, l)
+		}
+	}
+	secrets = append(secrets, hostBody...)
+	for name, text := range map[string]string{"terminal": term.String(), "sink": e.sink.text(), "database": db.String()} {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s shows secret %q", name, s)
+			}
+		}
+		if c := strings.Count(text, deployer.Redacted); c < 8 {
+			t.Errorf("%s: only %d redactions:\n%s", name, c, text)
+		}
+		if !strings.Contains(text, "after the secrets") || !strings.Contains(text, "-----BEGIN OPENSSH PRIVATE KEY-----") {
+			t.Errorf("%s lost ordinary output:\n%s", name, text)
+		}
+	}
+}
+
+// TestBatchHalts: a batch runs hosts in order and stops at the first
+// failure; the hosts after it are never touched.
+func TestBatchHalts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{lab: sshlab.Options{Hosts: []string{"alpha", "beta", "gamma"}}})
+	e.lab.Set("nixos-rebuild.beta.exit", "1")
+	dep, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"alpha", "beta", "gamma"})
+	se := asStepError(t, err)
+	if se.Host != "beta" || se.Step != "nixos-rebuild" {
+		t.Errorf("step error = %+v", se)
+	}
+	if s, f, u := rep.Succeeded(), rep.Failed(), rep.Untouched(); strings.Join(s, ",") != "alpha" || strings.Join(f, ",") != "beta" || strings.Join(u, ",") != "gamma" {
+		t.Errorf("succeeded %q failed %q untouched %q", s, f, u)
+	}
+	if want := "succeeded: alpha; failed: beta at step nixos-rebuild; not touched: gamma"; rep.Summary() != want {
+		t.Errorf("summary = %q", rep.Summary())
+	}
+	notCalled(t, e.lab, "gamma")
+	if n := e.lab.Target("gamma").Logins(); n != 0 {
+		t.Errorf("gamma had %d logins", n)
+	}
+	if got := e.stored(dep.ID); got.State != nixdeploy.StateFailed || strings.Join(got.Hosts, ",") != "alpha,beta,gamma" {
+		t.Errorf("stored = %+v", got)
+	}
+}
+
+// TestBusy: a second deployment of a host in use is refused with an error
+// that names the deployment holding it.
+func TestBusy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{lab: sshlab.Options{Hosts: []string{"alpha", "beta"}}})
+	e.lab.Set("nixos-rebuild.alpha.hang", "1")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan *nixdeploy.Deployment, 1)
+	go func() {
+		dep, _, _ := e.run(ctx, nixdeploy.ActionSwitch, []string{"alpha"})
+		done <- dep
+	}()
+	e.lab.WaitFile(t.Context(), e.lab.PIDFile("nixos-rebuild", "alpha"), 20*time.Second)
+	holder, busy := e.d.Busy("alpha")
+	if !busy || holder == 0 {
+		t.Fatalf("Busy(alpha) = %d, %v", holder, busy)
+	}
+	_, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"beta", "alpha"})
+	if !errors.Is(err, nixdeploy.ErrHostBusy) || rep != nil {
+		t.Fatalf("err = %v", err)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("deployment %d", holder)) {
+		t.Errorf("error %q does not name deployment %d", err, holder)
+	}
+	if len(e.lab.CallsTo("nixos-rebuild")) != 1 {
+		t.Errorf("calls: %q", e.lab.Calls())
+	}
+	if !e.d.Cancel(holder) {
+		t.Error("Cancel did not find the running deployment")
+	}
+	dep := <-done
+	if got := e.stored(dep.ID); got.State != nixdeploy.StateCancelled {
+		t.Errorf("state = %s", got.State)
+	}
+	if _, busy := e.d.Busy("alpha"); busy {
+		t.Error("alpha still locked after the deployment ended")
+	}
+}
+
+// TestVerify: verification judges the result, not the exit code.
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		action  nixdeploy.Action
+		control map[string]string
+		fail    string // substring of the error; "" for success
+		warn    bool
+	}{
+		{name: "degraded", action: nixdeploy.ActionSwitch,
+			control: map[string]string{"systemctl.node1.state": "degraded", "systemctl.node1.failed": "nginx.service loaded failed failed nginx\nfoo.mount loaded failed failed Foo"},
+			fail:    "node1 is degraded after switch; failed units: nginx.service, foo.mount"},
+		{name: "switch unchanged warns", action: nixdeploy.ActionSwitch, control: map[string]string{"nixos-rebuild.nochange": "1"}, warn: true},
+		{name: "rollback unchanged fails", action: nixdeploy.ActionRollback, control: map[string]string{"nixos-rebuild.nochange": "1"},
+			fail: "rollback did not change the running system of node1"},
+		{name: "rollback", action: nixdeploy.ActionRollback},
+		{name: "boot keeps the system", action: nixdeploy.ActionBoot},
+		{name: "dry-activate keeps the system", action: nixdeploy.ActionDryActivate},
+		{name: "test", action: nixdeploy.ActionTest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envConfig{})
+			for k, v := range tc.control {
+				e.lab.Set(k, v)
+			}
+			_, rep, err := e.run(t.Context(), tc.action, []string{"node1"})
+			if tc.fail == "" {
+				if err != nil {
+					t.Fatalf("%v\n%s", err, e.sink.text())
+				}
+			} else {
+				if !errors.Is(err, deployer.ErrVerify) || !strings.Contains(err.Error(), tc.fail) {
+					t.Fatalf("err = %v, want %q", err, tc.fail)
+				}
+				if se := asStepError(t, err); se.Step != "verify" {
+					t.Errorf("failed at %s", se.Step)
+				}
+			}
+			if got := len(rep.Hosts[0].Warnings) > 0; got != tc.warn {
+				t.Errorf("warnings = %q", rep.Hosts[0].Warnings)
+			}
+			noBadCalls(t, e.lab)
+			argv := e.lab.CallsTo("nixos-rebuild")[0]
+			wantAction := "[" + string(tc.action) + "]"
+			if tc.action == nixdeploy.ActionRollback {
+				wantAction = "[switch] [--rollback]"
+			}
+			if !strings.HasPrefix(argv, "nixos-rebuild runner "+wantAction+" [--flake]") {
+				t.Errorf("argv = %s", argv)
+			}
+		})
+	}
+}
+
+// TestJumpHost: runner and target are reached through a ProxyJump host,
+// each still checked against its own pinned key.
+func TestJumpHost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{lab: sshlab.Options{Jump: true}})
+	if _, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"}); err != nil {
+		t.Fatalf("%v\n%s", err, e.sink.text())
+	}
+	if e.lab.Jump.Logins() == 0 {
+		t.Error("the jump host was not used")
+	}
+	if e.lab.Runner.Logins() == 0 || e.lab.Target("node1").Logins() == 0 {
+		t.Error("runner or target not reached")
+	}
+}
+
+// TestLocalRunner: with runner "local" the same plan runs as local
+// processes, and a cancel kills the local process group.
+func TestLocalRunner(t *testing.T) {
+	e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) { c.Runner.Address = "local" }})
+	t.Setenv("PATH", e.lab.StubDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	before := e.lab.CurrentSystem("node1")
+	if _, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"}); err != nil {
+		t.Fatalf("%v\n%s", err, e.sink.text())
+	}
+	if e.lab.Runner.Logins() != 0 {
+		t.Error("the SSH runner was used")
+	}
+	if e.lab.CurrentSystem("node1") == before {
+		t.Error("the local nixos-rebuild did not run")
+	}
+	if c := e.lab.CallsTo("nixos-rebuild"); len(c) != 1 || !strings.HasPrefix(c[0], "nixos-rebuild ? [switch]") {
+		t.Errorf("calls = %q", c)
+	}
+
+	e.lab.Set("nixos-rebuild.hang", "1")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := e.run(ctx, nixdeploy.ActionSwitch, []string{"node1"})
+		done <- err
+	}()
+	pid := pidFrom(t, e.lab.WaitFile(t.Context(), e.lab.PIDFile("nixos-rebuild", "node1"), 20*time.Second))
+	child := pidFrom(t, e.lab.WaitFile(t.Context(), e.lab.ChildPIDFile("nixos-rebuild", "node1"), 20*time.Second))
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	if sshlab.Alive(pid) || sshlab.Alive(child) {
+		t.Error("local processes survived the cancel")
+	}
+}

@@ -1,0 +1,90 @@
+package deployer
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRedactor(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		secrets []string
+		in, out []string
+	}{
+		{
+			name: "pem block across lines",
+			in:   []string{"key:", "-----BEGIN OPENSSH PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEA", "AAAAB3NzaC1yc2E", "-----END OPENSSH PRIVATE KEY-----", "done"},
+			out:  []string{"key:", "-----BEGIN OPENSSH PRIVATE KEY-----", Redacted, Redacted, Redacted + "-----END OPENSSH PRIVATE KEY-----", "done"},
+		},
+		{
+			name: "pem on one line",
+			in:   []string{`{"k": "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n"}`},
+			out:  []string{`{"k": "-----BEGIN RSA PRIVATE KEY-----` + Redacted + `-----END RSA PRIVATE KEY-----\n"}`},
+		},
+		{
+			name: "begin with trailing text",
+			in:   []string{"x -----BEGIN PRIVATE KEY-----MIIEvQIBADANBg", "MIIEvQIBADANBg", "-----END PRIVATE KEY----- tail"},
+			out:  []string{"x -----BEGIN PRIVATE KEY-----" + Redacted, Redacted, Redacted + "-----END PRIVATE KEY----- tail"},
+		},
+		{
+			name: "unterminated block stays redacted",
+			in:   []string{"-----BEGIN EC PRIVATE KEY-----", "MHcCAQEEI", "more"},
+			out:  []string{"-----BEGIN EC PRIVATE KEY-----", Redacted, Redacted},
+		},
+		{
+			name: "public material passes",
+			in:   []string{"-----BEGIN AGE ENCRYPTED FILE-----", "YWdlLWVuY3J5cHRpb24", "-----END AGE ENCRYPTED FILE-----", "ssh-ed25519 AAAAC3Nza root@h"},
+			out:  []string{"-----BEGIN AGE ENCRYPTED FILE-----", "YWdlLWVuY3J5cHRpb24", "-----END AGE ENCRYPTED FILE-----", "ssh-ed25519 AAAAC3Nza root@h"},
+		},
+		{
+			name: "age identities",
+			in:   []string{"id: AGE-SECRET-KEY-1QQQSYQCYQ5RQWZQFPG9SCRGW and age-secret-key-1qqqsyqcyq5rq, age1qqqsyq stays"},
+			out:  []string{"id: " + Redacted + " and " + Redacted + ", age1qqqsyq stays"},
+		},
+		{
+			name:    "configured values, longest first, short ones ignored",
+			secrets: []string{"hunter2-long", "hunter2-long-longer", "ab", "multi\nline-secret"},
+			in:      []string{"a hunter2-long-longer b hunter2-long c ab multi line-secret"},
+			out:     []string{"a " + Redacted + " b " + Redacted + " c ab " + Redacted + " " + Redacted},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRedactor(tc.secrets)
+			var got []string
+			for _, l := range tc.in {
+				got = append(got, r.line("s", l))
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.out, "\n") {
+				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tc.out, "\n"))
+			}
+		})
+	}
+}
+
+// TestRedactorStreams: a block open on one stream does not swallow the
+// other stream's lines.
+func TestRedactorStreams(t *testing.T) {
+	r := newRedactor(nil)
+	r.line("stdout", "-----BEGIN OPENSSH PRIVATE KEY-----")
+	if got := r.line("stderr", "ordinary"); got != "ordinary" {
+		t.Errorf("stderr line = %q", got)
+	}
+	if got := r.line("stdout", "b3BlbnNzaC1rZXktdjEA"); got != Redacted {
+		t.Errorf("stdout line = %q", got)
+	}
+}
+
+func TestPhaseMarker(t *testing.T) {
+	for in, want := range map[string]string{
+		"### Installing NixOS ###": "Installing NixOS",
+		"  ### Done! ###  ":        "Done!",
+		"### ###":                  "",
+		"## Installing ##":         "",
+		"echo ### Done! ###":       "",
+	} {
+		got, ok := phaseMarker(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("phaseMarker(%q) = %q, %v", in, got, ok)
+		}
+	}
+}

@@ -1,0 +1,231 @@
+package schedules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/db"
+)
+
+// Backoff between attempts on a busy host. It starts short because a
+// manual deploy may be just finishing, and stays well under a typical
+// BusyWait so the host is picked up soon after it frees.
+const (
+	busyBackoffMin = 15 * time.Second
+	busyBackoffMax = 2 * time.Minute
+)
+
+// execute runs a recorded run to its end, records the outcome and posts the
+// summary.
+func (s *Scheduler) execute(e *entry, r db.ScheduleRun, by string) {
+	defer s.runs.Done()
+	ctx := s.ctx
+	var hosts []HostSummary
+	if e.cfg.Strategy == "parallel" {
+		hosts = s.parallel(ctx, e, r, by)
+	} else {
+		hosts = s.rolling(ctx, e, r, by)
+	}
+	outcome, detail := verdict(hosts)
+
+	// Stop may have cancelled ctx; the end of the run must still be written.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	if err := s.store.FinishScheduleRun(fctx, r.ID, outcome, detail); err != nil {
+		s.log.Error("record run end", "schedule", e.cfg.Name, "run", r.ID, "err", err)
+	}
+	s.release(e.cfg.Name)
+	s.log.Info("schedule run ended", "schedule", e.cfg.Name, "run", r.ID, "outcome", outcome, "detail", detail)
+	s.notify(fctx, Summary{
+		Schedule:    e.cfg.Name,
+		RunID:       r.ID,
+		Trigger:     r.Trigger,
+		By:          by,
+		Action:      e.cfg.Action,
+		ScheduledAt: r.ScheduledAt.In(e.spec.Location()),
+		StartedAt:   r.StartedAt,
+		EndedAt:     s.clock.Now(),
+		Outcome:     outcome,
+		Detail:      detail,
+		Hosts:       hosts,
+	})
+}
+
+func (s *Scheduler) notify(ctx context.Context, sum Summary) {
+	if sum.Outcome == OutcomeFailed || sum.Outcome == OutcomeInterrupted {
+		sum.OnCall = s.onCall
+	}
+	if s.notifier == nil {
+		s.log.Info("schedule summary", "schedule", sum.Schedule, "run", sum.RunID, "text", sum.Text())
+		return
+	}
+	if err := s.notifier.Summary(ctx, sum); err != nil {
+		s.log.Error("post schedule summary", "schedule", sum.Schedule, "run", sum.RunID, "err", err)
+	}
+}
+
+// verdict sums up a run from its hosts.
+func verdict(hosts []HostSummary) (outcome, detail string) {
+	skipped := 0
+	for _, h := range hosts {
+		switch h.Outcome {
+		case OutcomeFailed:
+			return OutcomeFailed, "halted: " + h.Host + " failed"
+		case OutcomeInterrupted:
+			return OutcomeInterrupted, "interrupted at " + h.Host
+		case OutcomeSkipped:
+			skipped++
+		}
+	}
+	if skipped > 0 {
+		return OutcomeSucceeded, fmt.Sprintf("%d of %d hosts skipped", skipped, len(hosts))
+	}
+	return OutcomeSucceeded, ""
+}
+
+// rolling runs the hosts in order, one at a time, and leaves every host
+// after the first failure untouched.
+func (s *Scheduler) rolling(ctx context.Context, e *entry, r db.ScheduleRun, by string) []HostSummary {
+	out := make([]HostSummary, len(e.hosts))
+	stop := ""
+	for i, host := range e.hosts {
+		switch {
+		case stop != "":
+			out[i] = untouched(host, stop)
+		case ctx.Err() != nil:
+			out[i] = untouched(host, "the scheduler was stopping")
+		default:
+			out[i] = s.deployHost(ctx, e, r, host, by)
+			if out[i].Outcome == OutcomeFailed || out[i].Outcome == OutcomeInterrupted {
+				stop = "halted after " + host
+			}
+		}
+		s.record(r.ID, out[i])
+	}
+	return out
+}
+
+// parallel runs up to e.cfg.Parallel hosts at a time, in order. After a
+// failure it starts no further host, for the same reason rolling halts: a
+// change that broke one node should not be pushed to the rest.
+func (s *Scheduler) parallel(ctx context.Context, e *entry, r db.ScheduleRun, by string) []HostSummary {
+	out := make([]HostSummary, len(e.hosts))
+	slots := make(chan struct{}, e.cfg.Parallel)
+	var (
+		mu     sync.Mutex
+		failed string
+		wg     sync.WaitGroup
+	)
+	for i, host := range e.hosts {
+		slots <- struct{}{}
+		mu.Lock()
+		stop := failed
+		mu.Unlock()
+		if stop != "" || ctx.Err() != nil {
+			<-slots
+			why := "halted after " + stop
+			if stop == "" {
+				why = "the scheduler was stopping"
+			}
+			out[i] = untouched(host, why)
+			s.record(r.ID, out[i])
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			h := s.deployHost(ctx, e, r, host, by)
+			s.record(r.ID, h)
+			mu.Lock()
+			out[i] = h
+			if (h.Outcome == OutcomeFailed || h.Outcome == OutcomeInterrupted) && failed == "" {
+				failed = host
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func untouched(host, why string) HostSummary {
+	return HostSummary{Host: host, Outcome: OutcomeUntouched, Detail: why}
+}
+
+func (s *Scheduler) record(runID int64, h HostSummary) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), finishTimeout)
+	defer cancel()
+	err := s.store.RecordRunHost(ctx, runID, db.ScheduleRunHost{
+		Host:         h.Host,
+		Outcome:      h.Outcome,
+		DeploymentID: h.DeploymentID,
+		Duration:     h.Duration,
+		Detail:       h.Detail,
+	})
+	if err != nil {
+		s.log.Error("record run host", "run", runID, "host", h.Host, "err", err)
+	}
+}
+
+// deployHost deploys one host, waiting on the clock while it is busy.
+func (s *Scheduler) deployHost(ctx context.Context, e *entry, r db.ScheduleRun, host, by string) HostSummary {
+	log := s.log.With("schedule", e.cfg.Name, "run", r.ID, "host", host)
+	req := HostRequest{Schedule: e.cfg.Name, RunID: r.ID, Host: host, Action: e.cfg.Action, Trigger: r.Trigger, By: by}
+	first := s.clock.Now()
+	deadline := first.Add(e.cfg.BusyWait.Duration)
+	backoff := busyBackoffMin
+	for {
+		start := s.clock.Now()
+		res, err := s.deployer.Deploy(ctx, req)
+		if err == nil {
+			err = res.Err
+		}
+		if busy(err) {
+			now := s.clock.Now()
+			if !now.Before(deadline) {
+				log.Warn("host still busy, skipping it", "waited", now.Sub(first), "err", err)
+				return HostSummary{Host: host, Outcome: OutcomeSkipped, Busy: true,
+					Detail: fmt.Sprintf("busy for %s: %v", roundDuration(now.Sub(first)), err)}
+			}
+			wait := min(backoff, deadline.Sub(now))
+			log.Info("host busy, waiting", "wait", wait, "err", err)
+			select {
+			case <-ctx.Done():
+				return HostSummary{Host: host, Outcome: OutcomeInterrupted, Detail: "stopped while waiting for the host to be free"}
+			case <-s.clock.After(wait):
+			}
+			backoff = min(2*backoff, busyBackoffMax)
+			continue
+		}
+		h := HostSummary{Host: host, DeploymentID: res.DeploymentID, Link: res.Link, Duration: s.clock.Now().Sub(start)}
+		switch {
+		case ctx.Err() != nil:
+			h.Outcome, h.Detail = OutcomeInterrupted, "the scheduler was stopping"
+		case err != nil:
+			h.Outcome, h.Detail = OutcomeFailed, err.Error()
+		case res.State == nixdeploy.StateSucceeded:
+			h.Outcome = OutcomeSucceeded
+		default:
+			// A deployer that reports no error but no success either has
+			// not shown the host is healthy: treat it as failed.
+			h.Outcome, h.Detail = OutcomeFailed, "deployment ended "+stateOrUnknown(res.State)
+		}
+		log.Info("host done", "outcome", h.Outcome, "deployment", h.DeploymentID, "duration", h.Duration)
+		return h
+	}
+}
+
+// busy reports whether err means the host is taken and worth waiting for.
+func busy(err error) bool {
+	return errors.Is(err, nixdeploy.ErrHostBusy) || errors.Is(err, db.ErrLocked)
+}
+
+func stateOrUnknown(s nixdeploy.State) string {
+	if s == "" {
+		return "in an unknown state"
+	}
+	return string(s)
+}
