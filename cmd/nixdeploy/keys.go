@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -54,7 +53,7 @@ func cmdKeys(ctx context.Context, s stdio, args []string) error {
 }
 
 // keysFlags adds the --config flag every config-reading subcommand has.
-func keysFlags(s stdio, name, synopsis string) (*flag.FlagSet, *string) {
+func keysFlags(s stdio, name, synopsis string) (*flagSet, *string) {
 	fs := newFlags(s, "keys "+name, "keys "+synopsis)
 	path := fs.String("config", defaultConfig(), "fleet config `file` (env NIXDEPLOY_CONFIG)")
 	return fs, path

@@ -104,26 +104,35 @@ func (e *exitError) Error() string { return e.msg }
 // errHelp is returned after -h printed usage: exit 0.
 var errHelp = errors.New("help requested")
 
+// flagSet is a subcommand's flags plus the usage text that -h prints.
+type flagSet struct {
+	*flag.FlagSet
+	printUsage func()
+}
+
 // newFlags creates a flag set for a subcommand whose errors are returned,
-// not printed, and whose -h prints usage to stdout.
-func newFlags(s stdio, name, synopsis string) *flag.FlagSet {
+// not printed. Only -h prints the usage, to stdout; a bad flag yields a
+// one-line error and no usage dump.
+func newFlags(s stdio, name, synopsis string) *flagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
+	// The flag package calls Usage on every parse error; keep it quiet and
+	// print only when help was asked for.
+	fs.Usage = func() {}
+	return &flagSet{FlagSet: fs, printUsage: func() {
 		fmt.Fprintf(s.out, "usage: nixdeploy %s\n", synopsis)
 		fs.SetOutput(s.out)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
-	}
-	return fs
+	}}
 }
 
 // parseFlags parses args into fs. -h prints usage and yields errHelp; any
 // other flag error becomes a one-line usage error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+func parseFlags(fs *flagSet, args []string) error {
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
-		fs.Usage()
+		fs.printUsage()
 		return errHelp
 	}
 	if err != nil {
