@@ -252,3 +252,17 @@ func TestParseSSHAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestSameAddressOtherPort: hosts behind one address (a NAT forwarding a
+// port to each) are told apart by port; only address and port together
+// must be unique.
+func TestSameAddressOtherPort(t *testing.T) {
+	src := strings.Replace(validConfig, "address = \"10.0.0.12\"\n", "address = \"10.0.0.11\"\nport = 2222\n", 1)
+	cfg, err := nixdeploy.ParseConfig("f.toml", []byte(src))
+	if err != nil {
+		t.Fatalf("same address, other port: %v", err)
+	}
+	if a, b := cfg.Hosts[1].SSHAddr(), cfg.Hosts[2].SSHAddr(); a != "10.0.0.11:22" || b != "10.0.0.11:2222" {
+		t.Errorf("addresses %s and %s", a, b)
+	}
+}

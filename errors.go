@@ -10,4 +10,8 @@ var (
 	ErrUnauthorized = errors.New("not authorized")
 	ErrNotFound     = errors.New("not found")
 	ErrInvalidInput = errors.New("invalid input")
+	// ErrShutdown is the cause of work stopped because nixdeploy is
+	// shutting down (SIGTERM): a deployment it stops is interrupted, not
+	// cancelled, since nobody asked for it to stop.
+	ErrShutdown = errors.New("nixdeploy is shutting down")
 )

@@ -16,8 +16,10 @@ import (
 // stopped machine), a volume for SQLite and a health check.
 func TestFlyConfig(t *testing.T) {
 	var fly struct {
-		Env    map[string]string `toml:"env"`
-		Mounts []struct {
+		KillSignal  string            `toml:"kill_signal"`
+		KillTimeout int               `toml:"kill_timeout"`
+		Env         map[string]string `toml:"env"`
+		Mounts      []struct {
 			Source      string `toml:"source"`
 			Destination string `toml:"destination"`
 		} `toml:"mounts"`
@@ -41,6 +43,11 @@ func TestFlyConfig(t *testing.T) {
 	hs := fly.HTTPService
 	if hs.AutoStopMachines != "off" || hs.AutoStartMachines == nil || *hs.AutoStartMachines || hs.MinMachinesRunning != 1 {
 		t.Errorf("http_service must never stop the machine: %+v", hs)
+	}
+	// serve's default --shutdown-grace is 2m; Fly's default 5 s would kill
+	// running deployments before they are even marked interrupted.
+	if fly.KillSignal != "SIGTERM" || fly.KillTimeout < 150 || fly.KillTimeout > 300 {
+		t.Errorf("kill_signal %q, kill_timeout %d: want SIGTERM and room for the 2m shutdown grace (at most 300 s)", fly.KillSignal, fly.KillTimeout)
 	}
 	if len(fly.Mounts) != 1 || fly.Mounts[0].Destination != "/data" {
 		t.Errorf("mounts = %+v, want one on /data", fly.Mounts)

@@ -69,10 +69,12 @@ func (c *Config) Validate() []string {
 			p.add("%s: address is missing", where)
 		} else if !validAddress(h.Address) {
 			p.add("%s: address %q is not an IP address or host name", where, h.Address)
-		} else if other, dup := addrs[h.Address]; dup {
+		} else if other, dup := addrs[h.SSHAddr()]; dup {
+			// Address and port together: hosts behind one NAT address
+			// are told apart by their forwarded ports.
 			p.add("%s: duplicate address %s (also host %q)", where, h.Address, other)
 		} else {
-			addrs[h.Address] = h.Name
+			addrs[h.SSHAddr()] = h.Name
 		}
 		if h.Port < 1 || h.Port > 65535 {
 			p.add("%s: port %d is out of range 1-65535", where, h.Port)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nixdeploy/nixdeploy"
@@ -194,6 +195,11 @@ func (b *Bot) decide(ctx context.Context, a nixdeploy.Approval, as nixdeploy.App
 		b.log.Error("end deployment after approval decision", "deployment", a.DeploymentID, "err", err)
 	}
 	b.log.Info("approval decided", "approval", a.ID, "deployment", a.DeploymentID, "state", as, "by", by)
+	if b.observer != nil {
+		if dep, err := b.store.Deployment(ctx, a.DeploymentID); err == nil {
+			b.observe(dep, ds, 0)
+		}
+	}
 	return b.rewriteApproval(ctx, a, decision)
 }
 
@@ -266,7 +272,8 @@ func (b *Bot) reaction(ctx context.Context, r Reaction) error {
 	case r.User == a.Requester:
 		b.audit(ctx, r.User, "approval-refused-self", a.DeploymentID, fmt.Sprintf("approval %d", a.ID))
 		log.Info("self-approval refused")
-		return b.tell(ctx, inv, reply("You requested this, so someone else must approve it: ask another approver ("+mentions(cfg.Slack.Approvers)+")."))
+		others := slices.DeleteFunc(slices.Clone(cfg.Slack.Approvers), func(u string) bool { return u == r.User })
+		return b.tell(ctx, inv, reply("You requested this, so someone else must approve it: ask another approver ("+mentions(others)+")."))
 	case !b.clock.Now().Before(a.ExpiresAt):
 		log.Info("approval after expiry refused")
 		if err := b.expire(ctx, a.ID, r.User); err != nil {

@@ -57,6 +57,8 @@ type Options struct {
 	// cannot take the CPU that acknowledging the next ones within Slack's
 	// 3 s needs. Deployments are not counted.
 	Handlers int
+	// Observer, optional, hears how each deployment ended (metrics).
+	Observer Observer
 }
 
 // Bot is the chat front end of nixdeploy.
@@ -69,6 +71,7 @@ type Bot struct {
 	schedules Schedules
 	keys      KeyChecker
 	botUser   string
+	observer  Observer
 	clock     Clock
 	log       *slog.Logger
 	interval  time.Duration
@@ -82,7 +85,7 @@ type Bot struct {
 	// ctx is the bot's own context: work started by a request outlives
 	// the request and ends with Close.
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	work   tracker
 
 	mu     sync.Mutex
@@ -98,6 +101,9 @@ type run struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 	cancelledBy string
+	// ended is set once the deployer returned; what remains is posting
+	// the outcome, which a shutdown does not interrupt.
+	ended bool
 }
 
 // New checks o and returns a Bot. Call Start before serving.
@@ -115,7 +121,7 @@ func New(o Options) (*Bot, error) {
 	b := &Bot{
 		store: o.Store, chat: o.Chat, deployer: o.Deployer,
 		locks: o.Locks, schedules: o.Schedules, keys: o.Keys,
-		botUser: o.BotUser, clock: o.Clock, log: o.Logger,
+		botUser: o.BotUser, observer: o.Observer, clock: o.Clock, log: o.Logger,
 		interval: o.UpdateInterval, tailLines: o.TailLines,
 		interrupted: o.Interrupted,
 		runs:        map[int64]*run{},
@@ -138,7 +144,7 @@ func New(o Options) (*Bot, error) {
 	}
 	b.handlers = make(chan struct{}, o.Handlers)
 	b.cfg.Store(o.Config)
-	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.ctx, b.cancel = context.WithCancelCause(context.Background())
 	return b, nil
 }
 
@@ -173,18 +179,25 @@ func (b *Bot) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the bot: expiry timers stop, deployments in flight are
-// cancelled, and Close returns once all background work has ended.
+// Close stops the bot at once: expiry timers stop, deployments in flight
+// are interrupted (see Shutdown for the graceful way), and Close returns
+// once all background work has ended.
 func (b *Bot) Close() {
+	b.stopIntake()
+	b.cancel(nixdeploy.ErrShutdown)
+	b.work.wait(context.Background())
+}
+
+// stopIntake makes the bot take no new work and stops the expiry timers;
+// pending approvals stay stored and are re-armed by the next Start.
+func (b *Bot) stopIntake() {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.closed = true
 	for id, stop := range b.timers {
 		stop()
 		delete(b.timers, id)
 	}
-	b.mu.Unlock()
-	b.cancel()
-	b.work.wait(context.Background())
 }
 
 // Wait blocks until no request, reaction or deployment is being worked

@@ -13,10 +13,14 @@ import (
 // audit trail. It blocks until the deployment ends and returns it as
 // stored. A busy or locked host is an error wrapping nixdeploy.ErrHostBusy,
 // before anything is stored. Destructive actions are refused: they need a
-// person's approval.
+// person's approval. Once the bot is shutting down every request is refused
+// with an error wrapping nixdeploy.ErrShutdown, before anything is stored.
 func (b *Bot) Deploy(ctx context.Context, req nixdeploy.Request) (nixdeploy.Deployment, error) {
 	if req.Action.Destructive() {
 		return nixdeploy.Deployment{}, userf(nixdeploy.ErrUnauthorized, "%s needs an approval, so it cannot be started by %s", req.Action, req.Requester)
+	}
+	if b.isClosed() {
+		return nixdeploy.Deployment{}, userf(nixdeploy.ErrShutdown, "nixdeploy is shutting down; %s %s was not started", req.Action, hostsText(req.Hosts))
 	}
 	if err := b.checkFree(ctx, req.Requester, req.Hosts); err != nil {
 		return nixdeploy.Deployment{}, err

@@ -114,7 +114,9 @@ func phaseOf(marker string) int {
 	switch {
 	case strings.HasPrefix(m, "done"):
 		return len(installPhases)
-	case strings.Contains(m, "kexec"):
+	case strings.Contains(m, "kexec"), strings.Contains(m, "unreachable"):
+		// "Waiting for the machine to become unreachable due to reboot"
+		// is the kexec reboot, not the final one.
 		return 0
 	case strings.Contains(m, "disko"), strings.Contains(m, "formatting"):
 		return 1

@@ -53,3 +53,24 @@ func TestLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestPhaseOf: nixos-anywhere's markers, in the order it prints them,
+// never move the phase backwards; the wait after kexec is not the final
+// reboot.
+func TestPhaseOf(t *testing.T) {
+	for marker, want := range map[string]int{
+		"Uploading install SSH keys":                                  -1,
+		"Gathering machine facts":                                     -1,
+		"Switching system into kexec":                                 0,
+		"Waiting for the machine to become unreachable due to reboot": 0,
+		"Formatting hard drive with disko":                            1,
+		"Uploading the system closure":                                -1,
+		"Installing NixOS":                                            2,
+		"Rebooting":                                                   3,
+		"Done!":                                                       4,
+	} {
+		if got := phaseOf(marker); got != want {
+			t.Errorf("phaseOf(%q) = %d, want %d", marker, got, want)
+		}
+	}
+}

@@ -64,6 +64,7 @@ func (b *Bot) finishUnstarted(ctx context.Context, dep nixdeploy.Deployment, st 
 		b.log.Error("finish deployment", "deployment", dep.ID, "err", err)
 	}
 	b.audit(ctx, "nixdeploy", "not-started", dep.ID, UserMessage(why))
+	b.observe(dep, st, 0)
 }
 
 // execRun is one deployment from its status message to its uploaded log.
@@ -99,6 +100,7 @@ func (b *Bot) execRun(_ context.Context, r *run, channel, approvedBy string) {
 
 	b.mu.Lock()
 	cancelledBy := r.cancelledBy
+	r.ended = true
 	b.mu.Unlock()
 	switch {
 	case runCtx.Err() != nil && b.ctx.Err() != nil:
@@ -136,6 +138,7 @@ func (b *Bot) execRun(_ context.Context, r *run, channel, approvedBy string) {
 		detail += fmt.Sprintf(" at step %s on %s, exit code %d", res.Step, res.Host, res.ExitCode)
 	}
 	b.audit(fctx, actor, string(res.State), dep.ID, detail)
+	b.observe(dep, res.State, b.clock.Now().Sub(st.started))
 	st.finish(fctx, res, cancelledBy)
 }
 

@@ -1,10 +1,12 @@
 package bot
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,32 +55,66 @@ func newStreamer(b *Bot, dep nixdeploy.Deployment, channel, approvedBy string) *
 }
 
 // Line implements Sink.
-func (s *Streamer) Line(l nixdeploy.LogLine) {
+func (s *Streamer) Line(l nixdeploy.LogLine) { s.Lines([]nixdeploy.LogLine{l}) }
+
+// Lines takes several lines at once (the deployer's BatchSink), under one
+// lock: every line of a deployment passes here.
+func (s *Streamer) Lines(ls []nixdeploy.LogLine) {
+	if len(ls) == 0 {
+		return
+	}
 	s.mu.Lock()
-	s.lines++
-	if l.Host != "" {
-		s.host = l.Host
-	}
-	if l.Step != "" {
-		s.step = l.Step
-	}
-	if m := markerRE.FindStringSubmatch(l.Text); m != nil && l.Stream != nixdeploy.StreamStderr {
-		s.marker = m[1]
-		if p := phaseOf(m[1]); p >= 0 && p >= s.phase {
-			s.phase = p
+	s.lines += int64(len(ls))
+	for i := range ls {
+		l := &ls[i]
+		if l.Host != "" {
+			s.host = l.Host
+		}
+		if l.Step != "" {
+			s.step = l.Step
+		}
+		if m, ok := marker(l.Stream, l.Text); ok {
+			s.marker = m
+			if p := phaseOf(m); p >= 0 && p >= s.phase {
+				s.phase = p
+			}
 		}
 	}
-	if len(s.tail) < cap(s.tail) {
-		s.tail = append(s.tail, l.Text)
-	} else if cap(s.tail) > 0 {
-		s.tail[s.next] = l.Text
-		s.next = (s.next + 1) % cap(s.tail)
+	// Only the newest lines can stay in the tail.
+	if c := cap(s.tail); len(ls) > c {
+		ls = ls[len(ls)-c:]
+	}
+	for i := range ls {
+		if len(s.tail) < cap(s.tail) {
+			s.tail = append(s.tail, ls[i].Text)
+		} else if cap(s.tail) > 0 {
+			s.tail[s.next] = ls[i].Text
+			s.next = (s.next + 1) % cap(s.tail)
+		}
 	}
 	s.mu.Unlock()
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// marker returns the progress marker a line announces, if any. Every line
+// of a deployment passes here, so the regexp only sees lines that look
+// like one.
+func marker(stream nixdeploy.Stream, text string) (string, bool) {
+	if stream == nixdeploy.StreamStderr {
+		return "", false
+	}
+	t := strings.TrimSpace(text)
+	if !strings.HasPrefix(t, "###") || !strings.HasSuffix(t, "###") {
+		return "", false
+	}
+	m := markerRE.FindStringSubmatch(text)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
 }
 
 func (s *Streamer) snapshot() snapshot {
@@ -176,8 +212,11 @@ func (s *Streamer) finish(ctx context.Context, res Result, cancelledBy string) {
 // send it), so memory stays bounded whatever its length.
 func (s *Streamer) upload(ctx context.Context) error {
 	var size, lines int64
+	var f logFormat
+	var scratch []byte
 	err := s.b.store.EachLog(ctx, s.dep.ID, func(l nixdeploy.LogLine) error {
-		size += int64(len(LogFileLine(l)))
+		scratch = f.append(scratch[:0], l)
+		size += int64(len(scratch))
 		lines++
 		return nil
 	})
@@ -188,7 +227,7 @@ func (s *Streamer) upload(ctx context.Context) error {
 	if lines == 0 {
 		size = int64(len(empty))
 	}
-	f := File{
+	file := File{
 		Name:  fmt.Sprintf("nixdeploy-%d-%s.log", s.dep.ID, s.dep.Action),
 		Title: fmt.Sprintf("Log of %s (%s lines)", title(s.dep), count(lines)),
 		Size:  size,
@@ -201,20 +240,52 @@ func (s *Streamer) upload(ctx context.Context) error {
 					pw.CloseWithError(err)
 					return
 				}
-				pw.CloseWithError(s.b.store.EachLog(ctx, s.dep.ID, func(l nixdeploy.LogLine) error {
-					_, err := io.WriteString(pw, LogFileLine(l))
+				// Whole buffers through the pipe, not lines: each write
+				// waits for the reader.
+				w := bufio.NewWriterSize(pw, 64<<10)
+				var f logFormat
+				var buf []byte
+				err := s.b.store.EachLog(ctx, s.dep.ID, func(l nixdeploy.LogLine) error {
+					buf = f.append(buf[:0], l)
+					_, err := w.Write(buf)
 					return err
-				}))
+				})
+				if err == nil {
+					err = w.Flush()
+				}
+				pw.CloseWithError(err)
 			}()
 			return pr, nil
 		},
 	}
-	return s.b.chat.Upload(ctx, s.channel, s.ts, f)
+	return s.b.chat.Upload(ctx, s.channel, s.ts, file)
 }
 
 // LogFileLine is one line of the uploaded log file, newline included:
 // UTC time with milliseconds, host, step, stream and the text.
 func LogFileLine(l nixdeploy.LogLine) string {
+	var f logFormat
+	return string(f.append(nil, l))
+}
+
+// logFormat formats lines of the uploaded log. Formatting a time is most
+// of the cost of a line, and consecutive lines mostly share their second,
+// so it keeps the formatted second of the previous line.
+type logFormat struct {
+	sec    int64
+	prefix []byte // "2006-01-02T15:04:05" of sec, or empty
+}
+
+func (f *logFormat) append(dst []byte, l nixdeploy.LogLine) []byte {
+	t := l.Time.UTC()
+	if sec := t.Unix(); len(f.prefix) == 0 || sec != f.sec {
+		f.prefix = t.AppendFormat(f.prefix[:0], "2006-01-02T15:04:05")
+		f.sec = sec
+	}
+	dst = append(dst, f.prefix...)
+	// Like the layout's ".000": milliseconds, truncated.
+	ms := t.Nanosecond() / int(time.Millisecond)
+	dst = append(dst, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z', ' ')
 	host, step := l.Host, l.Step
 	if host == "" {
 		host = "-"
@@ -222,5 +293,12 @@ func LogFileLine(l nixdeploy.LogLine) string {
 	if step == "" {
 		step = "-"
 	}
-	return fmt.Sprintf("%s %s %s %s: %s\n", l.Time.UTC().Format("2006-01-02T15:04:05.000Z"), host, step, l.Stream, l.Text)
+	dst = append(dst, host...)
+	dst = append(dst, ' ')
+	dst = append(dst, step...)
+	dst = append(dst, ' ')
+	dst = append(dst, l.Stream...)
+	dst = append(dst, ':', ' ')
+	dst = append(dst, l.Text...)
+	return append(dst, '\n')
 }

@@ -49,21 +49,21 @@ func (d *DB) SetApprovalMessage(ctx context.Context, id int64, channel, ts strin
 
 // ApprovalByMessage finds the approval carried by a Slack message.
 func (d *DB) ApprovalByMessage(ctx context.Context, channel, ts string) (nixdeploy.Approval, error) {
-	row := d.sql.QueryRowContext(ctx, `SELECT `+approvalCols+` FROM approvals WHERE channel = ? AND message_ts = ?`, channel, ts)
+	row := d.queryRow(ctx, `SELECT `+approvalCols+` FROM approvals WHERE channel = ? AND message_ts = ?`, channel, ts)
 	a, err := scanApproval(row)
 	return a, notFound(err, "approval for message "+ts)
 }
 
 // Approval returns one approval.
 func (d *DB) Approval(ctx context.Context, id int64) (nixdeploy.Approval, error) {
-	a, err := scanApproval(d.sql.QueryRowContext(ctx, `SELECT `+approvalCols+` FROM approvals WHERE id = ?`, id))
+	a, err := scanApproval(d.queryRow(ctx, `SELECT `+approvalCols+` FROM approvals WHERE id = ?`, id))
 	return a, notFound(err, fmt.Sprintf("approval %d", id))
 }
 
 // PendingApprovals lists approvals still waiting for a decision, oldest
 // first. After a restart the bot re-arms their expiry from this list.
 func (d *DB) PendingApprovals(ctx context.Context) ([]nixdeploy.Approval, error) {
-	rows, err := d.sql.QueryContext(ctx, `SELECT `+approvalCols+` FROM approvals WHERE state = 'pending' ORDER BY id`)
+	rows, err := d.query(ctx, `SELECT `+approvalCols+` FROM approvals WHERE state = 'pending' ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("pending approvals: %w", err)
 	}

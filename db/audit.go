@@ -29,7 +29,7 @@ func (d *DB) AuditTrail(ctx context.Context, deploymentID int64) ([]nixdeploy.Au
 		q += ` WHERE deployment_id = ?`
 		args = append(args, deploymentID)
 	}
-	rows, err := d.sql.QueryContext(ctx, q+` ORDER BY id`, args...)
+	rows, err := d.query(ctx, q+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("audit trail: %w", err)
 	}

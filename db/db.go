@@ -24,6 +24,9 @@ import (
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
+// maxIdleConns is how many pooled connections stay open between queries.
+const maxIdleConns = 8
+
 // DefaultPath is used when NIXDEPLOY_DB is unset.
 const DefaultPath = "./nixdeploy.db"
 
@@ -39,8 +42,9 @@ func PathFromEnv() string {
 type DB struct {
 	sql *sql.DB
 
-	logStmtMu sync.Mutex
-	logStmt   *sql.Stmt
+	// stmts caches prepared statements by their text: modernc's SQLite
+	// takes longer to parse a statement than to run a small query.
+	stmts sync.Map // string → *sql.Stmt
 
 	// Now is the clock used for timestamps the store sets itself.
 	Now func() time.Time
@@ -68,6 +72,11 @@ func Open(ctx context.Context, path string) (*DB, []nixdeploy.Deployment, error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open database %s: %w", path, err)
 	}
+	// database/sql keeps two idle connections by default; with a few
+	// handlers and a deployment at once the rest were opened and closed
+	// per query, each paying for the pragmas and for preparing its
+	// statements again. Idle SQLite connections cost little.
+	sdb.SetMaxIdleConns(maxIdleConns)
 	d := &DB{sql: sdb, Now: time.Now}
 	if err := d.migrate(ctx); err != nil {
 		sdb.Close()
@@ -83,12 +92,48 @@ func Open(ctx context.Context, path string) (*DB, []nixdeploy.Deployment, error)
 
 // Close closes the database.
 func (d *DB) Close() error {
-	d.logStmtMu.Lock()
-	if d.logStmt != nil {
-		d.logStmt.Close()
-	}
-	d.logStmtMu.Unlock()
+	d.stmts.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
 	return d.sql.Close()
+}
+
+// prepared returns the cached prepared statement for q, preparing it on
+// first use. database/sql prepares it again on each pooled connection as
+// needed.
+func (d *DB) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := d.stmts.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := d.sql.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := d.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// query runs a read outside a transaction through the statement cache.
+func (d *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := d.prepared(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// queryRow is query for one row.
+func (d *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	st, err := d.prepared(ctx, q)
+	if err != nil {
+		// The same error, carried by a Row.
+		return d.sql.QueryRowContext(ctx, q, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
 }
 
 // Ping checks that the database answers.

@@ -70,7 +70,7 @@ func (d *DB) CreateDeployment(ctx context.Context, dep *nixdeploy.Deployment) er
 
 // Deployment returns one deployment.
 func (d *DB) Deployment(ctx context.Context, id int64) (nixdeploy.Deployment, error) {
-	row := d.sql.QueryRowContext(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE id = ?`, id)
+	row := d.queryRow(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE id = ?`, id)
 	dep, err := scanDeployment(row)
 	return dep, notFound(err, fmt.Sprintf("deployment %d", id))
 }
@@ -105,7 +105,7 @@ func (d *DB) DeploymentsInState(ctx context.Context, states ...nixdeploy.State) 
 }
 
 func (d *DB) queryDeployments(ctx context.Context, q string, args ...any) ([]nixdeploy.Deployment, error) {
-	rows, err := d.sql.QueryContext(ctx, q, args...)
+	rows, err := d.query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list deployments: %w", err)
 	}
@@ -230,7 +230,7 @@ func (d *DB) RecordStep(ctx context.Context, deploymentID int64, s nixdeploy.Ste
 
 // Steps returns a deployment's steps in the order they were recorded.
 func (d *DB) Steps(ctx context.Context, deploymentID int64) ([]nixdeploy.StepResult, error) {
-	rows, err := d.sql.QueryContext(ctx, `SELECT host, name, started_at, ended_at, exit_code, error, before_path, after_path
+	rows, err := d.query(ctx, `SELECT host, name, started_at, ended_at, exit_code, error, before_path, after_path
 		FROM steps WHERE deployment_id = ? ORDER BY id`, deploymentID)
 	if err != nil {
 		return nil, fmt.Errorf("steps of deployment %d: %w", deploymentID, err)
@@ -254,7 +254,7 @@ func (d *DB) Steps(ctx context.Context, deploymentID int64) ([]nixdeploy.StepRes
 func (d *DB) CurrentSystem(ctx context.Context, host string) (string, time.Time, error) {
 	var path string
 	var at int64
-	err := d.sql.QueryRowContext(ctx, `SELECT after_path, ended_at FROM steps
+	err := d.queryRow(ctx, `SELECT after_path, ended_at FROM steps
 		WHERE host = ? AND after_path != '' ORDER BY id DESC LIMIT 1`, host).Scan(&path, &at)
 	if err != nil {
 		return "", time.Time{}, notFound(err, "current system of "+host)

@@ -31,7 +31,7 @@ func (d *DB) SetPaused(ctx context.Context, name string, paused bool, by string)
 func (d *DB) Schedule(ctx context.Context, name string) (ScheduleState, error) {
 	s := ScheduleState{Name: name}
 	var at int64
-	err := d.sql.QueryRowContext(ctx, `SELECT paused, paused_by, changed_at FROM schedule_state WHERE name = ?`, name).
+	err := d.queryRow(ctx, `SELECT paused, paused_by, changed_at FROM schedule_state WHERE name = ?`, name).
 		Scan(&s.Paused, &s.PausedBy, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return s, nil
@@ -106,7 +106,7 @@ func (d *DB) ScheduleRuns(ctx context.Context, schedule string, limit int) ([]Sc
 	if limit <= 0 {
 		limit = 10
 	}
-	rows, err := d.sql.QueryContext(ctx, `SELECT id, schedule, trigger, scheduled_at, started_at, ended_at, outcome, detail
+	rows, err := d.query(ctx, `SELECT id, schedule, trigger, scheduled_at, started_at, ended_at, outcome, detail
 		FROM schedule_runs WHERE schedule = ? ORDER BY id DESC LIMIT ?`, schedule, limit)
 	if err != nil {
 		return nil, fmt.Errorf("runs of schedule %s: %w", schedule, err)
@@ -135,7 +135,7 @@ func (d *DB) ScheduleRuns(ctx context.Context, schedule string, limit int) ([]Sc
 }
 
 func (d *DB) runHosts(ctx context.Context, runID int64) ([]ScheduleRunHost, error) {
-	rows, err := d.sql.QueryContext(ctx, `SELECT host, outcome, deployment_id, duration_ns, detail
+	rows, err := d.query(ctx, `SELECT host, outcome, deployment_id, duration_ns, detail
 		FROM schedule_run_hosts WHERE run_id = ? ORDER BY rowid`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("hosts of run %d: %w", runID, err)
@@ -203,7 +203,7 @@ func (d *DB) UnlockHost(ctx context.Context, host string) (bool, error) {
 func (d *DB) HostLockOf(ctx context.Context, host string) (HostLock, bool, error) {
 	l := HostLock{Host: host}
 	var created, exp int64
-	err := d.sql.QueryRowContext(ctx, `SELECT holder, reason, created_at, expires_at FROM host_locks WHERE host = ? AND expires_at > ?`,
+	err := d.queryRow(ctx, `SELECT holder, reason, created_at, expires_at FROM host_locks WHERE host = ? AND expires_at > ?`,
 		host, d.now()).Scan(&l.Holder, &l.Reason, &created, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
 		return HostLock{}, false, nil

@@ -369,8 +369,9 @@ var ErrStepTimeout = errors.New("step timed out")
 //
 // The report is returned whenever the deployment ran; the error is nil only
 // when every host succeeded. A failure is a *StepError; a cancel wraps
-// context.Canceled (or the cause given to Cancel); a busy host wraps
-// nixdeploy.ErrHostBusy and an unknown one nixdeploy.ErrUnknownHost.
+// context.Canceled (or the cause given to Cancel) and ends the deployment
+// cancelled, or interrupted when the cause is nixdeploy.ErrShutdown; a busy
+// host wraps nixdeploy.ErrHostBusy and an unknown one nixdeploy.ErrUnknownHost.
 func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...Sink) (*Report, error) {
 	plans, err := d.plans(dep)
 	if err != nil {
@@ -432,7 +433,12 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	rep.State, dep.ExitCode = nixdeploy.StateSucceeded, 0
 	if runErr != nil {
 		rep.State = nixdeploy.StateFailed
-		if ctx.Err() != nil {
+		switch {
+		case errors.Is(context.Cause(ctx), nixdeploy.ErrShutdown):
+			// Stopped by a shutdown, not by a person: the bot says
+			// interrupted, and so must the record.
+			rep.State = nixdeploy.StateInterrupted
+		case ctx.Err() != nil:
 			rep.State = nixdeploy.StateCancelled
 		}
 		var se *StepError

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Redacted replaces secret text in every line a sink or the store sees.
@@ -28,9 +29,10 @@ type redactor struct {
 	// inBlock is keyed by stream; only the emitter goroutine touches it.
 	inBlock map[string]bool
 
-	mu      sync.RWMutex
+	// mu serialises add; plain reads repl without it, on every line.
+	mu      sync.Mutex
 	secrets []string
-	repl    *strings.Replacer
+	repl    atomic.Pointer[strings.Replacer]
 }
 
 func newRedactor(secrets []string) *redactor {
@@ -58,9 +60,8 @@ func (r *redactor) add(values ...string) {
 	for _, s := range r.secrets {
 		pairs = append(pairs, s, Redacted)
 	}
-	r.repl = nil
 	if len(pairs) > 0 {
-		r.repl = strings.NewReplacer(pairs...)
+		r.repl.Store(strings.NewReplacer(pairs...))
 	}
 }
 
@@ -78,6 +79,13 @@ func (r *redactor) addPEM(pem []byte) {
 	r.add(body...)
 }
 
+// stateless reports whether plain redacts s as line would, whatever its
+// stream: no private-key block is open on any stream, and s starts none.
+// It spares the emitter naming the stream of every line.
+func (r *redactor) stateless(s string) bool {
+	return len(r.inBlock) == 0 && !strings.Contains(s, "PRIVATE KEY-----")
+}
+
 // line redacts one line of stream key.
 func (r *redactor) line(key, s string) string {
 	if r.inBlock[key] {
@@ -85,7 +93,7 @@ func (r *redactor) line(key, s string) string {
 		if loc == nil {
 			return Redacted
 		}
-		r.inBlock[key] = false
+		delete(r.inBlock, key)
 		return Redacted + s[loc[0]:loc[1]] + r.line(key, s[loc[1]:])
 	}
 	if strings.Contains(s, "PRIVATE KEY-----") {
@@ -110,10 +118,7 @@ func (r *redactor) plain(s string) string {
 	if strings.Contains(s, "AGE-SECRET-KEY-1") || strings.Contains(s, "age-secret-key-1") {
 		s = ageSecret.ReplaceAllLiteralString(s, Redacted)
 	}
-	r.mu.RLock()
-	repl := r.repl
-	r.mu.RUnlock()
-	if repl != nil {
+	if repl := r.repl.Load(); repl != nil {
 		s = repl.Replace(s)
 	}
 	return s

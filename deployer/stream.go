@@ -1,6 +1,7 @@
 package deployer
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -20,6 +21,16 @@ import (
 // a slow sink slows the deployment down rather than losing lines.
 type Sink interface {
 	Line(nixdeploy.LogLine)
+}
+
+// BatchSink is a Sink that also takes lines several at a time. The
+// deployer hands it the lines it handled in one go with one call to Lines
+// instead of one call to Line each, in the same order; the slice is only
+// valid during the call. A build can print millions of lines, and a sink
+// that takes a lock per call pays for it once per batch this way.
+type BatchSink interface {
+	Sink
+	Lines([]nixdeploy.LogLine)
 }
 
 // SinkFunc adapts a function to Sink.
@@ -77,10 +88,14 @@ func TextSink(w io.Writer) Sink {
 
 // emitter is the one goroutine every line of a deployment passes through:
 // it redacts, numbers, timestamps, fans out to the sinks and batches lines
-// for the store. Its input channel is bounded, so a slow consumer pushes
-// back on the readers and, through SSH flow control, on the remote command.
+// for the store. Its input queue is bounded, so a slow consumer pushes back
+// on the readers and, through SSH flow control, on the remote command.
+//
+// The queue is a slice under a mutex rather than a channel: the emitter
+// takes everything queued at once, so a build printing a million lines
+// costs a few thousand hand-overs between goroutines, not a million, while
+// a lone line is still handled as soon as it arrives.
 type emitter struct {
-	in    chan emitMsg
 	sinks []Sink
 	red   *redactor
 	now   func() time.Time
@@ -92,29 +107,64 @@ type emitter struct {
 	flushEvery time.Duration
 	log        *slog.Logger
 
+	mu    sync.Mutex
+	space sync.Cond // signalled when the emitter takes the queue
+	queue []emitMsg
+	// text holds the texts of the queued output lines back to back. The
+	// emitter turns it into strings a segment at a time: one allocation
+	// per segment rather than one per line.
+	text     []byte
+	closed   bool
+	wake     chan struct{}
+	spare    []emitMsg // the emitter's, handed back as the next queue
+	spareBuf []byte
+	maxQueue int
+
 	seq        int64
 	batch      []nixdeploy.LogLine
 	batchBytes int
-	dbq        chan []nixdeploy.LogLine
-	dbDone     chan struct{}
-	dbErr      error
-	done       chan struct{}
+	// shown is how many lines of batch the sinks have seen: they get the
+	// lines of a hand-over together, at its end.
+	shown  int
+	dbq    chan []nixdeploy.LogLine
+	free   chan []nixdeploy.LogLine // batches the writer is done with
+	dbDone chan struct{}
+	dbErr  error
+	done   chan struct{}
 
-	mu         sync.Mutex
+	stderrMu   sync.Mutex
 	lastStderr map[string]string
 }
 
 type emitMsg struct {
 	host, step string
 	stream     nixdeploy.Stream
-	text       string
+	// text is an event's text; an output line's is text[off:end] of the
+	// queue's buffer until the emitter takes the queue.
+	text     string
+	off, end int
 	// sync, when set, is closed once every earlier message was handled.
 	sync chan struct{}
 }
 
+const (
+	// storeQueue is how many batches may wait for the store. A checkpoint
+	// (an fsync) holds the store up for milliseconds now and then; with
+	// only a batch or two of slack the whole stream, back to the remote
+	// command, would stall with it.
+	storeQueue = 8
+	// queueBytes bounds the output text waiting for the emitter, which
+	// with lines of at most MaxLineBytes bounds the queue's memory.
+	queueBytes = 1 << 20
+	// segmentBytes bounds the strings the queued text is turned into. A
+	// line kept by a sink (the status message's tail) keeps its whole
+	// segment alive, so segments are small enough for that not to matter
+	// and large enough to make allocation rare.
+	segmentBytes = 32 << 10
+)
+
 func newEmitter(ctx context.Context, o *Options, id int64, red *redactor, sinks []Sink, log *slog.Logger) *emitter {
 	e := &emitter{
-		in:         make(chan emitMsg, 256),
 		sinks:      sinks,
 		red:        red,
 		now:        o.Now,
@@ -124,11 +174,15 @@ func newEmitter(ctx context.Context, o *Options, id int64, red *redactor, sinks 
 		flushBytes: 1 << 20,
 		flushEvery: o.FlushInterval,
 		log:        log,
-		dbq:        make(chan []nixdeploy.LogLine, 2),
+		wake:       make(chan struct{}, 1),
+		maxQueue:   queueBytes,
+		dbq:        make(chan []nixdeploy.LogLine, storeQueue),
+		free:       make(chan []nixdeploy.LogLine, storeQueue+2),
 		dbDone:     make(chan struct{}),
 		done:       make(chan struct{}),
 		lastStderr: map[string]string{},
 	}
+	e.space.L = &e.mu
 	e.batch = make([]nixdeploy.LogLine, 0, e.flushLines)
 	// Logs are written even after a cancel: the record of a cancelled
 	// deployment must be complete too.
@@ -137,39 +191,113 @@ func newEmitter(ctx context.Context, o *Options, id int64, red *redactor, sinks 
 	return e
 }
 
-// line queues one output line; text is copied.
-func (e *emitter) line(host, step string, stream nixdeploy.Stream, b []byte) {
-	s := string(b)
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
+// put queues m, with b as its text when m is an output line, waiting
+// while the queue is full.
+func (e *emitter) put(m emitMsg, b []byte) {
+	e.mu.Lock()
+	for len(e.text) >= e.maxQueue && !e.closed {
+		e.space.Wait()
 	}
-	e.in <- emitMsg{host: host, step: step, stream: stream, text: s}
+	if e.closed {
+		e.mu.Unlock()
+		panic("deployer: line after the emitter was closed")
+	}
+	if b != nil {
+		m.off = len(e.text)
+		e.text = append(e.text, b...)
+		m.end = len(e.text)
+	}
+	e.queue = append(e.queue, m)
+	first := len(e.queue) == 1
+	e.mu.Unlock()
+	// Only the first message wakes the emitter: it takes the whole queue.
+	if first {
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// line queues one output line; b is copied.
+func (e *emitter) line(host, step string, stream nixdeploy.Stream, b []byte) {
+	if !utf8.Valid(b) {
+		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	e.put(emitMsg{host: host, step: step, stream: stream}, b)
 }
 
 // event queues a line of the deployer's own.
 func (e *emitter) event(host, step, format string, args ...any) {
-	e.in <- emitMsg{host: host, step: step, stream: nixdeploy.StreamEvent, text: fmt.Sprintf(format, args...)}
+	e.put(emitMsg{host: host, step: step, stream: nixdeploy.StreamEvent, text: fmt.Sprintf(format, args...)}, nil)
 }
 
 // barrier waits until everything queued so far reached the sinks.
 func (e *emitter) barrier() {
 	c := make(chan struct{})
-	e.in <- emitMsg{sync: c}
+	e.put(emitMsg{sync: c}, nil)
 	<-c
 }
 
 // lastError is the last non-empty stderr line of a step, redacted.
 func (e *emitter) lastError(host, step string) string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.stderrMu.Lock()
+	defer e.stderrMu.Unlock()
 	return e.lastStderr[host+"\x00"+step]
 }
 
 // close drains the queue, flushes the store and reports a store failure.
 func (e *emitter) close() error {
-	close(e.in)
+	e.mu.Lock()
+	e.closed = true
+	e.space.Broadcast()
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
 	<-e.done
 	return e.dbErr
+}
+
+// take returns everything queued, with the output lines' texts set, and
+// whether the emitter was closed.
+func (e *emitter) take() ([]emitMsg, bool) {
+	e.mu.Lock()
+	q, text, closed := e.queue, e.text, e.closed
+	e.queue, e.spare = e.spare[:0], nil
+	e.text, e.spareBuf = e.spareBuf[:0], nil
+	e.space.Broadcast()
+	e.mu.Unlock()
+
+	// Lines lie back to back in text: each segment string covers the
+	// lines that start within segmentBytes of its first.
+	var seg string
+	segOff, segEnd := 0, 0
+	for i := range q {
+		m := &q[i]
+		if m.sync != nil || m.stream == nixdeploy.StreamEvent {
+			continue
+		}
+		if m.end > segEnd {
+			segOff, segEnd = m.off, m.end
+			for j := i + 1; j < len(q); j++ {
+				if n := &q[j]; n.sync == nil && n.stream != nixdeploy.StreamEvent {
+					if n.end-segOff > segmentBytes {
+						break
+					}
+					segEnd = n.end
+				}
+			}
+			seg = string(text[segOff:segEnd])
+		}
+		m.text = seg[m.off-segOff : m.end-segOff]
+	}
+	e.spareBuf = text
+	return q, closed
 }
 
 func (e *emitter) loop() {
@@ -178,82 +306,150 @@ func (e *emitter) loop() {
 	defer tick.Stop()
 	for {
 		select {
-		case m, ok := <-e.in:
-			if !ok {
-				e.flush()
-				close(e.dbq)
-				<-e.dbDone
-				return
-			}
+		case <-e.wake:
+		case <-tick.C:
+			e.flush()
+			continue
+		}
+		q, closed := e.take()
+		// One clock reading per hand-over: the lines in it arrived
+		// together, and reading the clock per line was a measurable
+		// share of the emitter's time.
+		now := e.now().UTC()
+		for _, m := range q {
 			if m.sync != nil {
+				e.show()
 				close(m.sync)
 				continue
 			}
-			e.handle(m)
-		case <-tick.C:
+			e.handle(m, now)
+		}
+		e.show()
+		clear(q)
+		e.spare = q[:0]
+		if closed {
+			// Every message put before close was in q: put refuses any
+			// after it.
 			e.flush()
+			close(e.dbq)
+			<-e.dbDone
+			return
 		}
 	}
 }
 
-func (e *emitter) handle(m emitMsg) {
+func (e *emitter) handle(m emitMsg, now time.Time) {
 	text := m.text
-	if m.stream == nixdeploy.StreamEvent {
+	switch {
+	case m.stream == nixdeploy.StreamEvent, e.red.stateless(text):
 		text = e.red.plain(text)
-	} else {
+	default:
 		text = e.red.line(m.host+"\x00"+m.step+"\x00"+string(m.stream), text)
 	}
-	e.emit(m.host, m.step, m.stream, text)
+	e.emit(m.host, m.step, m.stream, text, now)
 	switch m.stream {
 	case nixdeploy.StreamStdout:
 		if p, ok := phaseMarker(text); ok {
-			e.emit(m.host, m.step, nixdeploy.StreamEvent, PhasePrefix+p)
+			e.emit(m.host, m.step, nixdeploy.StreamEvent, PhasePrefix+p, now)
 		}
 	case nixdeploy.StreamStderr:
 		if strings.TrimSpace(text) != "" {
-			e.mu.Lock()
+			e.stderrMu.Lock()
 			e.lastStderr[m.host+"\x00"+m.step] = text
-			e.mu.Unlock()
+			e.stderrMu.Unlock()
 		}
 	}
 }
 
-func (e *emitter) emit(host, step string, stream nixdeploy.Stream, text string) {
+func (e *emitter) emit(host, step string, stream nixdeploy.Stream, text string, now time.Time) {
 	e.seq++
-	l := nixdeploy.LogLine{Seq: e.seq, Time: e.now().UTC(), Host: host, Step: step, Stream: stream, Text: text}
-	for _, s := range e.sinks {
-		s.Line(l)
-	}
-	e.batch = append(e.batch, l)
+	e.batch = append(e.batch, nixdeploy.LogLine{Seq: e.seq, Time: now, Host: host, Step: step, Stream: stream, Text: text})
 	e.batchBytes += len(text) + len(host) + len(step) + 48
 	if len(e.batch) >= e.flushLines || e.batchBytes >= e.flushBytes {
 		e.flush()
 	}
 }
 
-// flush hands the batch to the writer; with two batches already queued it
-// blocks, which is the store's backpressure.
+// show gives the sinks the lines of the batch they have not seen yet.
+func (e *emitter) show() {
+	lines := e.batch[e.shown:]
+	if len(lines) == 0 {
+		return
+	}
+	for _, s := range e.sinks {
+		if bs, ok := s.(BatchSink); ok {
+			bs.Lines(lines)
+			continue
+		}
+		for _, l := range lines {
+			s.Line(l)
+		}
+	}
+	e.shown = len(e.batch)
+}
+
+// flush hands the batch to the writer; with storeQueue batches already
+// queued it blocks, which is the store's backpressure.
 func (e *emitter) flush() {
 	if len(e.batch) == 0 {
 		return
 	}
+	e.show()
+	e.shown = 0
 	e.dbq <- e.batch
-	e.batch = make([]nixdeploy.LogLine, 0, e.flushLines)
+	select {
+	case b := <-e.free:
+		e.batch = b
+	default:
+		e.batch = make([]nixdeploy.LogLine, 0, e.flushLines)
+	}
 	e.batchBytes = 0
 }
 
+// writer stores the batches. When the store falls behind, the batches
+// waiting by then go in together: a transaction costs about as much for
+// one batch as for several, so a slow store catches up rather than falling
+// further behind.
 func (e *emitter) writer(ctx context.Context) {
 	defer close(e.dbDone)
+	var merged []nixdeploy.LogLine
 	for b := range e.dbq {
-		err := e.store.AppendLogs(ctx, e.id, b)
+		lines, done := b, [][]nixdeploy.LogLine{b}
+	more:
+		for len(done) <= cap(e.dbq) {
+			select {
+			case next, ok := <-e.dbq:
+				if !ok {
+					break more
+				}
+				if len(done) == 1 {
+					merged = append(merged[:0], b...)
+				}
+				merged = append(merged, next...)
+				lines, done = merged, append(done, next)
+			default:
+				break more
+			}
+		}
+		err := e.store.AppendLogs(ctx, e.id, lines)
 		if err != nil {
 			// One retry covers a busy database; a second failure is
 			// reported at the end of the deployment.
-			err = e.store.AppendLogs(ctx, e.id, b)
+			err = e.store.AppendLogs(ctx, e.id, lines)
 		}
 		if err != nil && e.dbErr == nil {
 			e.dbErr = err
-			e.log.Error("store log lines", "deployment", e.id, "lines", len(b), "err", err)
+			e.log.Error("store log lines", "deployment", e.id, "lines", len(lines), "err", err)
+		}
+		// The store is done with the lines (db.DB copies what it keeps),
+		// so the batches go back to the emitter to be filled again.
+		clear(merged)
+		for _, d := range done {
+			clear(d)
+			select {
+			case e.free <- d[:0]:
+			default:
+			}
 		}
 	}
 }

@@ -202,12 +202,14 @@ func (s *Scheduler) deployHost(ctx context.Context, e *entry, r db.ScheduleRun, 
 		}
 		h := HostSummary{Host: host, DeploymentID: res.DeploymentID, Link: res.Link, Duration: s.clock.Now().Sub(start)}
 		switch {
+		case err == nil && res.State == nixdeploy.StateSucceeded:
+			// A host that finished while the scheduler was stopping
+			// (a graceful shutdown lets it) still succeeded.
+			h.Outcome = OutcomeSucceeded
 		case ctx.Err() != nil:
 			h.Outcome, h.Detail = OutcomeInterrupted, "the scheduler was stopping"
 		case err != nil:
 			h.Outcome, h.Detail = OutcomeFailed, err.Error()
-		case res.State == nixdeploy.StateSucceeded:
-			h.Outcome = OutcomeSucceeded
 		default:
 			// A deployer that reports no error but no success either has
 			// not shown the host is healthy: treat it as failed.

@@ -60,7 +60,7 @@ func cmdConsole(ctx context.Context, s stdio, args []string) error {
 	}
 	logger := newLogger(s.err, level)
 
-	deps, err := openBotDeps(ctx, cfg, *sshKey, logger)
+	deps, err := openBotDeps(ctx, cfg, depsOptions{sshKey: *sshKey}, logger)
 	if err != nil {
 		return err
 	}

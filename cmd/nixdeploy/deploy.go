@@ -11,6 +11,8 @@ import (
 	"os/user"
 	"strings"
 
+	"github.com/mattn/go-isatty"
+
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
@@ -154,13 +156,12 @@ func confirmWipe(s stdio, hosts []nixdeploy.Host, yes, wipe bool) error {
 	return nil
 }
 
-func isTerminal(r io.Reader) bool {
+// isTerminal reports whether r is a terminal. /dev/null is a character
+// device too, so the mode bits are not enough: isatty asks the terminal
+// driver.
+func isTerminal(r any) bool {
 	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return ok && isatty.IsTerminal(f.Fd())
 }
 
 // requester names the operator in the deployment record.

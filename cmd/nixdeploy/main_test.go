@@ -9,6 +9,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// A test that needs a real nixdeploy process, to send it a real
+	// signal, runs this test binary as nixdeploy (see runReal).
+	if os.Getenv(realMainEnv) == "1" {
+		main()
+	}
 	testscript.Main(m, map[string]func(){
 		"nixdeploy": func() {
 			os.Exit(exitCode(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr), os.Stderr))

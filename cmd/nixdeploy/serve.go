@@ -11,17 +11,15 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
-	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
-	"github.com/nixdeploy/nixdeploy/deployer"
-	"github.com/nixdeploy/nixdeploy/keys"
-	"github.com/nixdeploy/nixdeploy/schedules"
+	"github.com/nixdeploy/nixdeploy/internal/ops"
 )
 
 // Environment variables of serve. Tokens come only from the environment
@@ -33,16 +31,28 @@ const (
 	// envSlackAPIURL points the Web API client elsewhere, for tests.
 	envSlackAPIURL = "NIXDEPLOY_SLACK_API_URL"
 	envLogFormat   = "NIXDEPLOY_LOG_FORMAT"
+	envBackupDir   = "NIXDEPLOY_BACKUP_DIR"
 )
 
-const serveUsage = `serve [--config FILE] [--listen ADDR] [--ssh-key FILE]
+const serveUsage = `serve [--config FILE] [--listen ADDR] [--ssh-key FILE] [--shutdown-grace D]
+      [--backup-dir DIR] [--backup-keep N] [--backup-every D]
 
 Runs the Slack bot and the schedules. Slack credentials come from the
 environment: SLACK_BOT_TOKEN (xoxb-…) always; SLACK_SIGNING_SECRET for HTTP
 mode (POST /slack/commands and /slack/events); or SLACK_APP_TOKEN (xapp-…)
-for Socket Mode, which needs no public URL. GET /healthz answers in both
-modes. The database is $NIXDEPLOY_DB (default ./nixdeploy.db); the bot's SSH
-key is --ssh-key or $NIXDEPLOY_SSH_KEY.`
+for Socket Mode, which needs no public URL.
+
+In both modes it serves GET /healthz (liveness), GET /readyz (the database
+answers, Slack's auth.test passed, the schedules are loaded) and GET
+/metrics (Prometheus). On SIGTERM it stops taking requests, lets running
+deployments finish for --shutdown-grace, then stops the rest, records them
+as interrupted and says so in the channel.
+
+The database is $NIXDEPLOY_DB (default ./nixdeploy.db). With --backup-dir or
+$NIXDEPLOY_BACKUP_DIR set, an online backup is written there daily and the
+newest --backup-keep are kept (restore one with nixdeploy restore). The
+bot's SSH key is --ssh-key or $NIXDEPLOY_SSH_KEY. Logs are JSON unless
+stderr is a terminal; NIXDEPLOY_LOG_FORMAT=json or text decides.`
 
 // slackCreds are the Slack credentials from the environment.
 type slackCreds struct {
@@ -75,25 +85,27 @@ func slackCredsFromEnv() (slackCreds, error) {
 	return c, nil
 }
 
-// newLogger logs to w, as JSON when NIXDEPLOY_LOG_FORMAT=json.
-func newLogger(w io.Writer, level slog.Level) *slog.Logger {
-	o := &slog.HandlerOptions{Level: level}
-	if os.Getenv(envLogFormat) == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
-	}
-	return slog.New(slog.NewTextHandler(w, o))
-}
-
 func cmdServe(ctx context.Context, s stdio, args []string) error {
 	fs := newFlags(s, "serve", serveUsage)
 	path := fs.String("config", defaultConfig(), "fleet config `file` (env NIXDEPLOY_CONFIG)")
-	listen := fs.String("listen", ":8080", "`address` for Slack's requests and /healthz")
+	listen := fs.String("listen", ":8080", "`address` for Slack's requests, /healthz, /readyz and /metrics")
 	sshKey := fs.String("ssh-key", "", "the bot's SSH private key `file` (default $NIXDEPLOY_SSH_KEY)")
+	grace := fs.Duration("shutdown-grace", 2*time.Minute, "after SIGTERM, how long running deployments may go on before they are interrupted")
+	backupDir := fs.String("backup-dir", os.Getenv(envBackupDir), "`directory` of the daily database backups (env "+envBackupDir+"; empty: none)")
+	backupKeep := fs.Int("backup-keep", 7, "how many backups to keep")
+	backupEvery := fs.Duration("backup-every", 24*time.Hour, "time between two backups")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
+	switch {
+	case fs.NArg() > 0:
 		return usageErrorf("serve: unexpected argument %q", fs.Arg(0))
+	case *grace < 0:
+		return usageErrorf("serve: --shutdown-grace must not be negative")
+	case *backupKeep < 1:
+		return usageErrorf("serve: --backup-keep must be at least 1")
+	case *backupEvery <= 0:
+		return usageErrorf("serve: --backup-every must be positive")
 	}
 	creds, err := slackCredsFromEnv()
 	if err != nil {
@@ -104,6 +116,29 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 		return err
 	}
 	logger := newLogger(s.err, slog.LevelInfo)
+
+	// Listen first, so probes see the bot getting ready: /readyz answers
+	// 503 until the database, Slack and the schedules are.
+	health := ops.NewHealth("database", "slack", "schedules")
+	var metricsH, slackH lateHandler
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", health.Livez)
+	mux.HandleFunc("GET /readyz", health.Readyz)
+	mux.Handle("GET /metrics", &metricsH)
+	mux.Handle("POST /slack/", &slackH)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	ready := false
+	defer func() {
+		if !ready {
+			srv.Close()
+		}
+	}()
 
 	opts := []slack.Option{}
 	if creds.apiURL != "" {
@@ -118,58 +153,57 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 		return &exitError{code: 1, msg: fmt.Sprintf("Slack refused %s (%s): check the token and the app's installation", envBotToken, slackErrCode(err))}
 	}
 	logger.Info("slack bot identified", "bot_user", auth.UserID, "team", auth.Team)
+	health.Ready("slack")
 
-	deps, err := openBotDeps(ctx, cfg, *sshKey, logger)
+	deps, err := openBotDeps(ctx, cfg, depsOptions{sshKey: *sshKey}, logger)
 	if err != nil {
 		return err
 	}
 	defer deps.close()
+	health.Probe("database", deps.store.Ping)
+	names := make([]string, len(cfg.Schedules))
+	for i, sc := range cfg.Schedules {
+		names[i] = sc.Name
+	}
+	metrics := ops.NewMetrics(ops.MetricsOptions{Store: deps.store, Schedules: names, Logger: logger})
+	metricsH.set(metrics.Handler())
 	b, err := bot.New(bot.Options{
 		Config: cfg, Store: deps.store, Deployer: deps.deployer, Locks: deps.locks, Keys: deps.keys,
 		Schedules: deps.schedules, Interrupted: deps.interrupted, BotUser: auth.UserID, Logger: logger,
-		Chat: bot.NewSlackChat(api, bot.SlackChatOptions{Logger: logger}),
+		Chat: bot.NewSlackChat(api, bot.SlackChatOptions{Logger: logger}), Observer: metrics,
 	})
 	if err != nil {
 		return err
 	}
-	defer b.Close()
 	if err := b.Start(ctx); err != nil {
+		b.Close()
 		return err
 	}
 	if err := deps.startSchedules(ctx, b); err != nil {
+		b.Close()
 		return err
 	}
+	health.Ready("schedules")
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := deps.store.Ping(r.Context()); err != nil {
-			logger.Error("health check", "err", err)
-			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ok\n")
-	})
 	mode := "socket"
 	if creds.appToken == "" {
 		mode = "http"
-		h := b.HTTPHandler(creds.signingSecret)
-		mux.Handle("POST /slack/", h)
-	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", *listen, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
-	logger.Info("serving", "mode", mode, "addr", ln.Addr().String())
-	fmt.Fprintf(s.err, "nixdeploy: serving Slack (%s mode) on %s\n", mode, ln.Addr())
-
-	if creds.appToken != "" {
+		slackH.set(b.HTTPHandler(creds.signingSecret))
+	} else {
+		slackH.set(http.NotFoundHandler())
 		client := socketmode.New(api, socketmode.OptionLog(log.New(io.Discard, "", 0)))
 		go func() { errc <- b.RunSocketMode(ctx, client) }()
 	}
 	go pruneEvents(ctx, deps.store, logger)
+	if *backupDir != "" {
+		go runBackups(ctx, deps.store, *backupDir, *backupKeep, *backupEvery, logger)
+	} else {
+		logger.Warn("database backups are off: set " + envBackupDir + " or --backup-dir")
+	}
+	ready = true
+	logger.Info("serving", "mode", mode, "addr", ln.Addr().String())
+	fmt.Fprintf(s.err, "nixdeploy: serving Slack (%s mode) on %s\n", mode, ln.Addr())
+
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -177,14 +211,58 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 			err = nil
 		}
 	}
-	logger.Info("shutting down")
+	// Stop taking requests first, then give running deployments their
+	// grace; whatever still runs after it is interrupted and announced.
+	logger.Info("shutting down", "grace", grace.String())
+	health.Stopping()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
-	if err != nil {
-		return err
+	interrupted := deps.shutdown(b, *grace)
+	logger.Info("stopped", "interrupted", len(interrupted))
+	return err
+}
+
+// lateHandler answers 503 until its handler is set: the listener starts
+// before the bot is ready.
+type lateHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (l *lateHandler) set(h http.Handler) { l.h.Store(&h) }
+
+func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := l.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
 	}
-	return nil
+	http.Error(w, "nixdeploy is starting", http.StatusServiceUnavailable)
+}
+
+// runBackups writes an online backup of the database into dir every
+// interval, keeping the newest keep. One is written at once when the newest
+// is older than the interval: restarts (each fly deploy is one) must not
+// postpone the daily backup forever.
+func runBackups(ctx context.Context, store *db.DB, dir string, keep int, every time.Duration, logger *slog.Logger) {
+	report := func(path string, err error) {
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Error("database backup failed", "dir", dir, "err", err)
+		case err == nil:
+			logger.Info("database backed up", "path", path, "keep", keep)
+		}
+	}
+	if backupDue(dir, every) {
+		report(store.Backup(ctx, dir, keep))
+	}
+	store.BackupLoop(ctx, dir, keep, every, report)
+}
+
+func backupDue(dir string, every time.Duration) bool {
+	list, err := db.Backups(dir)
+	if err != nil || len(list) == 0 {
+		return true
+	}
+	fi, err := os.Stat(list[len(list)-1])
+	return err != nil || time.Since(fi.ModTime()) >= every
 }
 
 // pruneEvents forgets Slack event ids older than a day, hourly: Slack
@@ -222,267 +300,4 @@ func slackErrCode(err error) string {
 		return msg
 	}
 	return "no answer"
-}
-
-// botDeps are the parts the bot is wired to, shared by serve and console.
-type botDeps struct {
-	store       *db.DB
-	interrupted []nixdeploy.Deployment
-	deployer    bot.Deployer
-	locks       bot.Locks
-	keys        bot.KeyChecker
-	schedules   *botSchedules
-	cfg         *nixdeploy.Config
-	log         *slog.Logger
-	scheduler   *schedules.Scheduler
-}
-
-// openBotDeps opens the database, the key store and the deployer. Without
-// an SSH key the bot still starts, and every deployment fails with a
-// sentence saying how to provide one.
-func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, sshKey string, logger *slog.Logger) (*botDeps, error) {
-	store, interrupted, err := db.Open(ctx, db.PathFromEnv())
-	if err != nil {
-		return nil, err
-	}
-	d := &botDeps{store: store, interrupted: interrupted, locks: botLocks{store}, schedules: &botSchedules{}, cfg: cfg, log: logger}
-	ks, err := keys.OpenStore(cfg)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("open key store: %w", err)
-	}
-	d.keys = botKeys{cfg: cfg, store: ks}
-	client, err := deployer.LoadClientKey(sshKey)
-	if err != nil {
-		logger.Warn("no usable SSH key: deployments will fail until one is configured", "reason", err.Error())
-		d.deployer = unavailableDeployer{why: bot.UserError("nixdeploy has no SSH key to reach the fleet; set "+deployer.ClientKeyEnv+" or pass --ssh-key, then request it again", err)}
-		return d, nil
-	}
-	dep, err := deployer.New(deployer.Options{
-		Config: cfg, Store: store, HostKeys: ks, ClientKey: client, Logger: logger,
-		Preflight: func(ctx context.Context, host string) error {
-			rep, err := keys.Check(ctx, cfg, ks, []string{host})
-			if err != nil {
-				return err
-			}
-			if f := rep.Failures(); len(f) > 0 {
-				return bot.UserError("the key preflight failed: "+strings.Join(f, "; "), errors.New("key preflight failed"))
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	d.deployer = botDeployer{dep}
-	return d, nil
-}
-
-// newScheduler creates the scheduler of the configured schedules, which
-// deploys through the bot so that scheduled runs stream to the channel
-// like requested ones. Its timers start only with Start.
-func (d *botDeps) newScheduler(b *bot.Bot) error {
-	if len(d.cfg.Schedules) == 0 {
-		return nil
-	}
-	s, err := schedules.New(schedules.Options{
-		Config: d.cfg, Store: d.store, Deployer: scheduleDeployer{b}, Notifier: scheduleNotifier{b}, Logger: d.log,
-	})
-	if err != nil {
-		return err
-	}
-	d.schedules.s = s
-	d.scheduler = s
-	return nil
-}
-
-// startSchedules creates the scheduler and starts its timers.
-func (d *botDeps) startSchedules(ctx context.Context, b *bot.Bot) error {
-	if err := d.newScheduler(b); err != nil || d.scheduler == nil {
-		return err
-	}
-	return d.scheduler.Start(ctx)
-}
-
-func (d *botDeps) close() {
-	if d.scheduler != nil {
-		d.scheduler.Stop()
-		d.scheduler.Wait()
-	}
-	d.store.Close()
-}
-
-// botDeployer adapts the deployer to the bot and words its failures for
-// users.
-type botDeployer struct{ d *deployer.Deployer }
-
-func (a botDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, sink bot.Sink) bot.Result {
-	rep, err := a.d.Run(ctx, &dep, sink)
-	res := bot.Result{State: nixdeploy.StateSucceeded}
-	if rep != nil {
-		res.State = rep.State
-	}
-	if err == nil {
-		return res
-	}
-	if res.State == nixdeploy.StateSucceeded || res.State == "" {
-		res.State = nixdeploy.StateFailed
-	}
-	var se *deployer.StepError
-	if errors.As(err, &se) {
-		res.Host, res.Step, res.ExitCode = se.Host, se.Step, se.ExitCode
-	}
-	res.Err = deployErrorForUsers(err, res)
-	return res
-}
-
-// deployErrorForUsers words a deployer error as one sentence; the raw
-// error (which may quote output) stays in the log and the stored log.
-func deployErrorForUsers(err error, r bot.Result) error {
-	var um interface{ UserMessage() string }
-	switch {
-	case errors.Is(err, nixdeploy.ErrHostBusy), errors.Is(err, nixdeploy.ErrUnknownHost), errors.As(err, &um):
-		return err
-	case errors.Is(err, deployer.ErrCancelled), errors.Is(err, context.Canceled):
-		return bot.UserError("the deployment was cancelled; cleanup steps still ran", err)
-	case errors.Is(err, deployer.ErrHostKeyMismatch):
-		return bot.UserError(fmt.Sprintf("%s did not present its pinned host key, so nothing was sent to it; check it with /nixdeploy keys check %s", r.Host, r.Host), err)
-	case errors.Is(err, deployer.ErrAuth):
-		return bot.UserError("the SSH key of nixdeploy was refused; check the authorized keys of the runner and the targets", err)
-	case errors.Is(err, deployer.ErrConnectionLost):
-		return bot.UserError(fmt.Sprintf("the connection to %s was lost during step %s; check that it is up and run it again", r.Host, r.Step), err)
-	case errors.Is(err, deployer.ErrStepTimeout):
-		return bot.UserError(fmt.Sprintf("step %s on %s timed out; the log in the thread shows where it stopped", r.Step, r.Host), err)
-	case errors.Is(err, deployer.ErrVerify):
-		return bot.UserError(fmt.Sprintf("%s did not pass verification after the change; the log lists the failed units", r.Host), err)
-	case r.Step != "":
-		return bot.UserError(fmt.Sprintf("step %s on %s failed with exit code %d; the last lines and the log in the thread say why", r.Step, r.Host, r.ExitCode), err)
-	}
-	return err
-}
-
-// unavailableDeployer fails every deployment with why.
-type unavailableDeployer struct{ why error }
-
-func (u unavailableDeployer) Run(_ context.Context, dep nixdeploy.Deployment, _ bot.Sink) bot.Result {
-	return bot.Result{State: nixdeploy.StateFailed, ExitCode: 1, Host: dep.Hosts[0], Step: "connect", Err: u.why}
-}
-
-// botLocks adapts db's manual host locks.
-type botLocks struct{ d *db.DB }
-
-func (l botLocks) Lock(ctx context.Context, h bot.HostLock) error {
-	err := l.d.LockHost(ctx, db.HostLock(h))
-	if errors.Is(err, db.ErrLocked) {
-		return fmt.Errorf("%w: %w", nixdeploy.ErrHostBusy, err)
-	}
-	return err
-}
-
-func (l botLocks) Unlock(ctx context.Context, host string) (bool, error) {
-	return l.d.UnlockHost(ctx, host)
-}
-
-func (l botLocks) LockOf(ctx context.Context, host string) (bot.HostLock, bool, error) {
-	h, ok, err := l.d.HostLockOf(ctx, host)
-	return bot.HostLock(h), ok, err
-}
-
-// botKeys runs the key preflight for "/nixdeploy keys check".
-type botKeys struct {
-	cfg   *nixdeploy.Config
-	store *keys.Store
-}
-
-func (k botKeys) CheckKeys(ctx context.Context, hosts []string) (bot.KeyReport, error) {
-	rep, err := keys.Check(ctx, k.cfg, k.store, hosts)
-	if err != nil {
-		return bot.KeyReport{}, err
-	}
-	var table strings.Builder
-	if err := rep.Print(&table); err != nil {
-		return bot.KeyReport{}, err
-	}
-	return bot.KeyReport{Table: table.String(), Failures: rep.Failures()}, nil
-}
-
-// botSchedules is the scheduler as the bot sees it; s is set once the
-// scheduler exists (it needs the bot to deploy through).
-type botSchedules struct{ s *schedules.Scheduler }
-
-var errNoSchedules = bot.UserError("no schedules are configured in the fleet config", nixdeploy.ErrNotFound)
-
-func (b *botSchedules) List(ctx context.Context) ([]bot.ScheduleInfo, error) {
-	if b.s == nil {
-		return nil, nil
-	}
-	list, err := b.s.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]bot.ScheduleInfo, len(list))
-	for i, s := range list {
-		out[i] = bot.ScheduleInfo{Name: s.Name, Spec: s.Spec, TimeZone: s.TimeZone, Hosts: s.Hosts, Action: s.Action,
-			Strategy: s.Strategy, Paused: s.Paused, PausedBy: s.PausedBy, Next: s.Next, RunningID: s.RunningID}
-		if s.Last != nil {
-			out[i].LastOutcome, out[i].LastAt = s.Last.Outcome, s.Last.StartedAt
-		}
-	}
-	return out, nil
-}
-
-func (b *botSchedules) Pause(ctx context.Context, name, by string) error {
-	if b.s == nil {
-		return errNoSchedules
-	}
-	return b.s.Pause(ctx, name, by)
-}
-
-func (b *botSchedules) Resume(ctx context.Context, name, by string) error {
-	if b.s == nil {
-		return errNoSchedules
-	}
-	return b.s.Resume(ctx, name, by)
-}
-
-func (b *botSchedules) RunNow(ctx context.Context, name, by string) (int64, error) {
-	if b.s == nil {
-		return 0, errNoSchedules
-	}
-	id, err := b.s.RunNow(ctx, name, by)
-	if errors.Is(err, schedules.ErrRunning) {
-		return 0, bot.UserError(fmt.Sprintf("schedule %s is already running; wait for its summary", name), err)
-	}
-	return id, err
-}
-
-// scheduleDeployer runs a schedule's host through the bot.
-type scheduleDeployer struct{ b *bot.Bot }
-
-func (s scheduleDeployer) Deploy(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
-	by := "schedule:" + req.Schedule
-	if req.By != "" {
-		by = req.By
-	}
-	dep, err := s.b.Deploy(ctx, nixdeploy.Request{Action: req.Action, Hosts: []string{req.Host}, Requester: by, Source: nixdeploy.SourceSchedule})
-	if err != nil {
-		return schedules.Result{DeploymentID: dep.ID}, err
-	}
-	res := schedules.Result{DeploymentID: dep.ID, State: dep.State}
-	if dep.State != nixdeploy.StateSucceeded {
-		why := dep.Error
-		if why == "" {
-			why = string(dep.State)
-		}
-		res.Err = errors.New(why)
-	}
-	return res, nil
-}
-
-// scheduleNotifier posts a run's summary to the fleet channel.
-type scheduleNotifier struct{ b *bot.Bot }
-
-func (n scheduleNotifier) Summary(ctx context.Context, s schedules.Summary) error {
-	return n.b.Announce(ctx, s.Text())
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/internal/slackfake"
 )
 
@@ -38,6 +39,12 @@ name = "ganon"
 address = "192.0.2.10"
 system = "x86_64-linux"
 disk = "/dev/nvme0n1"
+
+[[hosts]]
+name = "rk1-node1"
+address = "192.0.2.11"
+system = "aarch64-linux"
+disk = "/dev/mmcblk0"
 `
 
 func writeFleet(t *testing.T) string {
@@ -82,13 +89,14 @@ func TestServeNeedsTokens(t *testing.T) {
 
 // serveRun starts serve against the fake Slack and returns its address
 // and a function that stops it and returns everything it logged.
-func serveRun(t *testing.T, fake *slackfake.Server, env map[string]string) (addr string, stop func() string) {
+func serveRun(t *testing.T, fake *slackfake.Server, env map[string]string, args ...string) (addr string, stop func() string) {
 	t.Helper()
 	t.Setenv("NIXDEPLOY_DB", filepath.Join(t.TempDir(), "nixdeploy.db"))
 	t.Setenv(envSlackAPIURL, fake.APIURL())
 	t.Setenv("NIXDEPLOY_SSH_KEY", "")
 	t.Setenv(envSigningSecret, "")
 	t.Setenv(envAppToken, "")
+	t.Setenv(envBackupDir, "")
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
@@ -111,7 +119,7 @@ func serveRun(t *testing.T, fake *slackfake.Server, env map[string]string) (addr
 	}()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--config", writeFleet(t), "--listen", "127.0.0.1:0"}, strings.NewReader(""), io.Discard, pw)
+		done <- run(ctx, append([]string{"serve", "--config", writeFleet(t), "--listen", "127.0.0.1:0"}, args...), strings.NewReader(""), io.Discard, pw)
 	}()
 	select {
 	case addr = <-addrc:
@@ -226,4 +234,83 @@ func waitFor(t *testing.T, fake *slackfake.Server, ok func() bool) {
 			t.Fatal("the fake Slack was not called as expected")
 		}
 	}
+}
+
+// TestServeOperations: /readyz once serve is ready, /metrics after a
+// deployment ended and with an approval pending, and the daily backup,
+// which restore puts back.
+func TestServeOperations(t *testing.T) {
+	fake := slackfake.New(slackfake.Options{BotToken: testBotToken})
+	defer fake.Close()
+	backups := filepath.Join(t.TempDir(), "backups")
+	addr, stop := serveRun(t, fake, map[string]string{envBotToken: testBotToken, envSigningSecret: testSecret, envBackupDir: backups},
+		"--shutdown-grace", "5s", "--backup-keep", "2")
+	base := "http://" + addr
+
+	if code, body := httpGet(t, base+"/readyz"); code != 200 || body != "database: ok\nslack: ok\nschedules: ok\n" {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+	send := &slackfake.Sender{BaseURL: base, Secret: testSecret}
+	slash := func(text string) {
+		if r, err := send.Slash(t.Context(), slackfake.SlashCommand{UserID: "U0ALICE01", ChannelID: "C0FLEET01", Text: text}); err != nil || r.Status != 200 {
+			t.Fatalf("slash %s: %v", text, err)
+		}
+	}
+	var metrics string
+	scrapeUntil := func(want string) {
+		waitFor(t, fake, func() bool {
+			_, metrics = httpGet(t, base+"/metrics")
+			return strings.Contains(metrics, want)
+		})
+	}
+	// Without an SSH key the switch fails; the install waits for an
+	// approval.
+	slash("switch ganon")
+	slash("install rk1-node1")
+	scrapeUntil(`nixdeploy_deployments_total{action="switch",outcome="failed"} 1`)
+	scrapeUntil("nixdeploy_pending_approvals 1")
+	for _, want := range []string{`nixdeploy_deployment_duration_seconds_count{action="switch"} 1`, "# TYPE nixdeploy_deployment_duration_seconds histogram", "process_start_time_seconds"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if list, _ := db.Backups(backups); len(list) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no backup was written at start")
+		}
+		<-tick.C
+	}
+	logged := stop()
+	if !strings.Contains(logged, "database backed up") {
+		t.Errorf("the backup is not logged:\n%s", logged)
+	}
+	restored := filepath.Join(t.TempDir(), "restored.db")
+	var out strings.Builder
+	if err := run(t.Context(), []string{"restore", "--latest", "--dir", backups, "--db", restored}, strings.NewReader(""), &out, io.Discard); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if !strings.Contains(out.String(), "restored "+restored+" from "+backups) {
+		t.Errorf("restore said %q", out.String())
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }

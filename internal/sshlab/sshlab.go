@@ -278,6 +278,12 @@ func (l *Lab) RunnerAddr() string {
 	return l.User + "@" + l.Runner.Addr
 }
 
+// The sessions' environment is the lab's alone. SHLVL=1 keeps bash (when
+// it is the user's login shell) from reading ~/.bashrc, which it otherwise
+// does for every command sshd runs: a user's rc file could put its own
+// directories before the stubs on PATH, and one that starts, say, pyenv
+// costs a tenth of a second of CPU per session, which benchmarks would
+// count.
 const sshdConfig = `# sshd_config written by internal/sshlab
 Port %d
 ListenAddress %s
@@ -297,7 +303,7 @@ MaxSessions 50
 MaxStartups 100
 LoginGraceTime 30
 LogLevel VERBOSE
-SetEnv PATH=%s:/usr/local/bin:/usr/bin:/bin LAB_HOST=%s
+SetEnv PATH=%s:/usr/local/bin:/usr/bin:/bin LAB_HOST=%s SHLVL=1
 `
 
 // start runs an sshd for name on host with hostKey, retrying when another
@@ -423,6 +429,10 @@ func (s *Server) Kill() {
 	<-s.exited
 }
 
+// LogPath is the file sshd logs to, for a process other than the test's
+// (a benchmark driving a lab it did not start) to read.
+func (s *Server) LogPath() string { return s.logPath }
+
 // Log returns what sshd logged so far.
 func (s *Server) Log() string {
 	b, _ := os.ReadFile(s.logPath)
@@ -478,6 +488,7 @@ func descendants(pid int) []int {
 //
 //	nixos-anywhere|nixos-rebuild: exit (status), hang (any), lines (count),
 //	  print (text printed to stdout), print-stderr, cat (a file to print),
+//	  sleep (seconds to take before any of that),
 //	  nochange (rebuild: do not change the current system)
 //	systemctl: state (running, degraded, …), failed (units, one a line)
 func (l *Lab) Set(name, value string) {

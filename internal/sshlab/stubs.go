@@ -33,8 +33,10 @@ knob() {
 	return 1
 }
 
-# behave: print, print many lines, hang or fail as the control files say.
+# behave: take a while, print, print many lines, hang or fail as the
+# control files say.
 behave() {
+	if _s=$(knob sleep); then sleep "$_s"; fi
 	if _v=$(knob print); then printf '%s\n' "$_v"; fi
 	if _v=$(knob print-stderr); then printf '%s\n' "$_v" >&2; fi
 	if _n=$(knob lines); then seq -f "line %.0f of $_n" 1 "$_n"; fi

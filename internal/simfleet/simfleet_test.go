@@ -1,0 +1,276 @@
+package simfleet_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/db"
+	"github.com/nixdeploy/nixdeploy/deployer"
+	"github.com/nixdeploy/nixdeploy/internal/simfleet"
+)
+
+// hostKeys is an in-memory key store for the deployer.
+type hostKeys map[string][]byte
+
+func (k hostKeys) HostPrivateKey(host string) ([]byte, error) {
+	b, ok := k[host]
+	if !ok {
+		return nil, fmt.Errorf("no key for %s", host)
+	}
+	return slices.Clone(b), nil
+}
+
+func (k hostKeys) HostPublicKey(host string) (ssh.PublicKey, error) {
+	s, err := k.signer(host)
+	if err != nil {
+		return nil, err
+	}
+	return s.PublicKey(), nil
+}
+
+func (k hostKeys) signer(host string) (ssh.Signer, error) {
+	b, err := k.HostPrivateKey(host)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.ParsePrivateKey(b)
+}
+
+func newKey(t *testing.T) (ssh.Signer, []byte) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, pem.EncodeToMemory(block)
+}
+
+// rig is a simulated fleet of ganon, rk1-node1 and rk1-node2 (broken),
+// with a real deployer and database in front of it.
+type rig struct {
+	fleet  *simfleet.Fleet
+	dep    *deployer.Deployer
+	db     *db.DB
+	client ssh.Signer
+}
+
+func newRig(t *testing.T, pace time.Duration) *rig {
+	t.Helper()
+	keys := hostKeys{}
+	var hosts []simfleet.Host
+	for _, h := range []struct{ name, system, disk string }{
+		{"ganon", "x86_64-linux", "/dev/nvme0n1"},
+		{"rk1-node1", "aarch64-linux", "/dev/mmcblk0"},
+		{"rk1-node2", "aarch64-linux", "/dev/mmcblk0"},
+	} {
+		s, pemBytes := newKey(t)
+		keys[h.name] = pemBytes
+		hosts = append(hosts, simfleet.Host{Name: h.name, System: h.system, Disk: h.disk, HostKey: s})
+	}
+	client, _ := newKey(t)
+	fleet, err := simfleet.Start(simfleet.Options{Hosts: hosts, ClientKey: client.PublicKey(), Pace: pace, FailRebuild: []string{"rk1-node2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fleet.Close)
+
+	r := fleet.Runner()
+	var b strings.Builder
+	fmt.Fprintf(&b, "flake = \"/dots\"\ninstaller_flake = \"/dots/installer\"\n[runner]\naddress = \"%s@%s\"\nhost_key = %q\n",
+		fleet.RunnerUser(), r.Addr(), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(r.HostKey))))
+	for _, h := range hosts {
+		e, _ := fleet.Host(h.Name)
+		fmt.Fprintf(&b, "[[hosts]]\nname = %q\naddress = %q\nport = %d\nsystem = %q\ndisk = %q\nbuild_on_target = %v\n",
+			h.Name, e.IP, e.Port, h.System, h.Disk, h.System == "aarch64-linux")
+	}
+	cfg, err := nixdeploy.ParseConfig(filepath.Join(t.TempDir(), "nixdeploy.toml"), []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, _, err := db.Open(t.Context(), filepath.Join(t.TempDir(), "nixdeploy.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	d, err := deployer.New(deployer.Options{
+		Config: cfg, Store: store, HostKeys: keys, ClientKey: client,
+		WaitBackoff: 10 * time.Millisecond, KillGrace: 500 * time.Millisecond, ConnectTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rig{fleet: fleet, dep: d, db: store, client: client}
+}
+
+// lines collects a deployment's output.
+type lines struct{ text []string }
+
+func (l *lines) Line(x nixdeploy.LogLine) { l.text = append(l.text, x.Text) }
+
+func (l *lines) has(s string) bool {
+	return slices.ContainsFunc(l.text, func(t string) bool { return strings.Contains(t, s) })
+}
+
+// TestDeployerAgainstTheFleet drives the real deployer, unchanged, through
+// a switch, an install and a failing rebuild: the simulator understands
+// every command it sends, and the hosts' systems change as they should.
+func TestDeployerAgainstTheFleet(t *testing.T) {
+	r := newRig(t, 0)
+
+	before := r.fleet.CurrentSystem("rk1-node1")
+	out := &lines{}
+	dep := &nixdeploy.Deployment{Hosts: []string{"rk1-node1"}, Action: nixdeploy.ActionSwitch, Requester: "test"}
+	if _, err := r.dep.Run(t.Context(), dep, out); err != nil {
+		t.Fatalf("switch: %v\n%s", err, strings.Join(out.text, "\n"))
+	}
+	after := r.fleet.CurrentSystem("rk1-node1")
+	if after == before || !strings.Contains(after, "-nixos-system-rk1-node1-") || !out.has("rk1-node1 is running "+after) {
+		t.Errorf("switch: system %s → %s; output:\n%s", before, after, strings.Join(out.text, "\n"))
+	}
+
+	out = &lines{}
+	dep = &nixdeploy.Deployment{Hosts: []string{"ganon"}, Action: nixdeploy.ActionInstall, Requester: "test"}
+	if _, err := r.dep.Run(t.Context(), dep, out); err != nil {
+		t.Fatalf("install: %v\n%s", err, strings.Join(out.text, "\n"))
+	}
+	for _, want := range []string{"### Formatting hard drive with disko ###", "+ cryptsetup -q luksFormat", "Found Windows Boot Manager", "### Done! ###", "ganon is up and presents its pinned host key"} {
+		if !out.has(want) {
+			t.Errorf("install output lacks %q", want)
+		}
+	}
+	calls := strings.Join(r.fleet.Calls(), "\n")
+	for _, want := range []string{"runner: exec sh -c", "mktemp -d", "--extra-files /tmp/tmp.", "rm -rf -- /tmp/tmp.", "ganon: exec sh -c"} {
+		if !strings.Contains(calls, want) {
+			t.Errorf("calls lack %q:\n%s", want, calls)
+		}
+	}
+
+	out = &lines{}
+	dep = &nixdeploy.Deployment{Hosts: []string{"rk1-node2"}, Action: nixdeploy.ActionSwitch, Requester: "test"}
+	rep, err := r.dep.Run(t.Context(), dep, out)
+	var se *deployer.StepError
+	if !errors.As(err, &se) || se.Step != "nixos-rebuild" || se.ExitCode != 1 || rep.State != nixdeploy.StateFailed {
+		t.Fatalf("broken host: %v, %+v", err, rep)
+	}
+	if !out.has("has conflicting definition values") {
+		t.Errorf("the evaluation error is not in the output:\n%s", strings.Join(out.text, "\n"))
+	}
+}
+
+// TestShutdownInterrupts: a deployment stopped with nixdeploy.ErrShutdown
+// as the cause ends interrupted, in the report and the database, and the
+// simulated nixos-rebuild is killed through the deployer's kill script.
+func TestShutdownInterrupts(t *testing.T) {
+	r := newRig(t, time.Hour)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	started := make(chan struct{})
+	var once bool
+	sink := deployer.SinkFunc(func(l nixdeploy.LogLine) {
+		if !once && l.Text == "building the system configuration..." {
+			once = true
+			close(started)
+		}
+	})
+	type result struct {
+		rep *deployer.Report
+		err error
+	}
+	done := make(chan result, 1)
+	dep := &nixdeploy.Deployment{Hosts: []string{"rk1-node1"}, Action: nixdeploy.ActionSwitch, Requester: "test"}
+	go func() {
+		rep, err := r.dep.Run(ctx, dep, sink)
+		done <- result{rep, err}
+	}()
+	select {
+	case <-started:
+	case res := <-done:
+		t.Fatalf("ended before nixos-rebuild ran: %v", res.err)
+	}
+	cancel(nixdeploy.ErrShutdown)
+	res := <-done
+	if res.rep == nil || res.rep.State != nixdeploy.StateInterrupted || !errors.Is(res.err, nixdeploy.ErrShutdown) {
+		t.Fatalf("report %+v, err %v", res.rep, res.err)
+	}
+	got, err := r.db.Deployment(t.Context(), dep.ID)
+	if err != nil || got.State != nixdeploy.StateInterrupted {
+		t.Errorf("stored deployment: %+v, %v", got, err)
+	}
+	if !slices.ContainsFunc(r.fleet.Calls(), func(c string) bool { return strings.HasPrefix(c, "runner: sh -c pg=$1") }) {
+		t.Errorf("the kill script was not run:\n%s", strings.Join(r.fleet.Calls(), "\n"))
+	}
+}
+
+// TestOnlyKnownCommands: the servers run the deployer's commands and
+// nothing else; they need the client key and, for the runner, its user.
+func TestOnlyKnownCommands(t *testing.T) {
+	r := newRig(t, 0)
+	run := func(user, addr, cmd string) (string, error) {
+		c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
+			User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(r.client)},
+			HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second,
+		})
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		s, err := c.NewSession()
+		if err != nil {
+			return "", err
+		}
+		defer s.Close()
+		out, err := s.CombinedOutput(cmd)
+		return string(out), err
+	}
+	wrap := `exec sh -c 'echo "nixdeploy-pgid $$" >&2; exec "$@"' sh `
+	ganon, _ := r.fleet.Host("ganon")
+	for _, tc := range []struct {
+		name, user, addr, cmd string
+		code                  int
+		out                   string
+	}{
+		{"readlink", "root", ganon.Addr(), wrap + "readlink /run/current-system", 0, "-nixos-system-ganon-"},
+		{"systemctl", "root", ganon.Addr(), wrap + "systemctl is-system-running --wait", 0, "running"},
+		{"unknown on a host", "root", ganon.Addr(), wrap + "cat /etc/shadow", 127, "cat: not found"},
+		{"unwrapped", "root", ganon.Addr(), "readlink /run/current-system", 127, "not found"},
+		{"shell syntax", "builder", r.fleet.Runner().Addr(), "true; rm -rf /", 2, "not supported"},
+		{"unknown on the runner", "builder", r.fleet.Runner().Addr(), wrap + "curl evil", 127, "curl: not found"},
+		{"another script", "builder", r.fleet.Runner().Addr(), wrap + "sh -c 'id' sh", 2, "only nixdeploy's key upload"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := run(tc.user, tc.addr, tc.cmd)
+			code := 0
+			var ee *ssh.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitStatus()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code || !strings.Contains(out, tc.out) {
+				t.Errorf("exit %d, output %q; want %d and %q", code, out, tc.code, tc.out)
+			}
+		})
+	}
+	if _, err := run("root", r.fleet.Runner().Addr(), "true"); err == nil {
+		t.Error("the runner let root in")
+	}
+}
