@@ -86,10 +86,13 @@ func readLines(r io.Reader, max int, fn func(b []byte)) {
 // running it, so a cancelled command can be killed with all its children.
 // sshd starts every session in a new session and process group, so the
 // shell's pid, which exec hands on to the command, is the group id.
+//
+// WrapScript and KillScript are exported so a simulated remote side (the
+// demo's internal/simfleet) recognises exactly what the deployer sends.
 const (
-	pgidMarker  = "nixdeploy-pgid "
-	wrapScript  = `echo "nixdeploy-pgid $$" >&2; exec "$@"`
-	killScript0 = `pg=$1; n=$2
+	pgidMarker = "nixdeploy-pgid "
+	WrapScript = `echo "nixdeploy-pgid $$" >&2; exec "$@"`
+	KillScript = `pg=$1; n=$2
 kill -TERM -"$pg" 2>/dev/null || { echo gone; exit 0; }
 i=0
 while kill -0 -"$pg" 2>/dev/null; do
@@ -104,7 +107,7 @@ echo gone`
 // remoteCommand is the command string for the remote login shell. Each
 // argv element is quoted exactly once; the wrapper script is a constant.
 func remoteCommand(argv []string) string {
-	return "exec sh -c " + shellQuote(wrapScript) + " sh " + shellJoin(argv)
+	return "exec sh -c " + shellQuote(WrapScript) + " sh " + shellJoin(argv)
 }
 
 // sshExec runs commands over an SSH connection.
@@ -263,7 +266,7 @@ func (e *sshExec) killGroup(pg int) (bool, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		out, err := s.CombinedOutput("sh -c " + shellQuote(killScript0) + " sh " + strconv.Itoa(pg) + " " + strconv.Itoa(ticks))
+		out, err := s.CombinedOutput("sh -c " + shellQuote(KillScript) + " sh " + strconv.Itoa(pg) + " " + strconv.Itoa(ticks))
 		done <- result{out, err}
 	}()
 	select {

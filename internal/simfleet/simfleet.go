@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/nixdeploy/nixdeploy/deployer"
 )
 
 // Host is one simulated fleet host.
@@ -423,21 +425,6 @@ func (q quiet) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// The two scripts the deployer runs through sh -c, verbatim (deployer/exec.go).
-const (
-	wrapScript = `echo "nixdeploy-pgid $$" >&2; exec "$@"`
-	killScript = `pg=$1; n=$2
-kill -TERM -"$pg" 2>/dev/null || { echo gone; exit 0; }
-i=0
-while kill -0 -"$pg" 2>/dev/null; do
-	i=$((i+1))
-	if [ "$i" -eq "$n" ]; then kill -KILL -"$pg" 2>/dev/null; fi
-	if [ "$i" -ge $((n*2)) ]; then echo alive; exit 1; fi
-	sleep 0.1
-done
-echo gone`
-)
-
 // run interprets a command line: the deployer's wrapper around a command,
 // which reports a process group and runs the command; or its kill script.
 func (s *server) run(ctx context.Context, p *proc, line string) int {
@@ -448,7 +435,7 @@ func (s *server) run(ctx context.Context, p *proc, line string) int {
 	}
 	s.f.record(s.name, words)
 	switch {
-	case len(words) > 5 && words[0] == "exec" && words[1] == "sh" && words[2] == "-c" && words[3] == wrapScript:
+	case len(words) > 5 && words[0] == "exec" && words[1] == "sh" && words[2] == "-c" && words[3] == deployer.WrapScript:
 		p.argv = words[5:]
 		pg := s.register(p)
 		defer s.unregister(pg)
@@ -458,7 +445,7 @@ func (s *server) run(ctx context.Context, p *proc, line string) int {
 			return 128 + 15 // SIGTERM
 		}
 		return code
-	case len(words) == 6 && words[0] == "sh" && words[1] == "-c" && words[2] == killScript:
+	case len(words) == 6 && words[0] == "sh" && words[1] == "-c" && words[2] == deployer.KillScript:
 		return s.kill(p, words[4], words[5])
 	}
 	return notFound(p, words[0])
