@@ -137,29 +137,35 @@ func ParseReactionLine(line string) (name, user string, ok bool) {
 	return m[1], m[2], true
 }
 
+// ReadLines reads in line by line on its own goroutine, so that ctx can end
+// a reader blocked on input. lines closes at EOF or when ctx ends; then
+// errc holds the read error (nil at a clean EOF) or ctx's error.
+func ReadLines(ctx context.Context, in io.Reader) (lines <-chan string, errc <-chan error) {
+	out := make(chan string)
+	errs := make(chan error, 1)
+	go func() {
+		defer close(out)
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			select {
+			case out <- sc.Text():
+			case <-ctx.Done():
+				errs <- ctx.Err()
+				return
+			}
+		}
+		errs <- sc.Err()
+	}()
+	return out, errs
+}
+
 // Console drives a Bot from lines of text, as a terminal user types them:
 // "/nixdeploy …" issues a command as the current user, ":name: as USER"
 // reacts to the newest approval message, "as USER" switches the current
 // user. After each line it waits until the bot has settled, so output is
 // in order. It returns at EOF or "quit".
 func Console(ctx context.Context, b *Bot, t *Terminal, in io.Reader, out io.Writer, user, channel string) error {
-	// Reading happens apart from handling so that ctx can end a console
-	// that is blocked on input.
-	lines := make(chan string)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(in)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			case <-ctx.Done():
-				readErr <- ctx.Err()
-				return
-			}
-		}
-		readErr <- sc.Err()
-	}()
+	lines, readErr := ReadLines(ctx, in)
 	say := func(format string, args ...any) {
 		t.mu.Lock()
 		defer t.mu.Unlock()

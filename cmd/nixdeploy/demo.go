@@ -345,20 +345,7 @@ type demoSession struct {
 }
 
 func (d *demoSession) run(ctx context.Context, in io.Reader) error {
-	lines := make(chan string)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(in)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			case <-ctx.Done():
-				return
-			}
-		}
-		readErr <- sc.Err()
-	}()
+	lines, readErr := bot.ReadLines(ctx, in)
 	for {
 		if d.prompt {
 			fmt.Fprintf(d.out, "%s> ", d.user)
