@@ -1,46 +1,20 @@
 package keys_test
 
 import (
-	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/internal/testtool"
 	"github.com/nixdeploy/nixdeploy/keys"
 )
 
-// requireTool returns the path of an external tool the test needs. A missing
-// tool skips the test locally; with CI=true it fails it, because CI installs
-// every tool and a skip there would hide a lost test.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed; CI must provide it", name)
-	}
-	t.Skipf("%s is not installed; skipping (install it to run this interop test)", name)
-	return ""
-}
-
-// runTool runs an external tool and returns its stdout, failing the test
-// with its stderr on error.
-func runTool(t *testing.T, stdin []byte, name string, args ...string) []byte {
-	t.Helper()
-	cmd := exec.CommandContext(t.Context(), requireTool(t, name), args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, errb.String())
-	}
-	return out.Bytes()
-}
+// requireTool and runTool are the shared internal/testtool helpers.
+var (
+	requireTool = testtool.Require
+	runTool     = testtool.Run
+)
 
 // sshKeygen creates an unencrypted key pair of type typ with the real
 // ssh-keygen and returns the private key's path.

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/internal/testtool"
 )
 
 const (
@@ -23,21 +24,8 @@ const (
 	luksRemoteKey = "/tmp/secret.key"
 )
 
-// requireTool returns the path of an external tool. A developer without it
-// gets a skip; CI installs every tool (.ci/run), so there a missing one is a
-// broken setup and fails rather than passing silently.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found on PATH; CI must install it before go test", name)
-	}
-	t.Skipf("%s not found on PATH; install it to run this test", name)
-	return ""
-}
+// requireTool is the shared internal/testtool helper.
+var requireTool = testtool.Require
 
 // nixDir is this directory as an absolute path: the flakes and the script
 // resolve every path from it.

@@ -34,6 +34,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/internal/testtool"
 )
 
 // SSHD is the sshd binary the lab runs. sshd re-executes itself, so it must
@@ -54,11 +55,7 @@ func Require(t testing.TB) {
 	if len(missing) == 0 {
 		return
 	}
-	msg := "sshlab needs " + strings.Join(missing, " and ") + " (install openssh-server and openssh-client)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testtool.Missing(t, "sshlab needs "+strings.Join(missing, " and ")+" (install openssh-server and openssh-client)")
 }
 
 // Options shapes a lab.
