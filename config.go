@@ -71,7 +71,54 @@ type Host struct {
 	// BuildOnTarget makes nixos-rebuild build on the host itself
 	// (--build-host), so an x86_64 runner needs no aarch64 emulation.
 	BuildOnTarget bool `toml:"build_on_target"`
+
+	// DiskKey is the path on the install target where the disk layout's
+	// LUKS passwordFile is read (disko's luks type pipes it to
+	// cryptsetup luksFormat), for example /tmp/secret.key. Set for every
+	// host whose layout uses LUKS: the key store then holds
+	// <host>_disk_key, and the install passes it with
+	// --disk-encryption-keys. Empty: the layout has no LUKS.
+	DiskKey string `toml:"disk_key"`
+	// InitrdSSH is the SSH server in the host's initrd that unlocks LUKS
+	// remotely after a reboot; nil when the host has none.
+	InitrdSSH *InitrdSSH `toml:"initrd_ssh"`
+
+	// Phases limits nixos-anywhere to some of kexec, disko, install,
+	// reboot (--phases); empty means all four.
+	Phases []string `toml:"phases"`
+	// Kexec is the kexec tarball (URL or path on the runner) passed with
+	// --kexec; empty uses nixos-anywhere's default image.
+	Kexec string `toml:"kexec"`
+	// KexecExtraFlags is passed with --kexec-extra-flags, for example
+	// "--dtb=/boot/dtbs/rockchip/rk3588-turing-rk1.dtb".
+	KexecExtraFlags string `toml:"kexec_extra_flags"`
 }
+
+// InitrdSSH is a host's initrd SSH server (boot.initrd.network.ssh).
+type InitrdSSH struct {
+	// Port is the port the initrd's sshd listens on; it differs from the
+	// host's own SSH port so the two pinned keys never share a
+	// known_hosts entry.
+	Port int `toml:"port"`
+	// HostKeyPath is where the pre-generated initrd host key lands on the
+	// target (through --extra-files), as the host's nix config names it
+	// in boot.initrd.network.ssh.hostKeys.
+	HostKeyPath string `toml:"host_key_path"`
+}
+
+// DefaultInitrdHostKeyPath is InitrdSSH.HostKeyPath when the config leaves
+// it out; nix/ uses the same path.
+const DefaultInitrdHostKeyPath = "/etc/secrets/initrd/ssh_host_ed25519_key"
+
+// DefaultInitrdSSHPort is InitrdSSH.Port when the config leaves it out.
+const DefaultInitrdSSHPort = 2222
+
+// InstallPhases are nixos-anywhere's phases, in the order it runs them
+// (src/nixos-anywhere.sh, --phases).
+var InstallPhases = []string{"kexec", "disko", "install", "reboot"}
+
+// LUKS reports whether the host's disk layout needs a disk key.
+func (h Host) LUKS() bool { return h.DiskKey != "" }
 
 // Runner is the machine with Nix that runs nixos-anywhere and nixos-rebuild.
 type Runner struct {
@@ -280,6 +327,14 @@ func (c *Config) applyDefaults() {
 		}
 		if h.InstallerAttr == "" {
 			h.InstallerAttr = h.Name
+		}
+		if i := h.InitrdSSH; i != nil {
+			if i.Port == 0 {
+				i.Port = DefaultInitrdSSHPort
+			}
+			if i.HostKeyPath == "" {
+				i.HostKeyPath = DefaultInitrdHostKeyPath
+			}
 		}
 	}
 	if c.Runner.Address == "" {

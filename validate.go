@@ -3,6 +3,7 @@ package nixdeploy
 import (
 	"fmt"
 	"net"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -87,6 +88,7 @@ func (c *Config) Validate() []string {
 		} else if !strings.HasPrefix(h.Disk, "/dev/") {
 			p.add("%s: disk %q must be a device path under /dev/", where, h.Disk)
 		}
+		validateInstallOptions(&p, where, h)
 		for _, t := range h.Tags {
 			if !ValidName(t) {
 				p.add("%s: tag %q must match [a-z0-9-]", where, t)
@@ -234,3 +236,50 @@ func validAttr(s string) bool { return attrRE.MatchString(s) }
 type problems []string
 
 func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// validateInstallOptions checks the per-host nixos-anywhere options and the
+// LUKS unlock settings.
+func validateInstallOptions(p *problems, where string, h Host) {
+	if h.DiskKey != "" && !validRemotePath(h.DiskKey) {
+		p.add("%s: disk_key %q must be an absolute path on the target such as /tmp/secret.key", where, h.DiskKey)
+	}
+	if i := h.InitrdSSH; i != nil {
+		if h.DiskKey == "" {
+			p.add("%s: initrd_ssh unlocks LUKS, but the host has no disk_key", where)
+		}
+		if i.Port < 1 || i.Port > 65535 {
+			p.add("%s: initrd_ssh.port %d is out of range 1-65535", where, i.Port)
+		} else if i.Port == h.Port {
+			p.add("%s: initrd_ssh.port %d is the host's own SSH port; the initrd needs a port of its own", where, i.Port)
+		}
+		if !validRemotePath(i.HostKeyPath) {
+			p.add("%s: initrd_ssh.host_key_path %q must be an absolute path", where, i.HostKeyPath)
+		} else if i.HostKeyPath == "/etc/ssh/ssh_host_ed25519_key" {
+			p.add("%s: initrd_ssh.host_key_path must differ from the main host key: the initrd key is stored unencrypted in the boot partition", where)
+		}
+	}
+	seen := map[string]bool{}
+	for _, ph := range h.Phases {
+		switch {
+		case !slices.Contains(InstallPhases, ph):
+			p.add("%s: phases: unknown phase %q (nixos-anywhere knows %s)", where, ph, strings.Join(InstallPhases, ", "))
+		case seen[ph]:
+			p.add("%s: phases: %q is listed twice", where, ph)
+		}
+		seen[ph] = true
+	}
+	if len(h.Phases) > 0 && !seen["kexec"] && (h.Kexec != "" || h.KexecExtraFlags != "") {
+		p.add("%s: kexec and kexec_extra_flags need the kexec phase, which phases leaves out", where)
+	}
+	if strings.ContainsAny(h.Kexec, " \t\n") {
+		p.add("%s: kexec %q must be one URL or path, without spaces", where, h.Kexec)
+	}
+	if strings.ContainsAny(h.KexecExtraFlags, "\n\r") {
+		p.add("%s: kexec_extra_flags must be one line", where)
+	}
+}
+
+// validRemotePath is an absolute, clean path on a remote machine.
+func validRemotePath(s string) bool {
+	return strings.HasPrefix(s, "/") && path.Clean(s) == s && !strings.ContainsAny(s, " \t\n'\"$`\\")
+}
