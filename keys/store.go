@@ -29,8 +29,10 @@ const SealedSuffix = ".age"
 
 // File names inside the key directory.
 const (
-	hostKeySuffix = "_ssh_host_ed25519_key"
-	userKeySuffix = "_user_age_key"
+	hostKeySuffix   = "_ssh_host_ed25519_key"
+	userKeySuffix   = "_user_age_key"
+	diskKeySuffix   = "_disk_key"
+	initrdKeySuffix = "_initrd_ssh_host_ed25519_key"
 )
 
 // ErrNoKey means neither the plaintext nor the sealed form of a key exists.
@@ -132,6 +134,52 @@ func (s *Store) HostPubPath(host string) string { return s.HostKeyPath(host) + "
 // UserKeyPath is the plaintext path of host's user age identity.
 func (s *Store) UserKeyPath(host string) string {
 	return filepath.Join(s.Dir, host+userKeySuffix)
+}
+
+// DiskKeyPath is the plaintext path of host's LUKS passphrase, the file
+// nixos-anywhere uploads with --disk-encryption-keys.
+func (s *Store) DiskKeyPath(host string) string {
+	return filepath.Join(s.Dir, host+diskKeySuffix)
+}
+
+// InitrdKeyPath is the plaintext path of host's initrd SSH host key, a
+// different key from the main host key; its public half is
+// InitrdKeyPath+".pub".
+func (s *Store) InitrdKeyPath(host string) string {
+	return filepath.Join(s.Dir, host+initrdKeySuffix)
+}
+
+// DiskKey returns host's LUKS passphrase, read from the plaintext file
+// (0600) or decrypted from the sealed one. The caller should clear it after
+// use.
+func (s *Store) DiskKey(host string) ([]byte, error) {
+	sec, err := s.readPrivate(s.DiskKeyPath(host))
+	if err != nil {
+		return nil, err
+	}
+	if len(sec.Data) == 0 {
+		return nil, fmt.Errorf("%s: the disk key is empty", sec.Path)
+	}
+	return sec.Data, nil
+}
+
+// InitrdHostPrivateKey returns host's initrd SSH host key in OpenSSH PEM
+// form. The caller should clear it after use.
+func (s *Store) InitrdHostPrivateKey(host string) ([]byte, error) {
+	sec, err := s.readPrivate(s.InitrdKeyPath(host))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ParseSSHPrivateKey(sec.Data); err != nil {
+		clear(sec.Data)
+		return nil, fmt.Errorf("%s: %w", sec.Path, err)
+	}
+	return sec.Data, nil
+}
+
+// InitrdHostPublicKey returns the pinned initrd host key from its .pub file.
+func (s *Store) InitrdHostPublicKey(host string) (ssh.PublicKey, error) {
+	return readPublicKey(s.InitrdKeyPath(host) + ".pub")
 }
 
 // secret is a key file read from the store.
@@ -250,7 +298,11 @@ func (s *Store) HostSigner(host string) (ssh.Signer, error) {
 
 // HostPublicKey returns the pinned host key from host's .pub file.
 func (s *Store) HostPublicKey(host string) (ssh.PublicKey, error) {
-	path := s.HostPubPath(host)
+	return readPublicKey(s.HostPubPath(host))
+}
+
+// readPublicKey reads an authorized_keys-style .pub file.
+func readPublicKey(path string) (ssh.PublicKey, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", path, ErrNoKey)
