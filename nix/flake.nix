@@ -54,8 +54,16 @@
             ./hosts/nixos/${name}/configuration.nix
             ./hosts/common/authorized-keys.nix
             disko.nixosModules.disko
-            (import ./hosts/common/disks/${host.diskLayout}.nix { device = host.disk; })
-            { nixpkgs.hostPlatform = host.system; }
+            (import ./hosts/common/disks/${host.diskLayout}.nix {
+              device = host.disk;
+              passwordFile = host.diskKeyFile;
+            })
+            {
+              nixpkgs.hostPlatform = host.system;
+              hostSpec = {
+                inherit (host) sshPort initrdSsh;
+              };
+            }
           ];
         };
     in

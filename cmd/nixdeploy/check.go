@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/internal/nixfleet"
 )
 
 // defaultConfig is used when --config is not given.
@@ -37,6 +38,19 @@ func cmdCheck(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The nix tree must build what the config says: same disks, ports and
+	// LUKS unlock. Compared only where this machine can see the tree.
+	problems, note, err := nixfleet.Check(ctx, cfg)
+	if err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("%s: %v", *path, err)}
+	}
+	for _, p := range problems {
+		fmt.Fprintf(s.err, "%s: %s\n", *path, p)
+	}
+	if len(problems) > 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("%s: %d mismatch(es) with the nix tree", *path, len(problems))}
+	}
+	fmt.Fprintf(s.out, "%s: %s\n", *path, note)
 	fmt.Fprintf(s.out, "%s: ok: %d hosts, %d schedules\n", *path, len(cfg.Hosts), len(cfg.Schedules))
 	return nil
 }

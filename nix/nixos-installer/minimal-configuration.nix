@@ -3,11 +3,18 @@
 # Everything else arrives with the first `nixos-rebuild switch --flake .#host`.
 { config, lib, ... }:
 {
+  # The initrd SSH server comes with the installed system: the first boot
+  # after nixos-anywhere already waits for a LUKS passphrase.
+  imports = [ ../modules/nixos/initrd-ssh.nix ];
+
   hostSpec.isMinimal = true;
 
   services.openssh = {
     enable = true;
     openFirewall = true;
+    # From hosts/fleet.nix, like the full configuration: the bot waits for
+    # this port after the install's reboot.
+    ports = [ config.hostSpec.sshPort ];
     # The key nixos-anywhere copied in with --extra-files: the one the bot
     # pins, so the first boot already presents it.
     hostKeys = [

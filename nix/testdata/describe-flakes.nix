@@ -1,47 +1,40 @@
-# Evaluates the outputs of flake.nix and nixos-installer/flake.nix without
-# nixpkgs (there is none offline): lib.nixosSystem is stubbed to return its
-# arguments, so the result shows, per host, what each flake would build.
-# Used by nix_test.go; takes the absolute path of the nix/ tree.
-root:
+# Applied (nix eval --apply) to the nixosConfigurations of flake.nix and
+# nixos-installer/flake.nix, evaluated as real flakes with the stand-in
+# inputs of testdata/stubs (lib.nixosSystem returns its arguments). It shows,
+# per host, what each flake would build. Used by nix_test.go.
+#
+# Plain builtins only: --apply runs in pure evaluation mode and can import
+# nothing.
+configs:
 let
-  lib = {
-    genAttrs =
-      names: f:
-      builtins.listToAttrs (
-        map (n: {
-          name = n;
-          value = f n;
-        }) names
-      );
-    mapAttrs = builtins.mapAttrs;
-    nixosSystem = args: args;
-  };
-  nixpkgs = {
-    inherit lib;
-  };
-  # Module inputs become markers, so the test can see they are included.
-  marker = name: { nixosModules.${name} = "<${name}>"; };
-
   # Arguments for calling a module function. Laziness keeps the stubs from
   # being touched unless a module reads them at the top level.
   moduleArgs = {
     config = { };
-    inherit lib;
+    lib = { };
     pkgs = { };
     options = { };
     modulesPath = "/stub/modulesPath";
     inputs = { };
   };
   evalModule = m: if builtins.isFunction m then m moduleArgs else m;
-  attrModules = sys: map evalModule (builtins.filter (m: !(builtins.isPath m || builtins.isString m)) sys.modules);
+  isFile = m: builtins.isPath m || builtins.isString m;
+  isStub = m: builtins.isAttrs m && m ? stub;
+  attrModules = sys: map evalModule (builtins.filter (m: !(isFile m || isStub m)) sys.modules);
   collect = f: sys: builtins.filter (v: v != null) (map f (attrModules sys));
 
   describe = sys: {
     inputs = builtins.attrNames (sys.specialArgs.inputs or { });
-    files = map toString (builtins.filter (m: builtins.isPath m || builtins.isString m) sys.modules);
+    # toString: a path is not copied to the store (toJSON would copy it).
+    files = map toString (builtins.filter isFile sys.modules);
+    stubs = map (m: m.stub) (builtins.filter isStub sys.modules);
     systems = collect (m: m.nixpkgs.hostPlatform or null) sys;
     hostNames = collect (m: m.networking.hostName or null) sys;
     disks = collect (m: m.disko.devices.disk.main.device or null) sys;
+    sshPorts = collect (m: m.hostSpec.sshPort or null) sys;
+    initrdSsh = collect (
+      m: if m ? hostSpec && m.hostSpec ? initrdSsh then { value = m.hostSpec.initrdSsh; } else null
+    ) sys;
     luks = collect (
       m:
       let
@@ -55,43 +48,5 @@ let
         }
     ) sys;
   };
-
-  main = import (root + "/flake.nix");
-  installer = import (root + "/nixos-installer/flake.nix");
-
-  mainOutputs = main.outputs {
-    self = { };
-    inherit nixpkgs;
-    disko = marker "disko";
-    sops-nix = marker "sops";
-    nixos-anywhere = { };
-    nix-secrets = "/stub/nix-secrets";
-  };
-  installerOutputs = installer.outputs {
-    self = { };
-    inherit nixpkgs;
-    disko = marker "disko";
-    dots = {
-      outPath = root;
-    };
-  };
-
-  # Only what the test compares: names, urls and the flake flag.
-  describeInputs = builtins.mapAttrs (
-    _: i:
-    {
-      url = i.url or "";
-      flake = i.flake or true;
-    }
-  );
 in
-{
-  main = {
-    inputs = describeInputs main.inputs;
-    hosts = builtins.mapAttrs (_: describe) mainOutputs.nixosConfigurations;
-  };
-  installer = {
-    inputs = describeInputs installer.inputs;
-    hosts = builtins.mapAttrs (_: describe) installerOutputs.nixosConfigurations;
-  };
-}
+builtins.mapAttrs (_: describe) configs

@@ -10,7 +10,10 @@ let
   cfg = config.hostSpec;
 in
 {
-  imports = [ ./host-spec.nix ];
+  imports = [
+    ./host-spec.nix
+    ./initrd-ssh.nix
+  ];
 
   nix = {
     settings = {
@@ -32,6 +35,8 @@ in
   services.openssh = {
     enable = true;
     openFirewall = true;
+    # From hosts/fleet.nix (sshPort): the port nixdeploy.toml names.
+    ports = [ cfg.sshPort ];
     # Only the pre-generated ed25519 key: it is the key the bot pins and the
     # one sops-nix turns into the host's age identity. Listing it alone stops
     # sshd from generating an RSA key nobody has pinned.

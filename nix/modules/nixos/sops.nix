@@ -31,7 +31,20 @@ in
       mode = "0400";
       owner = account.name;
     };
+
+    # The user's password hash (`mkpasswd -m yescrypt`), a top-level key
+    # <user>-password in secrets.yaml. neededForUsers decrypts it to
+    # /run/secrets-for-users before the users are created, as
+    # hashedPasswordFile requires (sops-nix README, "Setting a user's password").
+    secrets."${user}-password" = lib.mkIf config.hostSpec.hashedPasswordFromSops {
+      sopsFile = inputs.nix-secrets + "/secrets.yaml";
+      neededForUsers = true;
+    };
   };
+
+  # First login at the console or the display manager, and sudo. Root stays
+  # key-only (common.nix: hashedPassword = "!", prohibit-password).
+  users.users.${user}.hashedPasswordFile = lib.mkIf config.hostSpec.hashedPasswordFromSops config.sops.secrets."${user}-password".path;
 
   # Copy the key to where sops for Home Manager looks. Runs as the user, so a
   # symlink planted in their home cannot redirect a root-owned write.

@@ -15,10 +15,17 @@
 # No swap partition: zram (rk1-base.nix) spares the eMMC.
 #
 # A function returning a module, like standard-btrfs.nix:
-#   (import ./rk1-emmc.nix { device = "/dev/mmcblk0"; })
+#   (import ./rk1-emmc.nix { device = "/dev/disk/by-path/platform-fe2e0000.mmc"; })
+# disko names the partitions of a /dev/disk/… device <device>-partN, which
+# udev creates for by-path links too.
 {
-  device ? "/dev/mmcblk0",
+  device,
+  # No LUKS on this layout; the flakes pass diskKeyFile from hosts/fleet.nix,
+  # which must be null for it.
+  passwordFile ? null,
 }:
+assert passwordFile == null
+  || throw "rk1-emmc.nix has no LUKS: set diskKeyFile = null in hosts/fleet.nix (and no disk_key in nixdeploy.toml)";
 { pkgs, ... }:
 {
   disko.devices.disk.main = {

@@ -7,12 +7,17 @@
 #      └─ btrfs: @root → /, @nix → /nix, @home → /home, @swap → /.swapvol/swapfile
 #
 # A function returning a module, so flake.nix and the installer flake pass the
-# device from hosts/fleet.nix:
-#   (import ./standard-btrfs.nix { device = "/dev/nvme0n1"; })
+# device and the passphrase file from hosts/fleet.nix (disk, diskKeyFile):
+#   (import ./standard-btrfs.nix { device = "/dev/nvme0n1"; passwordFile = "/tmp/secret.key"; })
 {
-  device ? "/dev/nvme0n1",
+  device,
+  # Where disko reads the LUKS passphrase on the install target. The install
+  # uploads it there: --disk-encryption-keys <passwordFile> <keys/HOST_disk_key>.
+  passwordFile,
   swapSize ? "16G",
 }:
+assert builtins.isString passwordFile
+  || throw "standard-btrfs.nix encrypts the disk: set diskKeyFile in hosts/fleet.nix (and disk_key in nixdeploy.toml)";
 { ... }:
 let
   btrfsOpts = [
@@ -43,10 +48,11 @@ in
             type = "luks";
             name = "cryptroot";
             # Only read while formatting: nixos-anywhere uploads it with
-            # --disk-encryption-keys /tmp/secret.key <local file>. At boot the
-            # initrd asks for the passphrase. Write it without a newline
-            # (printf '%s' …), or the typed passphrase will not match.
-            passwordFile = "/tmp/secret.key";
+            # --disk-encryption-keys <passwordFile> <local file>. At boot the
+            # initrd asks for the passphrase (console, or initrd SSH: see
+            # modules/nixos/initrd-ssh.nix). The key store's file has no
+            # trailing newline, so the typed passphrase matches.
+            inherit passwordFile;
             settings.allowDiscards = true;
             content = {
               type = "btrfs";
