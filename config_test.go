@@ -42,10 +42,10 @@ func TestExampleFleet(t *testing.T) {
 	}
 	want := map[string]struct{ addr, system, disk string }{
 		"ganon":     {"192.168.1.100", nixdeploy.SystemX86_64, "/dev/nvme0n1"},
-		"rk1-node1": {"192.168.1.11", nixdeploy.SystemAarch64, "/dev/mmcblk0"},
-		"rk1-node2": {"192.168.1.12", nixdeploy.SystemAarch64, "/dev/mmcblk0"},
-		"rk1-node3": {"192.168.1.13", nixdeploy.SystemAarch64, "/dev/mmcblk0"},
-		"rk1-node4": {"192.168.1.14", nixdeploy.SystemAarch64, "/dev/mmcblk0"},
+		"rk1-node1": {"192.168.1.11", nixdeploy.SystemAarch64, "/dev/disk/by-path/platform-fe2e0000.mmc"},
+		"rk1-node2": {"192.168.1.12", nixdeploy.SystemAarch64, "/dev/disk/by-path/platform-fe2e0000.mmc"},
+		"rk1-node3": {"192.168.1.13", nixdeploy.SystemAarch64, "/dev/disk/by-path/platform-fe2e0000.mmc"},
+		"rk1-node4": {"192.168.1.14", nixdeploy.SystemAarch64, "/dev/disk/by-path/platform-fe2e0000.mmc"},
 	}
 	if len(cfg.Hosts) != len(want) {
 		t.Fatalf("%d hosts, want %d", len(cfg.Hosts), len(want))

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/internal/nixfleet"
 	"github.com/nixdeploy/nixdeploy/internal/testtool"
 )
 
@@ -203,15 +204,6 @@ func TestRK1NodeConfigs(t *testing.T) {
 	}
 }
 
-// fleetHost is one entry of hosts/fleet.nix.
-type fleetHost struct {
-	System     string `json:"system"`
-	Disk       string `json:"disk"`
-	DiskLayout string `json:"diskLayout"`
-	Hardware   string `json:"hardware"`
-	Address    string `json:"address"`
-}
-
 func loadFleet(t *testing.T) *nixdeploy.Config {
 	t.Helper()
 	cfg, err := nixdeploy.LoadConfig(fleetConfig)
@@ -239,186 +231,54 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
+// evalFleet is hosts/fleet.nix, decoded as `nixdeploy check` decodes it.
+func evalFleet(t *testing.T) nixfleet.Fleet {
+	t.Helper()
+	out, err := runNix(t, "--eval", "--strict", "--json", "hosts/fleet.nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleet, err := nixfleet.Parse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fleet
+}
+
 // TestFleetMatchesConfig keeps the bot's view of the fleet
 // (examples/fleet/nixdeploy.toml) and the Nix side's (hosts/fleet.nix) in
-// step. A disk mismatch here would let the approval show one device while
-// disko wipes another.
+// step, with the comparison `nixdeploy check` makes: host set, system,
+// address, disk, SSH port, disk key path and initrd SSH. A disk mismatch here
+// would let the approval show one device while disko wipes another; a port
+// mismatch would leave the bot waiting on a port sshd does not serve.
 func TestFleetMatchesConfig(t *testing.T) {
 	cfg := loadFleet(t)
-	var fleet map[string]fleetHost
-	evalJSON(t, "import ./hosts/fleet.nix", &fleet)
-
-	name := func(h nixdeploy.Host) string { return h.Name }
-	if got, want := sortedKeys(fleet), hostNames(cfg, name); !slices.Equal(got, want) {
-		t.Fatalf("hosts/fleet.nix hosts = %q, nixdeploy.toml hosts = %q", got, want)
+	fleet := evalFleet(t)
+	for _, p := range nixfleet.Compare(cfg, fleet) {
+		t.Error(p)
 	}
 	for _, h := range cfg.Hosts {
-		t.Run(h.Name, func(t *testing.T) {
-			f := fleet[h.Name]
-			if f.System != h.System {
-				t.Errorf("system: fleet.nix %q, nixdeploy.toml %q", f.System, h.System)
+		f, ok := fleet[h.Name]
+		if !ok {
+			continue
+		}
+		for _, p := range []string{
+			"hosts/common/disks/" + f.DiskLayout + ".nix",
+			"hosts/" + f.Hardware,
+			"hosts/nixos/" + h.Name + "/configuration.nix",
+		} {
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("%s: fleet.nix entry needs %s: %v", h.Name, p, err)
 			}
-			if f.Disk != h.Disk {
-				t.Errorf("disk: fleet.nix %q, nixdeploy.toml %q", f.Disk, h.Disk)
-			}
-			if f.Address != h.Address {
-				t.Errorf("address: fleet.nix %q, nixdeploy.toml %q", f.Address, h.Address)
-			}
-			for _, p := range []string{
-				"hosts/common/disks/" + f.DiskLayout + ".nix",
-				"hosts/" + f.Hardware,
-				"hosts/nixos/" + h.Name + "/configuration.nix",
-			} {
-				if _, err := os.Stat(p); err != nil {
-					t.Errorf("fleet.nix entry needs %s: %v", p, err)
-				}
-			}
-		})
-	}
-}
-
-// flakeInput and flakeHost mirror testdata/describe-flakes.nix.
-type flakeInput struct {
-	URL   string `json:"url"`
-	Flake bool   `json:"flake"`
-}
-
-type luks struct {
-	Name         string `json:"name"`
-	PasswordFile string `json:"passwordFile"`
-}
-
-type flakeHost struct {
-	Inputs    []string `json:"inputs"`
-	Files     []string `json:"files"`
-	Systems   []string `json:"systems"`
-	HostNames []string `json:"hostNames"`
-	Disks     []string `json:"disks"`
-	LUKS      []luks   `json:"luks"`
-}
-
-type flake struct {
-	Inputs map[string]flakeInput `json:"inputs"`
-	Hosts  map[string]flakeHost  `json:"hosts"`
-}
-
-// TestFlakesBuildFleet evaluates both flakes' outputs with nixpkgs stubbed
-// (lib.nixosSystem returns its arguments) and checks that, for every host of
-// nixdeploy.toml, each flake builds it for the right platform and disk from
-// the right files. Module contents cannot be checked offline; the README
-// lists the `nix flake check` / `nix build` commands that do.
-func TestFlakesBuildFleet(t *testing.T) {
-	cfg := loadFleet(t)
-	dir := nixDir(t)
-	var got struct {
-		Main      flake `json:"main"`
-		Installer flake `json:"installer"`
-	}
-	evalJSON(t, fmt.Sprintf("import ./testdata/describe-flakes.nix %q", dir), &got)
-
-	t.Run("inputs", func(t *testing.T) {
-		if got, want := sortedKeys(got.Main.Inputs), []string{"disko", "nix-secrets", "nixos-anywhere", "nixpkgs", "sops-nix"}; !slices.Equal(got, want) {
-			t.Errorf("flake.nix inputs = %q, want %q", got, want)
 		}
-		if in := got.Main.Inputs["nix-secrets"]; in.Flake || !strings.Contains(in.URL, "CHANGEME") {
-			t.Errorf("nix-secrets = %+v, want a flake = false placeholder the README tells the user to replace", in)
-		}
-		// The installer must not need the private secrets repo.
-		if got, want := sortedKeys(got.Installer.Inputs), []string{"disko", "dots", "nixpkgs"}; !slices.Equal(got, want) {
-			t.Errorf("nixos-installer/flake.nix inputs = %q, want %q", got, want)
-		}
-		if in := got.Installer.Inputs["dots"]; in.URL != "path:.." || in.Flake {
-			t.Errorf("installer input dots = %+v, want path:.. with flake = false", in)
-		}
-	})
-
-	flakeAttr := func(h nixdeploy.Host) string { return h.FlakeAttr }
-	installerAttr := func(h nixdeploy.Host) string { return h.InstallerAttr }
-	if got, want := sortedKeys(got.Main.Hosts), hostNames(cfg, flakeAttr); !slices.Equal(got, want) {
-		t.Errorf("flake.nix nixosConfigurations = %q, nixdeploy.toml flake attrs = %q", got, want)
-	}
-	if got, want := sortedKeys(got.Installer.Hosts), hostNames(cfg, installerAttr); !slices.Equal(got, want) {
-		t.Errorf("installer nixosConfigurations = %q, nixdeploy.toml installer attrs = %q", got, want)
-	}
-	for _, f := range []string{"flake.nix", "nixos-installer/flake.nix"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Contains(b, []byte("hosts/fleet.nix")) {
-			t.Errorf("%s does not build its hosts from hosts/fleet.nix", f)
+		if i := f.InitrdSSH; i != nil && len(i.KernelModules) == 0 {
+			t.Errorf("%s: initrdSsh.kernelModules is empty: the initrd would have no network", h.Name)
 		}
 	}
-
-	for _, h := range cfg.Hosts {
-		t.Run(h.Name, func(t *testing.T) {
-			main, ok := got.Main.Hosts[h.FlakeAttr]
-			if !ok {
-				t.Fatalf("flake.nix has no nixosConfigurations.%s", h.FlakeAttr)
-			}
-			inst, ok := got.Installer.Hosts[h.InstallerAttr]
-			if !ok {
-				t.Fatalf("installer has no nixosConfigurations.%s", h.InstallerAttr)
-			}
-			checks := []struct {
-				what      string
-				got, want []string
-			}{
-				{"flake.nix platform", main.Systems, []string{h.System}},
-				{"installer platform", inst.Systems, []string{h.System}},
-				{"flake.nix disko device", main.Disks, []string{h.Disk}},
-				{"installer disko device", inst.Disks, []string{h.Disk}},
-				{"installer hostName", inst.HostNames, []string{h.Name}},
-			}
-			for _, c := range checks {
-				if !slices.Equal(c.got, c.want) {
-					t.Errorf("%s = %q, want %q", c.what, c.got, c.want)
-				}
-			}
-			needFiles := []struct {
-				what  string
-				files []string
-				want  []string
-			}{
-				{"flake.nix", main.Files, []string{
-					"<disko>",
-					filepath.Join(dir, "hosts/nixos", h.Name, "configuration.nix"),
-					filepath.Join(dir, "hosts/common/authorized-keys.nix"),
-				}},
-				{"installer", inst.Files, []string{
-					"<disko>",
-					filepath.Join(dir, "nixos-installer/minimal-configuration.nix"),
-					filepath.Join(dir, "modules/nixos/host-spec.nix"),
-					filepath.Join(dir, "hosts/common/authorized-keys.nix"),
-				}},
-			}
-			for _, n := range needFiles {
-				for _, w := range n.want {
-					if !slices.Contains(n.files, w) {
-						t.Errorf("%s modules for %s lack %s (have %q)", n.what, h.Name, w, n.files)
-					}
-				}
-			}
-			// sops.nix reads both through specialArgs.
-			for _, in := range []string{"sops-nix", "nix-secrets"} {
-				if !slices.Contains(main.Inputs, in) {
-					t.Errorf("flake.nix specialArgs.inputs lacks %s (have %q)", in, main.Inputs)
-				}
-			}
-			if !slices.Equal(main.LUKS, inst.LUKS) {
-				t.Errorf("LUKS differs: flake.nix %+v, installer %+v", main.LUKS, inst.LUKS)
-			}
-			for _, l := range main.LUKS {
-				if l.PasswordFile != luksRemoteKey {
-					t.Errorf("LUKS passwordFile = %q, want %q (what bootstrap-nixos.sh -e uploads)", l.PasswordFile, luksRemoteKey)
-				}
-			}
-			if h.Name == "ganon" {
-				if want := []luks{{Name: "cryptroot", PasswordFile: luksRemoteKey}}; !slices.Equal(main.LUKS, want) {
-					t.Errorf("ganon LUKS = %+v, want %+v", main.LUKS, want)
-				}
-			}
-		})
+	// The example fleet exercises every field: a LUKS host with an initrd
+	// SSH server and hosts without either.
+	if g := fleet["ganon"]; g.DiskKeyFile == nil || g.InitrdSSH == nil {
+		t.Errorf("ganon: diskKeyFile %v, initrdSsh %v; want both set", g.DiskKeyFile, g.InitrdSSH)
 	}
 }
 
