@@ -331,7 +331,7 @@ func checkFleetBuilds(t *testing.T, l layout, cfg *nixdeploy.Config, main, inst 
 				return r
 			}
 			needFiles := []struct {
-				what       string
+				what        string
 				files, want []string
 			}{
 				{"flake.nix", rels(m.Files), []string{
