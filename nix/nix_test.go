@@ -116,6 +116,7 @@ func TestTreeLayout(t *testing.T) {
 		"modules/nixos/common.nix",
 		"modules/nixos/sops.nix",
 		"modules/nixos/host-spec.nix",
+		"modules/nixos/initrd-ssh.nix",
 		"hosts/fleet.nix",
 		"hosts/common/authorized-keys.nix",
 		"hosts/common/disks/standard-btrfs.nix",
