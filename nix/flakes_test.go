@@ -90,13 +90,14 @@ func copyTree(t *testing.T, dst string) {
 }
 
 // newRepo makes a git repository holding the nix/ tree in layout l and
-// returns the tree's directory. The files are added, not committed: a
-// flake in a git work tree sees exactly the tracked files.
-func newRepo(t *testing.T, l layout) string {
+// returns the tree's directory, the repository and the commit. A flake in
+// a git work tree sees exactly the tracked files; the commit is what the
+// bot's locked flake URL names.
+func newRepo(t *testing.T, l layout) (tree, repo, rev string) {
 	t.Helper()
 	git := requireTool(t, "git")
-	repo := filepath.Join(t.TempDir(), "dots")
-	tree := filepath.Join(repo, l.sub)
+	repo = filepath.Join(t.TempDir(), "dots")
+	tree = filepath.Join(repo, l.sub)
 	if err := os.MkdirAll(tree, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -107,15 +108,23 @@ func newRepo(t *testing.T, l layout) string {
 			t.Fatal(err)
 		}
 	}
-	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}} {
+	home := t.TempDir()
+	for _, args := range [][]string{
+		{"init", "-q"},
+		{"add", "-A"},
+		{"-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-q", "--no-gpg-sign", "-m", "nix tree"},
+		{"rev-parse", "HEAD"},
+	} {
 		cmd := exec.CommandContext(t.Context(), git, args...)
 		cmd.Dir = repo
-		cmd.Env = append(cleanEnv("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"), "HOME="+t.TempDir())
-		if out, err := cmd.CombinedOutput(); err != nil {
+		cmd.Env = append(cleanEnv("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_CONFIG_GLOBAL"), "HOME="+home)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
 			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
+		rev = strings.TrimSpace(string(out))
 	}
-	return tree
+	return tree, repo, rev
 }
 
 // nixEval runs `nix eval --json FLAKE#nixosConfigurations --apply DESCRIBE`
@@ -228,9 +237,16 @@ func TestFlakesBuildFleet(t *testing.T) {
 	cfg := loadFleet(t)
 	for _, l := range layouts {
 		t.Run(l.name, func(t *testing.T) {
-			tree := newRepo(t, l)
+			tree, repo, rev := newRepo(t, l)
 			store := filepath.Join(t.TempDir(), "store")
-			var main, inst map[string]flakeHost
+			// The bot runs the installer at a locked revision: the same
+			// flake as a git URL with dir and rev.
+			dir := "nixos-installer"
+			if l.sub != "" {
+				dir = l.sub + "/" + dir
+			}
+			locked := fmt.Sprintf("git+file://%s?dir=%s&rev=%s", repo, dir, rev)
+			var main, inst, lockedInst map[string]flakeHost
 			for _, f := range []struct {
 				ref   string
 				stubs []string
@@ -240,6 +256,7 @@ func TestFlakesBuildFleet(t *testing.T) {
 				// Only nixpkgs and disko: an installer that needed nix-secrets
 				// would try to fetch its git+ssh URL here and fail.
 				{filepath.Join(tree, "nixos-installer"), installerStubs, &inst},
+				{locked, installerStubs, &lockedInst},
 			} {
 				out, err := nixEval(t, store, f.ref, f.stubs)
 				if err != nil {
@@ -250,6 +267,9 @@ func TestFlakesBuildFleet(t *testing.T) {
 				}
 			}
 			checkFleetBuilds(t, l, cfg, main, inst)
+			t.Run("locked installer", func(t *testing.T) {
+				checkFleetBuilds(t, l, cfg, main, lockedInst)
+			})
 		})
 	}
 }
