@@ -32,6 +32,19 @@ func (k hostKeys) HostPrivateKey(host string) ([]byte, error) {
 	return slices.Clone(b), nil
 }
 
+// DiskKey is a fixed passphrase: simfleet checks that one arrives.
+func (k hostKeys) DiskKey(host string) ([]byte, error) {
+	return []byte("correct horse battery staple " + host), nil
+}
+
+func (k hostKeys) InitrdHostPrivateKey(host string) ([]byte, error) {
+	return k.HostPrivateKey(host + "-initrd")
+}
+
+func (k hostKeys) InitrdHostPublicKey(host string) (ssh.PublicKey, error) {
+	return k.HostPublicKey(host + "-initrd")
+}
+
 func (k hostKeys) HostPublicKey(host string) (ssh.PublicKey, error) {
 	s, err := k.signer(host)
 	if err != nil {

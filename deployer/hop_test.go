@@ -1,0 +1,154 @@
+package deployer_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/deployer"
+	"github.com/nixdeploy/nixdeploy/internal/sshlab"
+)
+
+// TestRebuildRunnerHop: nixos-rebuild's own ssh (the stub runs real
+// OpenSSH from a runner with an empty ~/.ssh, using only NIX_SSHOPTS and
+// SSH_AUTH_SOCK) reaches the target only with the pinned known_hosts, the
+// port and the forwarded key. Each case sets the hop up as an older plan
+// did, or breaks one part; every lab host listens on a port other than 22.
+func TestRebuildRunnerHop(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		sshopts func(wrongKH string, port int) string
+		noagent bool
+		want    string
+	}{
+		// The old plan: only -p.
+		{name: "no pin", sshopts: func(_ string, port int) string { return fmt.Sprintf("-p %d", port) }, want: "Host key verification failed"},
+		{name: "wrong pin", sshopts: func(kh string, port int) string {
+			return fmt.Sprintf("-o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -p %d", kh, port)
+		}, want: "Host key verification failed"},
+		{name: "no port", sshopts: func(string, int) string {
+			return "-o UserKnownHostsFile=@tmp@/known_hosts -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes"
+		}, want: "Connection refused"},
+		{name: "no agent", noagent: true, want: "Permission denied (publickey"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envConfig{})
+			tgt := e.lab.Target("node1")
+			if c.sshopts != nil {
+				kh := filepath.Join(t.TempDir(), "known_hosts")
+				if err := os.WriteFile(kh, []byte(deployer.KnownHostsLine(tgt.Host, tgt.Port, sshlab.NewPublicKey(t))), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				e.lab.Set("nixos-rebuild.sshopts", c.sshopts(kh, tgt.Port))
+			}
+			if c.noagent {
+				e.lab.Set("nixos-rebuild.noagent", "1")
+			}
+			before := e.lab.CurrentSystem("node1")
+			_, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+			if err == nil {
+				t.Fatalf("rebuild succeeded with %s", c.name)
+			}
+			if !strings.Contains(e.sink.text(), c.want) {
+				t.Errorf("want %q in the output:\n%s", c.want, e.sink.text())
+			}
+			if se := asStepError(t, err); se.Step != "nixos-rebuild" {
+				t.Errorf("failed at %s", se.Step)
+			}
+			if e.lab.CurrentSystem("node1") != before {
+				t.Error("the system changed although the target was never reached")
+			}
+		})
+	}
+}
+
+// TestKnownHostsLine: OpenSSH looks a non-22 port up as [addr]:port.
+func TestKnownHostsLine(t *testing.T) {
+	pk := sshlab.NewPublicKey(t)
+	if got := deployer.KnownHostsLine("10.0.0.1", 22, pk); !strings.HasPrefix(got, "10.0.0.1 ssh-ed25519 ") {
+		t.Errorf("port 22: %q", got)
+	}
+	if got := deployer.KnownHostsLine("10.0.0.1", 2222, pk); !strings.HasPrefix(got, "[10.0.0.1]:2222 ssh-ed25519 ") {
+		t.Errorf("port 2222: %q", got)
+	}
+}
+
+// TestInstallLUKS: a LUKS host's disk key is uploaded 0600 into the run
+// directory, handed over with --disk-encryption-keys, arrives at the
+// layout's passwordFile, and is gone from the runner afterwards.
+func TestInstallLUKS(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) { c.Hosts[0].DiskKey = "/tmp/secret.key" }})
+	e.lab.SetLUKS("node1", "/tmp/secret.key", "correct horse battery staple")
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"})
+	if err != nil {
+		t.Fatalf("install: %v\n%s", err, e.sink.text())
+	}
+	noBadCalls(t, e.lab)
+	calls := e.lab.CallsTo("nixos-anywhere")
+	if len(calls) != 1 || !strings.Contains(calls[0], "[--disk-encryption-keys] [/tmp/secret.key] [/tmp/") {
+		t.Fatalf("nixos-anywhere calls = %q", calls)
+	}
+	got, err := os.ReadFile(filepath.Join(e.lab.ScratchRoot("node1"), "tmp/secret.key"))
+	if err != nil || string(got) != "correct horse battery staple" {
+		t.Errorf("passwordFile on the target = %q, %v", got, err)
+	}
+	if strings.Contains(e.sink.text(), "correct horse battery staple") {
+		t.Error("the disk key reached the log")
+	}
+	if !strings.Contains(stepNames(e.steps(dep.ID)), "upload-disk-key nixos-anywhere remove-keys") {
+		t.Errorf("steps = %s", stepNames(e.steps(dep.ID)))
+	}
+}
+
+// TestInstallLUKSWithoutKeyFlag: the lab's nixos-anywhere fails as disko's
+// luksFormat does when the layout's passwordFile was never provided, after
+// the wipe: what the old plan did to ganon.
+func TestInstallLUKSWithoutKeyFlag(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	// The config (wrongly) says node1 has no LUKS; the layout has it.
+	e.lab.SetLUKS("node1", "/tmp/secret.key", "")
+	_, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"})
+	if err == nil || !strings.Contains(e.sink.text(), "Nothing to read on input.") || !strings.Contains(e.sink.text(), "sgdisk --zap-all") {
+		t.Fatalf("err = %v; output:\n%s", err, e.sink.text())
+	}
+}
+
+// TestInstallLUKSNoDiskKey: the preflight refuses a LUKS host with no disk
+// key before anything runs anywhere.
+func TestInstallLUKSNoDiskKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) { c.Hosts[0].DiskKey = "/tmp/secret.key" }})
+	_, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"})
+	if err == nil || !strings.Contains(err.Error(), "disk key") {
+		t.Fatalf("err = %v", err)
+	}
+	if se := asStepError(t, err); se.Step != "preflight" {
+		t.Errorf("failed at %s", se.Step)
+	}
+	if n := len(e.lab.Calls()); n != 0 {
+		t.Errorf("%d stub calls after a failed preflight: %q", n, e.lab.Calls())
+	}
+}
+
+// TestInstallDiskMismatch: a disko device other than the config's disk
+// refuses the install, naming both, before any key is uploaded.
+func TestInstallDiskMismatch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	e.lab.Set("disko.node1.device", "/dev/sda")
+	_, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"})
+	if err == nil || !strings.Contains(err.Error(), "/dev/sda") || !strings.Contains(err.Error(), "/dev/vda") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(e.lab.CallsTo("nixos-anywhere")) != 0 {
+		t.Error("nixos-anywhere ran")
+	}
+}
