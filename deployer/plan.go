@@ -279,6 +279,10 @@ func BootNote(h nixdeploy.Host) string {
 	return "the disk is encrypted; at every boot its passphrase (keys/" + h.Name + "_disk_key) must be typed at the console"
 }
 
+// UploadScript is exported so a simulated runner (internal/simfleet)
+// recognises exactly what the deployer sends.
+const UploadScript = uploadScript
+
 // uploadScript writes stdin to <tmp>/FILE with MODE under umask 077, after
 // creating the directories named after it (0755, as nixos-anywhere's
 // --extra-files copy keeps modes: tar -cpf- . | tar -xf- --no-same-owner).

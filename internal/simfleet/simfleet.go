@@ -386,7 +386,9 @@ func (s *server) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			}
 			req.Reply(true, nil)
 			p = s.start(ch, payload.Command)
-		case "env":
+		case "env", "auth-agent-req@openssh.com":
+			// Agent forwarding is granted; the simulated runner's ssh
+			// needs the agent to be there, not to be used.
 			req.Reply(true, nil)
 		case "signal":
 			if p != nil {

@@ -85,6 +85,7 @@ type rig struct {
 	dep    *deployer.Deployer
 	db     *db.DB
 	client ssh.Signer
+	cfg    *nixdeploy.Config
 }
 
 func newRig(t *testing.T, pace time.Duration) *rig {
@@ -115,6 +116,9 @@ func newRig(t *testing.T, pace time.Duration) *rig {
 		e, _ := fleet.Host(h.Name)
 		fmt.Fprintf(&b, "[[hosts]]\nname = %q\naddress = %q\nport = %d\nsystem = %q\ndisk = %q\nbuild_on_target = %v\n",
 			h.Name, e.IP, e.Port, h.System, h.Disk, h.System == "aarch64-linux")
+		if h.System == "x86_64-linux" {
+			b.WriteString("disk_key = \"/tmp/secret.key\"\n")
+		}
 	}
 	cfg, err := nixdeploy.ParseConfig(filepath.Join(t.TempDir(), "nixdeploy.toml"), []byte(b.String()))
 	if err != nil {
@@ -132,7 +136,7 @@ func newRig(t *testing.T, pace time.Duration) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig{fleet: fleet, dep: d, db: store, client: client}
+	return &rig{fleet: fleet, dep: d, db: store, client: client, cfg: cfg}
 }
 
 // lines collects a deployment's output.
@@ -160,6 +164,16 @@ func TestDeployerAgainstTheFleet(t *testing.T) {
 	if after == before || !strings.Contains(after, "-nixos-system-rk1-node1-") || !out.has("rk1-node1 is running "+after) {
 		t.Errorf("switch: system %s → %s; output:\n%s", before, after, strings.Join(out.text, "\n"))
 	}
+
+	// Without --disk-encryption-keys the LUKS layout fails after the
+	// wipe, as disko's luksFormat does: what the bot once did to ganon.
+	out = &lines{}
+	r.cfg.Hosts[0].DiskKey = ""
+	dep = &nixdeploy.Deployment{Hosts: []string{"ganon"}, Action: nixdeploy.ActionInstall, Requester: "test"}
+	if _, err := r.dep.Run(t.Context(), dep, out); err == nil || !out.has("Nothing to read on input.") {
+		t.Fatalf("install without a disk key: %v\n%s", err, strings.Join(out.text, "\n"))
+	}
+	r.cfg.Hosts[0].DiskKey = "/tmp/secret.key"
 
 	out = &lines{}
 	dep = &nixdeploy.Deployment{Hosts: []string{"ganon"}, Action: nixdeploy.ActionInstall, Requester: "test"}
@@ -267,7 +281,7 @@ func TestOnlyKnownCommands(t *testing.T) {
 		{"unwrapped", "root", ganon.Addr(), "readlink /run/current-system", 127, "not found"},
 		{"shell syntax", "builder", r.fleet.Runner().Addr(), "true; rm -rf /", 2, "not supported"},
 		{"unknown on the runner", "builder", r.fleet.Runner().Addr(), wrap + "curl evil", 127, "curl: not found"},
-		{"another script", "builder", r.fleet.Runner().Addr(), wrap + "sh -c 'id' sh", 2, "only nixdeploy's key upload"},
+		{"another script", "builder", r.fleet.Runner().Addr(), wrap + "sh -c 'id' sh", 2, "only nixdeploy's upload script"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := run(tc.user, tc.addr, tc.cmd)
