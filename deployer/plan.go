@@ -410,3 +410,12 @@ func nixSystem(machine string) string {
 	}
 	return m + "-linux"
 }
+
+// PlanOnly plans action on host under cfg without a Deployer: no key
+// store, no connections (nixdeploy plan).
+func PlanOnly(cfg *nixdeploy.Config, host string, action nixdeploy.Action) (*Plan, error) {
+	opts := Options{Config: cfg}
+	opts.defaults()
+	d := &Deployer{opts: opts, cfg: cfg}
+	return d.Plan(host, action)
+}
