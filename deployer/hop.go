@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -170,7 +169,7 @@ func listenAgent(path string, keyring agent.Agent, log interface{ Warn(string, .
 			go func() {
 				defer a.wg.Done()
 				defer conn.Close()
-				if err := agent.ServeAgent(keyring, conn); err != nil && !errors.Is(err, io.EOF) {
+				if err := agent.ServeAgent(keyring, conn); !errors.Is(err, io.EOF) {
 					log.Warn("ssh agent connection", "err", err)
 				}
 			}()
@@ -322,15 +321,4 @@ func (h *hostRun) preflightLUKS() error {
 	}
 	h.em.event(name, "preflight", "%s", BootNote(h.host))
 	return nil
-}
-
-// sortedDevices lists devices as name=device, sorted, for messages and
-// fingerprints.
-func sortedDevices(devs map[string]string) []string {
-	out := make([]string, 0, len(devs))
-	for n, d := range devs {
-		out = append(out, n+"="+d)
-	}
-	slices.Sort(out)
-	return out
 }

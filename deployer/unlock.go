@@ -46,12 +46,9 @@ func (h *hostRun) tryUnlock(ctx context.Context) (bool, error) {
 	}
 	c, err := h.dl.dial(ctx, ep)
 	if err != nil {
-		var hk *HostKeyError
-		if errors.As(err, &hk) {
-			// Something else answers on the initrd port (the installer,
-			// or the booted system): never send it the passphrase.
-			return false, nil
-		}
+		// Nothing answers yet, or something else does (the installer, the
+		// booted system): a key mismatch aborts before anything is sent,
+		// and the passphrase goes only to the pinned initrd.
 		return false, nil
 	}
 	ex := &sshExec{c: c, maxLine: h.d.opts.MaxLineBytes, killGrace: h.d.opts.KillGrace}
