@@ -70,7 +70,7 @@ behave() {
 // disko's luksFormat does: cryptsetup says "Nothing to read on input.".
 const stubAnywhere = `TOOL=nixos-anywhere
 log_call nixos-anywhere "$@"
-abort() { echo "aborted: $*" >&2; exit 1; }
+abort() { printf 'BAD %s %s: %s\n' "$TOOL" "${LAB_HOST:-?}" "$*" >>"$LAB/calls.log"; echo "aborted: $*" >&2; exit 1; }
 usage() { echo "Usage: nixos-anywhere [options] [<ssh-host>]"; }
 flake= host= extra= port=22 phases=kexec,disko,install,reboot buildon=auto kexec= kexecflags=
 dek=
@@ -113,7 +113,7 @@ $2 $3"; shift 2;;
 	--option) shift 2;;
 	--build-on-remote) buildon=remote;;
 	*)
-		if [ -z "$host" ]; then host=$1; else usage; exit 1; fi;;
+		if [ -z "$host" ]; then host=$1; else printf 'BAD %s %s: second host %s\n' "$TOOL" "${LAB_HOST:-?}" "$1" >>"$LAB/calls.log"; usage; exit 1; fi;;
 	esac
 	shift
 done
@@ -211,7 +211,12 @@ echo "### Done! ###"
 // without quotes or backslashes; others are refused.
 const stubRebuild = `TOOL=nixos-rebuild
 log_call nixos-rebuild "$@"
-die() { echo "usage: nixos-rebuild [--verbose] [--flake FLAKE] ... {switch,boot,test,build,dry-build,dry-activate,...}" >&2; echo "nixos-rebuild: error: $*" >&2; exit 2; }
+die() {
+	printf 'BAD %s %s: %s\n' "$TOOL" "${LAB_HOST:-?}" "$*" >>"$LAB/calls.log"
+	echo "usage: nixos-rebuild [--verbose] [--flake FLAKE] ... {switch,boot,test,build,dry-build,dry-activate,...}" >&2
+	echo "nixos-rebuild: error: $*" >&2
+	exit 2
+}
 action= rollback= flake= target= buildhost=
 while [ $# -gt 0 ]; do
 	case $1 in
