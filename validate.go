@@ -23,7 +23,7 @@ func ValidName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
 // commands/ tests that its table and this list agree.
 var ReservedNames = []string{
 	"switch", "boot", "test", "dry-run", "dry-activate", "rollback", "install",
-	"status", "history", "cancel", "lock", "unlock", "schedules", "schedule", "keys", "help",
+	"status", "history", "cancel", "lock", "unlock", "unlock-disk", "schedules", "schedule", "keys", "help",
 }
 
 var digitsRE = regexp.MustCompile(`^[0-9]+$`)

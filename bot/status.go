@@ -222,6 +222,26 @@ func (b *Bot) lock(ctx context.Context, inv Invocation, cmd commands.Command) er
 	return nil
 }
 
+// unlockDisk sends a host's disk passphrase to its initrd (deployers
+// only, audited; the passphrase never passes through the bot's chat or
+// log).
+func (b *Bot) unlockDisk(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	if err := b.requireDeployer(ctx, inv, "unlock disks", cmd); err != nil {
+		return err
+	}
+	u, ok := b.deployer.(Unlocker)
+	if !ok {
+		return userf(nixdeploy.ErrInvalidInput, "disk unlocking is not available in this nixdeploy")
+	}
+	h := cmd.Hosts[0]
+	b.audit(ctx, inv.User, "unlock-disk", 0, h)
+	if err := u.Unlock(ctx, h); err != nil {
+		b.audit(ctx, inv.User, "unlock-disk-failed", 0, h)
+		return err
+	}
+	return b.tell(ctx, inv, reply(fmt.Sprintf(":key: %s's initrd presented its pinned key and got its disk passphrase (asked by %s); it should boot now.", h, mention(inv.User))))
+}
+
 func (b *Bot) unlock(ctx context.Context, inv Invocation, cmd commands.Command) error {
 	if err := b.requireDeployer(ctx, inv, "unlock hosts", cmd); err != nil {
 		return err

@@ -36,16 +36,20 @@ func (d *Deployer) newRun(ctx context.Context, dep *nixdeploy.Deployment, sinks 
 		dep: dep,
 		red: red,
 		em:  newEmitter(ctx, &d.opts, dep.ID, red, sinks, log),
-		dl: &dialer{
-			signer:        d.opts.ClientKey,
-			timeout:       d.opts.ConnectTimeout,
-			keepalive:     d.opts.KeepaliveInterval,
-			keepaliveMax:  d.opts.KeepaliveMax,
-			jump:          d.jump,
-			log:           log,
-			clientVersion: "SSH-2.0-nixdeploy",
-		},
+		dl:  d.newDialer(log),
 		log: log,
+	}
+}
+
+func (d *Deployer) newDialer(log *slog.Logger) *dialer {
+	return &dialer{
+		signer:        d.opts.ClientKey,
+		timeout:       d.opts.ConnectTimeout,
+		keepalive:     d.opts.KeepaliveInterval,
+		keepaliveMax:  d.opts.KeepaliveMax,
+		jump:          d.jump,
+		log:           log,
+		clientVersion: "SSH-2.0-nixdeploy",
 	}
 }
 

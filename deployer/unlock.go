@@ -83,8 +83,13 @@ func (d *Deployer) Unlock(ctx context.Context, host string, sinks ...Sink) error
 	if h.InitrdSSH == nil || !h.LUKS() {
 		return fmt.Errorf("%w: %s has no initrd_ssh in the fleet config", ErrNoInitrdSSH, host)
 	}
-	dep := &nixdeploy.Deployment{Hosts: []string{host}}
-	r := d.newRun(ctx, dep, sinks, d.log.With("host", host, "op", "unlock"))
+	// An unlock is no deployment: its lines go to the sinks only.
+	log := d.log.With("host", host, "op", "unlock")
+	o := d.opts
+	o.Store = nopStore{}
+	red := newRedactor(d.secrets())
+	r := &run{d: d, dep: &nixdeploy.Deployment{Hosts: []string{host}}, red: red,
+		em: newEmitter(ctx, &o, 0, red, sinks, log), dl: d.newDialer(log), log: log}
 	defer func() {
 		r.close()
 		r.em.close()
@@ -108,3 +113,13 @@ func (d *Deployer) Unlock(ctx context.Context, host string, sinks ...Sink) error
 	}
 	return nil
 }
+
+// nopStore drops what an unlock would record.
+type nopStore struct{}
+
+func (nopStore) CreateDeployment(context.Context, *nixdeploy.Deployment) error     { return nil }
+func (nopStore) SetState(context.Context, int64, nixdeploy.State) error            { return nil }
+func (nopStore) Finish(context.Context, int64, nixdeploy.State, int, string) error { return nil }
+func (nopStore) AppendLogs(context.Context, int64, []nixdeploy.LogLine) error      { return nil }
+func (nopStore) RecordStep(context.Context, int64, nixdeploy.StepResult) error     { return nil }
+func (nopStore) SetRevision(context.Context, int64, string) error                  { return nil }
