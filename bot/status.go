@@ -77,7 +77,11 @@ func (b *Bot) status(ctx context.Context, inv Invocation, cmd commands.Command) 
 			if when.IsZero() {
 				when = d.CreatedAt
 			}
-			parts = append(parts, fmt.Sprintf("last: #%d %s %s %s by %s", d.ID, d.Action, stateWord(d.State), utc(when), mention(d.Requester)))
+			last := fmt.Sprintf("last: #%d %s %s %s by %s", d.ID, d.Action, stateWord(d.State), utc(when), mention(d.Requester))
+			if d.Revision != "" {
+				last += fmt.Sprintf(" at `%s`", shortRev(d.Revision))
+			}
+			parts = append(parts, last)
 		}
 		b.mu.Lock()
 		for _, r := range b.runs {
@@ -116,6 +120,14 @@ func (b *Bot) status(ctx context.Context, inv Invocation, cmd commands.Command) 
 		lines = append(lines, "_"+approvalsSummary(pending)+"_")
 	}
 	return b.tell(ctx, inv, Message{Kind: KindReply, Text: "nixdeploy status", Sections: sectionsOf("*Fleet status*", lines)})
+}
+
+// shortRev is a commit as people quote it.
+func shortRev(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
 }
 
 func (b *Bot) history(ctx context.Context, inv Invocation, cmd commands.Command) error {

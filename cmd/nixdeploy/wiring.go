@@ -376,7 +376,7 @@ func (s scheduleDeployer) Deploy(ctx context.Context, req schedules.HostRequest)
 	if err != nil {
 		return schedules.Result{DeploymentID: dep.ID}, err
 	}
-	res := schedules.Result{DeploymentID: dep.ID, State: dep.State}
+	res := schedules.Result{DeploymentID: dep.ID, State: dep.State, Revision: dep.Revision}
 	if dep.State != nixdeploy.StateSucceeded {
 		why := dep.Error
 		if why == "" {
