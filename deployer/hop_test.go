@@ -1,11 +1,14 @@
 package deployer_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/deployer"
@@ -150,5 +153,87 @@ func TestInstallDiskMismatch(t *testing.T) {
 	}
 	if len(e.lab.CallsTo("nixos-anywhere")) != 0 {
 		t.Error("nixos-anywhere ran")
+	}
+}
+
+// initrdEnv is a lab whose node1 has LUKS and an initrd SSH server.
+func initrdEnv(t *testing.T, opts func(*deployer.Options)) *env {
+	t.Helper()
+	e := newEnv(t, envConfig{lab: sshlab.Options{Hosts: []string{"node1"}, Initrd: []string{"node1"}}, cfg: func(c *nixdeploy.Config) {
+		c.Hosts[0].DiskKey = "/tmp/secret.key"
+		c.Hosts[0].InitrdSSH = &nixdeploy.InitrdSSH{HostKeyPath: nixdeploy.DefaultInitrdHostKeyPath}
+	}, opts: opts})
+	// The initrd's port is known once the lab runs; the deployer reads
+	// the config it was given, which this edits in place.
+	e.cfg.Hosts[0].InitrdSSH.Port = e.lab.Initrds["node1"].Port
+	e.lab.SetLUKS("node1", "/tmp/secret.key", "correct horse battery staple")
+	e.lab.Set("initrd.node1.path", nixdeploy.DefaultInitrdHostKeyPath)
+	return e
+}
+
+// TestUnlock: /nixdeploy unlock-disk sends the passphrase to the initrd
+// that presents its pinned key, and never logs it.
+func TestUnlock(t *testing.T) {
+	t.Parallel()
+	e := initrdEnv(t, nil)
+	if err := e.d.Unlock(t.Context(), "node1", e.sink); err != nil {
+		t.Fatalf("unlock: %v\n%s", err, e.sink.text())
+	}
+	if got := e.lab.Unlocked("node1"); got != "correct horse battery staple\n" {
+		t.Errorf("the initrd read %q", got)
+	}
+	if strings.Contains(e.sink.text(), "correct horse") {
+		t.Error("the passphrase reached the log")
+	}
+	if err := e.d.Unlock(t.Context(), "node2"); err == nil {
+		t.Error("unlocked a host that is not in the config")
+	}
+}
+
+// TestUnlockWrongInitrdKey: an initrd port that presents another key gets
+// nothing.
+func TestUnlockWrongInitrdKey(t *testing.T) {
+	t.Parallel()
+	wrong := sshlab.NewPublicKey(t)
+	e := initrdEnv(t, func(o *deployer.Options) { o.HostKeys = wrongInitrd{o.HostKeys, wrong} })
+	err := e.d.Unlock(t.Context(), "node1")
+	if !errors.Is(err, deployer.ErrHostKeyMismatch) {
+		t.Fatalf("err = %v", err)
+	}
+	if got := e.lab.Unlocked("node1"); got != "" {
+		t.Errorf("an initrd with the wrong key read %q", got)
+	}
+}
+
+type wrongInitrd struct {
+	deployer.HostKeys
+	key ssh.PublicKey
+}
+
+func (w wrongInitrd) InitrdHostPublicKey(string) (ssh.PublicKey, error) { return w.key, nil }
+
+// TestInstallUnlocksAtBoot: the install uploads the initrd key with its
+// mode, and its wait unlocks the initrd by itself, once, before the host
+// comes back with its pinned key.
+func TestInstallUnlocksAtBoot(t *testing.T) {
+	t.Parallel()
+	e := initrdEnv(t, nil)
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"})
+	if err != nil {
+		t.Fatalf("install: %v\n%s", err, e.sink.text())
+	}
+	noBadCalls(t, e.lab)
+	if got := e.lab.Unlocked("node1"); got != "correct horse battery staple\n" {
+		t.Errorf("the initrd read %q, want the passphrase once", got)
+	}
+	if !strings.Contains(stepNames(e.steps(dep.ID)), "upload-initrd-key upload-disk-key nixos-anywhere") {
+		t.Errorf("steps = %s", stepNames(e.steps(dep.ID)))
+	}
+	key := filepath.Join(e.lab.ScratchRoot("node1"), "mnt", nixdeploy.DefaultInitrdHostKeyPath)
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("initrd key in the installed system: %v %v", fi, err)
+	}
+	if !strings.Contains(e.sink.text(), "unlocks it over the initrd SSH server") {
+		t.Error("the install did not say what happens at boot")
 	}
 }

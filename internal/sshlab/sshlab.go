@@ -68,6 +68,11 @@ type Options struct {
 	RunnerProxy bool
 	// Jump starts one more sshd to be used as a ProxyJump host.
 	Jump bool
+	// Initrd names hosts that get an initrd SSH server: one more sshd on
+	// the host's address with the host's pre-generated initrd key
+	// (<host>_initrd_ssh_host_ed25519_key), whose cryptsetup-askpass stub
+	// records the passphrase it reads (see Unlocked).
+	Initrd []string
 }
 
 // Lab is a running lab. Everything lives under Dir and is removed with the
@@ -101,6 +106,8 @@ type Lab struct {
 	Runner  *Server
 	Targets []*Server
 	Jump    *Server
+	// Initrds are the initrd SSH servers, by host.
+	Initrds map[string]*Server
 	// Proxy is in front of Runner when Options.RunnerProxy is set.
 	Proxy *Proxy
 
@@ -217,6 +224,13 @@ func New(t testing.TB, opts Options) *Lab {
 		keygen(t, keyPath, "root@"+h)
 		l.initSystem(h)
 		l.Targets = append(l.Targets, l.start(h, "127.0.0."+strconv.Itoa(i+2), keyPath))
+	}
+	l.Initrds = map[string]*Server{}
+	for _, h := range opts.Initrd {
+		tgt := l.Target(h)
+		keyPath := filepath.Join(l.KeysDir, h+"_initrd_ssh_host_ed25519_key")
+		keygen(t, keyPath, "root@"+h+"-initrd")
+		l.Initrds[h] = l.start(h+"-initrd", tgt.Host, keyPath)
 	}
 	return l
 }
@@ -665,6 +679,13 @@ func (l *Lab) SetLUKS(host, passwordFile, pass string) {
 			l.t.Fatal(err)
 		}
 	}
+}
+
+// Unlocked is what host's initrd cryptsetup-askpass stub read, one
+// passphrase a line ("" when it never ran).
+func (l *Lab) Unlocked(host string) string {
+	b, _ := os.ReadFile(filepath.Join(l.ControlDir, "unlocked."+host+"-initrd"))
+	return string(b)
 }
 
 // ScratchRoot is where the stub nixos-anywhere played host's install:

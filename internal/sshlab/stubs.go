@@ -318,6 +318,16 @@ esac
 const stubSSH = `exec @SSH@ -F "$LAB/home/.ssh/config" "$@"
 `
 
+// stubAskpass stands in for cryptsetup-askpass in an initrd: it reads
+// the passphrase from stdin and records it, a line per call.
+const stubAskpass = `TOOL=cryptsetup-askpass
+log_call cryptsetup-askpass "$@"
+[ $# -eq 0 ] || bad "cryptsetup-askpass takes no arguments"
+IFS= read -r pass || [ -n "$pass" ] || bad "no passphrase on stdin"
+printf '%s\n' "$pass" >>"$C/unlocked.$LAB_HOST"
+echo "Passphrase for /dev/disk/by-partlabel/disk-main-luks: "
+`
+
 const stubSystemctl = `TOOL=systemctl
 ATTR=${LAB_HOST:-}
 log_call systemctl "$@"
@@ -349,13 +359,14 @@ exec @READLINK@ "$@"
 func (l *Lab) writeStubs() {
 	head := "#!/bin/sh\n# Stub written by internal/sshlab.\nLAB=" + shq(l.Dir) + "\nC=" + shq(l.ControlDir) + "\n. \"$LAB/bin/stublib.sh\"\n"
 	files := map[string]string{
-		"stublib.sh":     stubLib,
-		"nixos-anywhere": head + stubAnywhere,
-		"nixos-rebuild":  head + stubRebuild,
-		"nix":            head + stubNix,
-		"ssh":            head + strings.ReplaceAll(stubSSH, "@SSH@", shq(l.ssh)),
-		"systemctl":      head + stubSystemctl,
-		"readlink":       head + strings.ReplaceAll(stubReadlink, "@READLINK@", shq(l.readlink)),
+		"stublib.sh":         stubLib,
+		"nixos-anywhere":     head + stubAnywhere,
+		"nixos-rebuild":      head + stubRebuild,
+		"nix":                head + stubNix,
+		"cryptsetup-askpass": head + stubAskpass,
+		"ssh":                head + strings.ReplaceAll(stubSSH, "@SSH@", shq(l.ssh)),
+		"systemctl":          head + stubSystemctl,
+		"readlink":           head + strings.ReplaceAll(stubReadlink, "@READLINK@", shq(l.readlink)),
 	}
 	home := filepath.Join(l.Dir, "home", ".ssh")
 	if err := os.MkdirAll(home, 0o700); err != nil {
