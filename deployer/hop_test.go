@@ -237,3 +237,80 @@ func TestInstallUnlocksAtBoot(t *testing.T) {
 		t.Error("the install did not say what happens at boot")
 	}
 }
+
+// TestResolveAndRunLocked: Resolve asks the runner for the revision and the
+// disks; a run given that lock uses it and resolves nothing again, so a
+// push between approval and run changes nothing that runs.
+func TestResolveAndRunLocked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	dep := nixdeploy.Deployment{Hosts: []string{"node1"}, Action: nixdeploy.ActionInstall, Requester: "test"}
+	lock, err := e.d.Resolve(t.Context(), dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lock.Revision != labRev || lock.InstallerRevision != labRev || lock.Devices["node1"]["main"] != "/dev/vda" {
+		t.Fatalf("lock = %+v", lock)
+	}
+	fp1, err := e.d.Fingerprint(nixdeploy.Deployment{Hosts: dep.Hosts, Action: dep.Action, Lock: lock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A push after the approval: the runner's flake moves on.
+	const pushed = "fedcba9876543210fedcba9876543210fedcba98"
+	e.lab.Set("nix.revision", pushed)
+	moved, err := e.d.Resolve(t.Context(), dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp2, _ := e.d.Fingerprint(nixdeploy.Deployment{Hosts: dep.Hosts, Action: dep.Action, Lock: moved})
+	if fp1 == fp2 {
+		t.Error("the fingerprint does not cover the revision")
+	}
+	dep.Lock = lock
+	if _, err := e.d.Run(t.Context(), &dep, e.sink); err != nil {
+		t.Fatalf("install: %v\n%s", err, e.sink.text())
+	}
+	for _, c := range append(e.lab.CallsTo("nixos-anywhere"), e.lab.CallsTo("nixos-rebuild")...) {
+		if !strings.Contains(c, "rev="+labRev) || strings.Contains(c, pushed) {
+			t.Errorf("ran something other than the approved revision: %s", c)
+		}
+	}
+	if n := len(e.lab.CallsTo("nix")); n != 6 {
+		t.Errorf("nix ran %d times, want 6 (two resolves, none in the run)", n)
+	}
+	if got := e.stored(dep.ID).Revision; got != labRev {
+		t.Errorf("recorded revision %q", got)
+	}
+}
+
+// TestDiskDeviceMismatchNamesBoth is ParseDisks' refusal.
+func TestDiskDeviceMismatchNamesBoth(t *testing.T) {
+	h := nixdeploy.Host{Name: "ganon", Disk: "/dev/nvme0n1"}
+	if _, err := deployer.ParseDisks(h, []byte(`{"main":"/dev/nvme1n1"}`)); err == nil || !strings.Contains(err.Error(), "main=/dev/nvme1n1") || !strings.Contains(err.Error(), "/dev/nvme0n1") {
+		t.Errorf("err = %v", err)
+	}
+	if _, err := deployer.ParseDisks(h, []byte(`{"main":"/dev/nvme0n1"}`)); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestParseFlakeMetadata: the fields Nix documents, old and new; a flake
+// without a commit is refused.
+func TestParseFlakeMetadata(t *testing.T) {
+	rev := labRev
+	for _, c := range []struct{ name, json, wantURL, wantErr string }{
+		{"new", `{"revision":"` + rev + `","url":"git+file:///d?rev=` + rev + `"}`, "git+file:///d?rev=" + rev, ""},
+		{"old", `{"revision":"` + rev + `","lockedUrl":"github:o/d/` + rev + `"}`, "github:o/d/" + rev, ""},
+		{"dirty", `{"dirtyRevision":"` + rev + `-dirty","url":"git+file:///d"}`, "", "no revision"},
+		{"not a commit", `{"revision":"main","url":"git+file:///d?rev=main"}`, "", "not a commit hash"},
+	} {
+		_, url, err := deployer.ParseFlakeMetadata("/d", []byte(c.json))
+		switch {
+		case c.wantErr == "" && (err != nil || url != c.wantURL):
+			t.Errorf("%s: %q, %v", c.name, url, err)
+		case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+			t.Errorf("%s: err = %v", c.name, err)
+		}
+	}
+}
