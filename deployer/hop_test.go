@@ -314,3 +314,23 @@ func TestParseFlakeMetadata(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalRunnerAgent: with runner = "local" the bot serves its key on
+// <tmp>/agent.sock and gives nixos-rebuild SSH_AUTH_SOCK; the stub's real
+// ssh logs in to the target with it and nothing else.
+func TestLocalRunnerAgent(t *testing.T) {
+	e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) { c.Runner = nixdeploy.Runner{Address: "local"} }})
+	t.Setenv("PATH", e.lab.StubDir+":"+os.Getenv("PATH"))
+	t.Setenv("SSH_AUTH_SOCK", "")
+	before := e.lab.CurrentSystem("node1")
+	if _, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"}); err != nil {
+		t.Fatalf("switch: %v\n%s", err, e.sink.text())
+	}
+	noBadCalls(t, e.lab)
+	if e.lab.CurrentSystem("node1") == before {
+		t.Error("the system did not change")
+	}
+	if n := e.lab.Target("node1").Logins(); n != 2 {
+		t.Errorf("%d logins on node1, want the bot's and the runner's ssh", n)
+	}
+}
