@@ -384,6 +384,11 @@ func (f *Fleet) anywhere(ctx context.Context, p *proc) int {
 		fmt.Fprintf(p.stderr, "ssh: connect to host %s port %d: Connection refused\n", addr, port)
 		return 255
 	}
+	if !p.agent {
+		fmt.Fprintln(p.stdout, "### Uploading install SSH keys ###")
+		fmt.Fprintf(p.stderr, "root@%s: Permission denied (publickey).\n", addr)
+		return 255
+	}
 	h := t.host
 	if h.System == "x86_64-linux" {
 		local, ok := r.diskKeys[luksPasswordFile]
@@ -601,6 +606,11 @@ func (f *Fleet) rebuild(ctx context.Context, p *proc, port int, knownHosts strin
 	}
 	if t != nil && t.isUp() && !f.pinned(knownHosts, t, addr, port) {
 		fmt.Fprintln(p.stderr, "Host key verification failed.")
+		fmt.Fprintln(p.stderr, "error: failed to run command: ssh exited with status 255")
+		return 1
+	}
+	if t != nil && t.isUp() && !p.agent {
+		fmt.Fprintf(p.stderr, "root@%s: Permission denied (publickey).\n", addr)
 		fmt.Fprintln(p.stderr, "error: failed to run command: ssh exited with status 255")
 		return 1
 	}

@@ -282,6 +282,15 @@ func TestOnlyKnownCommands(t *testing.T) {
 		{"shell syntax", "builder", r.fleet.Runner().Addr(), "true; rm -rf /", 2, "not supported"},
 		{"unknown on the runner", "builder", r.fleet.Runner().Addr(), wrap + "curl evil", 127, "curl: not found"},
 		{"another script", "builder", r.fleet.Runner().Addr(), wrap + "sh -c 'id' sh", 2, "only nixdeploy's upload script"},
+		// The runner's own ssh to a target: without the pinned
+		// known_hosts it fails, as real OpenSSH with an empty ~/.ssh does.
+		{"rebuild without a pin", "builder", r.fleet.Runner().Addr(),
+			wrap + fmt.Sprintf("env 'NIX_SSHOPTS=-p %d' nixos-rebuild switch --flake /dots#ganon --target-host root@%s", ganon.Port, ganon.IP), 1, "Host key verification failed."},
+		{"rebuild with an unknown flag", "builder", r.fleet.Runner().Addr(),
+			wrap + "nixos-rebuild switch --flake /dots#ganon --target-host root@" + ganon.IP + " --yolo", 2, "unrecognized arguments: --yolo"},
+		{"nixos-anywhere with two hosts", "builder", r.fleet.Runner().Addr(),
+			wrap + "nixos-anywhere --no-such-flag --flake /dots#ganon root@" + ganon.IP, 1, "Usage: nixos-anywhere"},
+		{"nix flake show", "builder", r.fleet.Runner().Addr(), wrap + "nix flake show /dots", 1, "is not a recognised command"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := run(tc.user, tc.addr, tc.cmd)
