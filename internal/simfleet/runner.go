@@ -698,8 +698,8 @@ func (f *Fleet) evalError(ctx context.Context, p *proc, h Host, flake string) in
 		{0, true, "       (stack trace truncated; use '--show-trace' to show the full, detailed trace)"},
 		{0, true, ""},
 		{0, true, "       error: The option `fileSystems.\"/\".device' has conflicting definition values:"},
-		{0, true, "       - In `" + src + "/hosts/" + h.Name + "/hardware-configuration.nix': \"/dev/disk/by-uuid/8c1f2e9a-4d2b-4f4e-9a51-0b6c1d7e3f21\""},
-		{0, true, "       - In `" + src + "/modules/rk1.nix': \"/dev/disk/by-label/nixos\""},
+		{0, true, "       - In `" + src + "/nix/hosts/nixos/" + h.Name + "/configuration.nix': \"/dev/disk/by-uuid/8c1f2e9a-4d2b-4f4e-9a51-0b6c1d7e3f21\""},
+		{0, true, "       - In `" + src + "/nix/hosts/common/disks/rk1-emmc.nix': \"/dev/disk/by-partlabel/disk-main-root\""},
 		{0, true, "       Use `lib.mkForce value` or `lib.mkDefault value` to change the priority on any of these definitions."},
 	})
 	return 1

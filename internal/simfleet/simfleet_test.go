@@ -7,7 +7,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -185,6 +187,7 @@ func TestDeployerAgainstTheFleet(t *testing.T) {
 			t.Errorf("install output lacks %q", want)
 		}
 	}
+	checkDiskoMatchesNix(t, out.text)
 	calls := strings.Join(r.fleet.Calls(), "\n")
 	for _, want := range []string{"runner: exec sh -c", "mktemp -d", "--extra-files /tmp/tmp.", "rm -rf -- /tmp/tmp.", "ganon: exec sh -c"} {
 		if !strings.Contains(calls, want) {
@@ -201,6 +204,56 @@ func TestDeployerAgainstTheFleet(t *testing.T) {
 	}
 	if !out.has("has conflicting definition values") {
 		t.Errorf("the evaluation error is not in the output:\n%s", strings.Join(out.text, "\n"))
+	}
+	// The files the error names are the nix tree's own.
+	named := regexp.MustCompile(`-source/(nix/[^' ]+\.nix)`)
+	var seen int
+	for _, l := range out.text {
+		for _, m := range named.FindAllStringSubmatch(l, -1) {
+			seen++
+			if _, err := os.Stat(filepath.Join("..", "..", m[1])); err != nil {
+				t.Errorf("the simulated error names %s, which nix/ does not have", m[1])
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("the simulated error names no file of nix/")
+	}
+}
+
+// checkDiskoMatchesNix: the simulated disko output follows
+// nix/hosts/common/disks/standard-btrfs.nix: its ESP size, its LUKS name,
+// its passwordFile and every btrfs subvolume (@swap included).
+func checkDiskoMatchesNix(t *testing.T, out []string) {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "..", "nix", "hosts", "common", "disks", "standard-btrfs.nix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(out, "\n")
+	esp := regexp.MustCompile(`(?s)ESP = \{\s*size = "([^"]+)"`).FindSubmatch(src)
+	name := regexp.MustCompile(`type = "luks";\s*name = "([^"]+)"`).FindSubmatch(src)
+	pw := regexp.MustCompile(`passwordFile = "([^"]+)"`).FindSubmatch(src)
+	if esp == nil || name == nil || pw == nil {
+		t.Fatal("standard-btrfs.nix changed shape; update this test")
+	}
+	for _, want := range []string{
+		"--new=1:0:+" + string(esp[1]) + " ",
+		"/dev/mapper/" + string(name[1]),
+		"--key-file " + string(pw[1]),
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the simulated disko output lacks %q (from nix/)", want)
+		}
+	}
+	subs := regexp.MustCompile(`"(@[a-z]+)" = \{`).FindAllSubmatch(src, -1)
+	if len(subs) < 4 {
+		t.Fatalf("found %d subvolumes in standard-btrfs.nix", len(subs))
+	}
+	for _, m := range subs {
+		if !strings.Contains(text, "Create subvolume '/mnt/"+string(m[1])+"'") {
+			t.Errorf("the simulated disko output lacks subvolume %s", m[1])
+		}
 	}
 }
 
