@@ -157,6 +157,8 @@ type snapshot struct {
 	phase  int
 	lines  int64
 	tail   []string
+	// boot is what the installed hosts need at boot (installs only).
+	boot string
 }
 
 func (s snapshot) header() string {
@@ -172,6 +174,9 @@ func (s snapshot) progress(failed bool) string {
 	if s.marker != "" {
 		if s.phase >= 0 {
 			fmt.Fprintf(&b, "*Phases:* %s\n", phaseLine(s.phase, failed))
+		}
+		if s.boot != "" {
+			fmt.Fprintf(&b, "*At boot:* %s\n", s.boot)
 		}
 		fmt.Fprintf(&b, "*nixos-anywhere:* %s\n", escape(clip(s.marker, 200)))
 	}

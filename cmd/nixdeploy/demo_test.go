@@ -95,7 +95,7 @@ wait
 	// 3. The install, phase by phase, into the thread.
 	// Only stdout is in order: a command's stdout and stderr are read
 	// apart, as from any real command.
-	for _, want := range []string{"• Commit: `", "• Disks the flake's disko config formats: `main=/dev/nvme0n1`", "--disk-encryption-keys /tmp/secret.key /tmp/tmp."} {
+	for _, want := range []string{"*At boot:* ganon: LUKS; its passphrase", "• Commit: `", "• Disks the flake's disko config formats: `main=/dev/nvme0n1`", "--disk-encryption-keys /tmp/secret.key /tmp/tmp."} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the install lacks %q", want)
 		}
