@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -332,5 +333,35 @@ func TestLocalRunnerAgent(t *testing.T) {
 	}
 	if n := e.lab.Target("node1").Logins(); n != 2 {
 		t.Errorf("%d logins on node1, want the bot's and the runner's ssh", n)
+	}
+}
+
+// TestBuildOnRemoteForForeignSystem: a host whose system differs from the
+// runner's (asked with uname -m) is built on the target; one that matches
+// is left to nixos-anywhere's default.
+func TestBuildOnRemoteForForeignSystem(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("uname", "-m").Output()
+	if err != nil {
+		t.Skip("uname:", err)
+	}
+	native := strings.TrimSpace(string(out)) + "-linux"
+	foreign := "aarch64-linux"
+	if native == foreign {
+		foreign = "x86_64-linux"
+	}
+	for _, c := range []struct {
+		system, want string
+	}{{native, "auto"}, {foreign, "remote"}} {
+		t.Run(c.system, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, envConfig{cfg: func(cfg *nixdeploy.Config) { cfg.Hosts[0].System = c.system }})
+			if _, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"}); err != nil {
+				t.Fatalf("install: %v\n%s", err, e.sink.text())
+			}
+			if got := e.lab.Control("nixos-anywhere.node1.build-on"); got != c.want {
+				t.Errorf("nixos-anywhere built with --build-on %s, want %s", got, c.want)
+			}
+		})
 	}
 }
