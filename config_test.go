@@ -99,6 +99,23 @@ func TestTypeErrorHasLine(t *testing.T) {
 	}
 }
 
+// hostGanon ends ganon's table in validConfig, where per-host keys go.
+const hostGanon = "disk = \"/dev/nvme0n1\"\n"
+
+// TestInstallOptionsAccepted: the per-host install options in their valid
+// forms.
+func TestInstallOptionsAccepted(t *testing.T) {
+	cfg, err := nixdeploy.ParseConfig("ok.toml", []byte(strings.Replace(validConfig, hostGanon, hostGanon+
+		"disk_key = \"/tmp/secret.key\"\nphases = [\"kexec\", \"disko\", \"install\"]\nkexec = \"https://example.org/x-aarch64-linux.tar.gz\"\nkexec_extra_flags = \"--dtb=/boot/x.dtb\"\n[hosts.initrd_ssh]\nport = 2222\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := cfg.Host("ganon")
+	if !h.LUKS() || h.InitrdSSH == nil || h.InitrdSSH.HostKeyPath != nixdeploy.DefaultInitrdHostKeyPath || len(h.Phases) != 3 {
+		t.Errorf("ganon = %+v", h)
+	}
+}
+
 func TestValidation(t *testing.T) {
 	tests := []struct {
 		name string
@@ -120,6 +137,27 @@ func TestValidation(t *testing.T) {
 		{"bad strategy", func(s string) string { return s + schedule(`strategy = "yolo"`) }, `strategy "yolo" must be rolling or parallel`},
 		{"runner without pin", func(s string) string { return s + "[runner]\naddress = \"nix@runner.lan\"\n" }, `runner: set host_key or known_hosts`},
 		{"bad runner address", func(s string) string { return s + "[runner]\naddress = \"runner.lan\"\nhost_key = \"k\"\n" }, `must look like user@host`},
+		{"relative disk key", func(s string) string {
+			return strings.Replace(s, hostGanon, hostGanon+"disk_key = \"secret.key\"\n", 1)
+		}, `disk_key "secret.key" must be an absolute path`},
+		{"initrd without disk key", func(s string) string {
+			return strings.Replace(s, hostGanon, hostGanon+"[hosts.initrd_ssh]\nport = 2222\n", 1)
+		}, `initrd_ssh unlocks LUKS, but the host has no disk_key`},
+		{"initrd on the ssh port", func(s string) string {
+			return strings.Replace(s, hostGanon, hostGanon+"disk_key = \"/tmp/secret.key\"\n[hosts.initrd_ssh]\nport = 22\n", 1)
+		}, `initrd_ssh.port 22 is the host's own SSH port`},
+		{"unknown phase", func(s string) string {
+			return strings.Replace(s, hostGanon, hostGanon+"phases = [\"kexec\", \"wipe\"]\n", 1)
+		}, `unknown phase "wipe"`},
+		{"kexec without its phase", func(s string) string {
+			return strings.Replace(s, hostGanon, hostGanon+"phases = [\"disko\", \"install\"]\nkexec_extra_flags = \"--dtb=/x.dtb\"\n", 1)
+		}, `need the kexec phase`},
+		{"kexec not a tarball", func(s string) string {
+			return strings.Replace(s, hostGanon, hostGanon+"kexec = \"https://example.org/kexec.zip\"\n", 1)
+		}, `must be an http(s) URL or an absolute path`},
+		{"kexec relative", func(s string) string {
+			return strings.Replace(s, hostGanon, hostGanon+"kexec = \"kexec.tar.gz\"\n", 1)
+		}, `must be an http(s) URL or an absolute path`},
 		{"same reactions", func(s string) string {
 			return strings.Replace(s, "[slack]\n", "[slack]\napprove_reaction = \"x\"\n", 1)
 		}, `approve_reaction and reject_reaction are both "x"`},

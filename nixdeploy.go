@@ -109,6 +109,26 @@ type Deployment struct {
 	// Slack coordinates of the deployment's status message, when it has one.
 	Channel   string
 	MessageTS string
+	// Revision is the flake revision the deployment deployed, once known.
+	Revision string
+	// Lock, when set before the run (an approved install), is what the
+	// flakes resolved to when the request was approved; the run uses it
+	// instead of resolving again.
+	Lock *Lock
+}
+
+// Lock is what the fleet's flakes resolved to on the runner
+// (nix flake metadata --json), and the disk devices the installer's disko
+// config formats.
+type Lock struct {
+	// Revision is the flake's commit; URL its locked URL, which runs.
+	Revision string `json:"revision"`
+	URL      string `json:"url"`
+	// InstallerRevision and InstallerURL are the installer flake's.
+	InstallerRevision string `json:"installer_revision,omitempty"`
+	InstallerURL      string `json:"installer_url,omitempty"`
+	// Devices maps disko disk names to devices, per host.
+	Devices map[string]map[string]string `json:"devices,omitempty"`
 }
 
 // Stream names the output stream a log line came from.

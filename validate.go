@@ -23,7 +23,7 @@ func ValidName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
 // commands/ tests that its table and this list agree.
 var ReservedNames = []string{
 	"switch", "boot", "test", "dry-run", "dry-activate", "rollback", "install",
-	"status", "history", "cancel", "lock", "unlock", "schedules", "schedule", "keys", "help",
+	"status", "history", "cancel", "lock", "unlock", "unlock-disk", "schedules", "schedule", "keys", "help",
 }
 
 var digitsRE = regexp.MustCompile(`^[0-9]+$`)
@@ -273,10 +273,28 @@ func validateInstallOptions(p *problems, where string, h Host) {
 	}
 	if strings.ContainsAny(h.Kexec, " \t\n") {
 		p.add("%s: kexec %q must be one URL or path, without spaces", where, h.Kexec)
+	} else if h.Kexec != "" && !validKexec(h.Kexec) {
+		p.add("%s: kexec %q must be an http(s) URL or an absolute path on the runner ending in .tar.gz, .tar.xz, .tar.zst or .tar (nixos-anywhere picks the decompressor by that suffix)", where, h.Kexec)
 	}
 	if strings.ContainsAny(h.KexecExtraFlags, "\n\r") {
 		p.add("%s: kexec_extra_flags must be one line", where)
 	}
+}
+
+// validKexec is a kexec tarball as nixos-anywhere's runKexec takes it: a
+// local file it uploads, or a URL the target (or the runner) downloads,
+// unpacked with tar and a decompressor chosen by the suffix
+// (src/nixos-anywhere.sh, runKexec).
+func validKexec(s string) bool {
+	if !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "/") {
+		return false
+	}
+	for _, suf := range []string{".tar.gz", ".tar.xz", ".tar.zst", ".tar"} {
+		if strings.HasSuffix(s, suf) {
+			return true
+		}
+	}
+	return false
 }
 
 // validRemotePath is an absolute, clean path on a remote machine.

@@ -29,10 +29,18 @@ func plan(cfg *nixdeploy.Config, dep nixdeploy.Deployment) ([]planHost, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: %s is no longer in the fleet config", nixdeploy.ErrUnknownHost, name)
 		}
-		out = append(out, planHost{
+		ph := planHost{
 			Name: h.Name, Address: h.SSHAddr(), Disk: h.Disk,
-			Flake: cfg.FlakeRef(h), Installer: cfg.InstallerRef(h),
-		})
+			Flake: cfg.FlakeRef(h), Installer: cfg.InstallerRef(h), Boot: bootNote(h),
+		}
+		if l := dep.Lock; l != nil {
+			ph.Revision, ph.InstallerRevision = l.Revision, l.InstallerRevision
+			for n, d := range l.Devices[h.Name] {
+				ph.Devices = append(ph.Devices, n+"="+d)
+			}
+			slices.Sort(ph.Devices)
+		}
+		out = append(out, ph)
 	}
 	return out, nil
 }
@@ -48,12 +56,40 @@ func Fingerprint(cfg *nixdeploy.Config, dep nixdeploy.Deployment) (string, error
 	return fingerprint(dep.Action, hosts), nil
 }
 
+// planFingerprint is fingerprint, combined with the deployer's digest of
+// every step it will run when the deployer offers one.
+func (b *Bot) planFingerprint(dep nixdeploy.Deployment, hosts []planHost) (string, error) {
+	fp := fingerprint(dep.Action, hosts)
+	r, ok := b.deployer.(Resolver)
+	if !ok {
+		return fp, nil
+	}
+	steps, err := r.Fingerprint(dep)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(fp + "\x00" + steps))
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// bootNote says what an installed host needs at boot.
+func bootNote(h nixdeploy.Host) string {
+	switch {
+	case !h.LUKS():
+		return "no disk encryption; boots unattended"
+	case h.InitrdSSH != nil:
+		return fmt.Sprintf("LUKS; the bot unlocks it over the initrd SSH server (port %d, pinned key), or `/nixdeploy unlock %s`", h.InitrdSSH.Port, h.Name)
+	}
+	return "LUKS; its passphrase (keys/" + h.Name + "_disk_key) must be typed at the console at every boot"
+}
+
 func fingerprint(action nixdeploy.Action, hosts []planHost) string {
 	h := sha256.New()
 	for _, p := range hosts {
 		// NUL separators: no field can contain one, so no two plans
 		// serialise alike.
-		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00\x00", p.Name, action, p.Flake, p.Installer, p.Disk, p.Address)
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00\x00", p.Name, action, p.Flake, p.Installer, p.Disk, p.Address,
+			p.Revision, p.InstallerRevision, strings.Join(p.Devices, ","))
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -61,13 +97,32 @@ func fingerprint(action nixdeploy.Action, hosts []planHost) string {
 // askApproval stores a pending approval for dep and posts its message.
 func (b *Bot) askApproval(ctx context.Context, dep nixdeploy.Deployment, channel string) error {
 	cfg := b.Config()
+	if r, ok := b.deployer.(Resolver); ok && dep.Lock == nil {
+		// Pin what will run before anyone approves it: the revision and
+		// the disks the flake formats, asked on the runner.
+		lock, err := r.Resolve(ctx, dep)
+		if err != nil {
+			b.finishUnstarted(ctx, dep, nixdeploy.StateFailed, err)
+			return fmt.Errorf("resolve the flake before asking for approval: %w", err)
+		}
+		dep.Lock = lock
+		if ls, ok := b.store.(LockStore); ok {
+			if err := ls.SetLock(ctx, dep.ID, lock); err != nil {
+				return fmt.Errorf("record the resolved revision: %w", err)
+			}
+		}
+	}
 	hosts, err := plan(cfg, dep)
+	if err != nil {
+		return err
+	}
+	fp, err := b.planFingerprint(dep, hosts)
 	if err != nil {
 		return err
 	}
 	now := b.clock.Now().UTC()
 	a := nixdeploy.Approval{
-		DeploymentID: dep.ID, Fingerprint: fingerprint(dep.Action, hosts), Requester: dep.Requester,
+		DeploymentID: dep.ID, Fingerprint: fp, Requester: dep.Requester,
 		State: nixdeploy.ApprovalPending, CreatedAt: now, ExpiresAt: now.Add(cfg.Slack.ApprovalTTL.Duration),
 	}
 	if err := b.store.CreateApproval(ctx, &a); err != nil {
@@ -286,7 +341,11 @@ func (b *Bot) reaction(ctx context.Context, r Reaction) error {
 		return err
 	}
 	hosts, perr := plan(cfg, dep)
-	if perr != nil || fingerprint(dep.Action, hosts) != a.Fingerprint {
+	var fp string
+	if perr == nil {
+		fp, perr = b.planFingerprint(dep, hosts)
+	}
+	if perr != nil || fp != a.Fingerprint {
 		b.audit(ctx, r.User, "approval-refused-changed", dep.ID, fmt.Sprintf("approval %d: plan fingerprint changed", a.ID))
 		log.Warn("approval refused: plan changed since the request")
 		decision := ":no_entry: *Void*: the plan (host, address, disk, flake or installer) changed since this was requested, so this approval no longer applies. Request it again."

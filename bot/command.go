@@ -60,6 +60,8 @@ func (b *Bot) execute(ctx context.Context, inv Invocation, cmd commands.Command)
 		err = b.lock(ctx, inv, cmd)
 	case commands.KindUnlock:
 		err = b.unlock(ctx, inv, cmd)
+	case commands.KindUnlockDisk:
+		err = b.unlockDisk(ctx, inv, cmd)
 	case commands.KindSchedules:
 		err = b.listSchedules(ctx, inv)
 	case commands.KindSchedule:

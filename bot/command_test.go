@@ -73,6 +73,9 @@ func TestStatus(t *testing.T) {
 		Before: "/nix/store/aaa-nixos-system-ganon", After: "/nix/store/bbb-nixos-system-ganon"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := h.db.SetRevision(t.Context(), 1, "5f3c9a1e7b2d4c6e8a0b1d3f5e7c9a2b4d6f8e01"); err != nil {
+		t.Fatal(err)
+	}
 	h.command(bob, "lock rk1-node1 3d waiting for a new eMMC <yes>")
 	h.command(carol, "status")
 	got := h.ephemerals(carol)
@@ -81,6 +84,7 @@ func TestStatus(t *testing.T) {
 	}
 	for _, want := range []string{
 		"*ganon* — last: #1 switch :white_check_mark: succeeded",
+		"at `5f3c9a1e7b2d`",
 		"system `/nix/store/bbb-nixos-system-ganon`",
 		"*rk1-node1* — last: never deployed by nixdeploy · not locked",
 	} {

@@ -58,6 +58,28 @@ type Deployer interface {
 	Run(ctx context.Context, dep nixdeploy.Deployment, sink Sink) Result
 }
 
+// Resolver is what a Deployer may offer to pin a destructive request
+// before it is approved: the flakes' locked revisions and the disk devices
+// (Resolve, asked on the runner), and a digest of every step it will run
+// (Fingerprint). The approval message shows the first; the approval is
+// bound to both.
+type Resolver interface {
+	Resolve(ctx context.Context, dep nixdeploy.Deployment) (*nixdeploy.Lock, error)
+	Fingerprint(dep nixdeploy.Deployment) (string, error)
+}
+
+// Unlocker is what a Deployer may offer for "/nixdeploy unlock HOST":
+// the host's disk passphrase sent to its initrd SSH server.
+type Unlocker interface {
+	Unlock(ctx context.Context, host string) error
+}
+
+// LockStore is what a Store may offer to keep an approved request's lock
+// with the deployment, so the run uses what was approved.
+type LockStore interface {
+	SetLock(ctx context.Context, id int64, l *nixdeploy.Lock) error
+}
+
 // HostLock is a manual lock on a host ("/nixdeploy lock").
 type HostLock struct {
 	Host      string

@@ -157,6 +157,8 @@ type snapshot struct {
 	phase  int
 	lines  int64
 	tail   []string
+	// boot is what the installed hosts need at boot (installs only).
+	boot string
 }
 
 func (s snapshot) header() string {
@@ -172,6 +174,9 @@ func (s snapshot) progress(failed bool) string {
 	if s.marker != "" {
 		if s.phase >= 0 {
 			fmt.Fprintf(&b, "*Phases:* %s\n", phaseLine(s.phase, failed))
+		}
+		if s.boot != "" {
+			fmt.Fprintf(&b, "*At boot:* %s\n", s.boot)
 		}
 		fmt.Fprintf(&b, "*nixos-anywhere:* %s\n", escape(clip(s.marker, 200)))
 	}
@@ -267,6 +272,14 @@ type planHost struct {
 	Disk      string
 	Flake     string
 	Installer string
+	// Revision and InstallerRevision are the commits resolved on the
+	// runner; Devices the disks the installer's disko config formats
+	// (name=device). Empty when the deployer could not resolve them.
+	Revision          string
+	InstallerRevision string
+	Devices           []string
+	// Boot says what the host needs at boot (LUKS passphrase or not).
+	Boot string
 }
 
 // approvalMessage renders the approval request; decision, when set,
@@ -277,8 +290,18 @@ func approvalMessage(dep nixdeploy.Deployment, plan []planHost, a nixdeploy.Appr
 		sections[0] = decision + "\n~Approval needed: " + title(dep) + "~"
 	}
 	for _, h := range plan {
-		sections = append(sections, fmt.Sprintf("*%s* (%s)\n• Disk that will be *wiped*: `%s`\n• Installer: `%s`\n• Flake: `%s`",
-			escape(h.Name), escape(h.Address), escape(h.Disk), escape(h.Installer), escape(h.Flake)))
+		sec := fmt.Sprintf("*%s* (%s)\n• Disk that will be *wiped*: `%s`\n• Installer: `%s`\n• Flake: `%s`",
+			escape(h.Name), escape(h.Address), escape(h.Disk), escape(h.Installer), escape(h.Flake))
+		if h.Revision != "" {
+			sec += fmt.Sprintf("\n• Commit: `%s` (installer `%s`)", escape(h.Revision), escape(h.InstallerRevision))
+		}
+		if len(h.Devices) > 0 {
+			sec += fmt.Sprintf("\n• Disks the flake's disko config formats: `%s`", escape(strings.Join(h.Devices, " ")))
+		}
+		if h.Boot != "" {
+			sec += "\n• At boot: " + h.Boot
+		}
+		sections = append(sections, sec)
 	}
 	short := a.Fingerprint
 	if len(short) > 12 {

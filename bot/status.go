@@ -77,7 +77,11 @@ func (b *Bot) status(ctx context.Context, inv Invocation, cmd commands.Command) 
 			if when.IsZero() {
 				when = d.CreatedAt
 			}
-			parts = append(parts, fmt.Sprintf("last: #%d %s %s %s by %s", d.ID, d.Action, stateWord(d.State), utc(when), mention(d.Requester)))
+			last := fmt.Sprintf("last: #%d %s %s %s by %s", d.ID, d.Action, stateWord(d.State), utc(when), mention(d.Requester))
+			if d.Revision != "" {
+				last += fmt.Sprintf(" at `%s`", shortRev(d.Revision))
+			}
+			parts = append(parts, last)
 		}
 		b.mu.Lock()
 		for _, r := range b.runs {
@@ -116,6 +120,14 @@ func (b *Bot) status(ctx context.Context, inv Invocation, cmd commands.Command) 
 		lines = append(lines, "_"+approvalsSummary(pending)+"_")
 	}
 	return b.tell(ctx, inv, Message{Kind: KindReply, Text: "nixdeploy status", Sections: sectionsOf("*Fleet status*", lines)})
+}
+
+// shortRev is a commit as people quote it.
+func shortRev(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
 }
 
 func (b *Bot) history(ctx context.Context, inv Invocation, cmd commands.Command) error {
@@ -220,6 +232,26 @@ func (b *Bot) lock(ctx context.Context, inv Invocation, cmd commands.Command) er
 		b.log.Warn("announce lock", "err", err)
 	}
 	return nil
+}
+
+// unlockDisk sends a host's disk passphrase to its initrd (deployers
+// only, audited; the passphrase never passes through the bot's chat or
+// log).
+func (b *Bot) unlockDisk(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	if err := b.requireDeployer(ctx, inv, "unlock disks", cmd); err != nil {
+		return err
+	}
+	u, ok := b.deployer.(Unlocker)
+	if !ok {
+		return userf(nixdeploy.ErrInvalidInput, "disk unlocking is not available in this nixdeploy")
+	}
+	h := cmd.Hosts[0]
+	b.audit(ctx, inv.User, "unlock-disk", 0, h)
+	if err := u.Unlock(ctx, h); err != nil {
+		b.audit(ctx, inv.User, "unlock-disk-failed", 0, h)
+		return err
+	}
+	return b.tell(ctx, inv, reply(fmt.Sprintf(":key: %s's initrd presented its pinned key and got its disk passphrase (asked by %s); it should boot now.", h, mention(inv.User))))
 }
 
 func (b *Bot) unlock(ctx context.Context, inv Invocation, cmd commands.Command) error {

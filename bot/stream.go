@@ -32,6 +32,8 @@ type Streamer struct {
 	ts         string
 	approvedBy string
 	started    time.Time
+	// boot says, for an install, what the hosts need at boot.
+	boot string
 
 	mu     sync.Mutex
 	tail   []string // ring of the newest b.tail lines
@@ -46,12 +48,22 @@ type Streamer struct {
 }
 
 func newStreamer(b *Bot, dep nixdeploy.Deployment, channel, approvedBy string) *Streamer {
-	return &Streamer{
+	st := &Streamer{
 		b: b, dep: dep, channel: channel, approvedBy: approvedBy,
 		started: b.clock.Now(), phase: -1,
 		tail: make([]string, 0, b.tailLines),
 		kick: make(chan struct{}, 1),
 	}
+	if dep.Action == nixdeploy.ActionInstall {
+		var notes []string
+		for _, name := range dep.Hosts {
+			if h, ok := b.Config().Host(name); ok {
+				notes = append(notes, name+": "+bootNote(h))
+			}
+		}
+		st.boot = strings.Join(notes, "; ")
+	}
+	return st
 }
 
 // Line implements Sink.
@@ -125,7 +137,7 @@ func (s *Streamer) snapshot() snapshot {
 	tail = append(tail, s.tail[:s.next]...)
 	return snapshot{
 		dep: s.dep, approvedBy: s.approvedBy, elapsed: s.b.clock.Now().Sub(s.started),
-		host: s.host, step: s.step, marker: s.marker, phase: s.phase, lines: s.lines, tail: tail,
+		host: s.host, step: s.step, marker: s.marker, phase: s.phase, lines: s.lines, tail: tail, boot: s.boot,
 	}
 }
 

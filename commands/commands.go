@@ -24,16 +24,19 @@ type Kind string
 
 // The kinds of command.
 const (
-	KindDeploy    Kind = "deploy"
-	KindStatus    Kind = "status"
-	KindHistory   Kind = "history"
-	KindCancel    Kind = "cancel"
-	KindLock      Kind = "lock"
-	KindUnlock    Kind = "unlock"
-	KindSchedules Kind = "schedules"
-	KindSchedule  Kind = "schedule"
-	KindKeysCheck Kind = "keys-check"
-	KindHelp      Kind = "help"
+	KindDeploy  Kind = "deploy"
+	KindStatus  Kind = "status"
+	KindHistory Kind = "history"
+	KindCancel  Kind = "cancel"
+	KindLock    Kind = "lock"
+	KindUnlock  Kind = "unlock"
+	// KindUnlockDisk sends a LUKS host's passphrase to its initrd SSH
+	// server after a reboot.
+	KindUnlockDisk Kind = "unlock-disk"
+	KindSchedules  Kind = "schedules"
+	KindSchedule   Kind = "schedule"
+	KindKeysCheck  Kind = "keys-check"
+	KindHelp       Kind = "help"
 )
 
 // Limits and defaults of the grammar.
@@ -148,6 +151,18 @@ func Parse(cfg *nixdeploy.Config, text string) (Command, error) {
 		return p.lock(s, args)
 	case KindUnlock:
 		return p.unlock(s, args)
+	case KindUnlockDisk:
+		if len(args) != 1 {
+			return Command{}, usagef("unlock-disk takes exactly one host, not %d words; %s", len(args), s.usage())
+		}
+		sels, hosts, err := p.oneWord(s, args[0])
+		if err != nil {
+			return Command{}, err
+		}
+		if len(hosts) != 1 {
+			return Command{}, usagef("unlock-disk unlocks one host at a time; %s matches %d", args[0], len(hosts))
+		}
+		return Command{Kind: KindUnlockDisk, Hosts: hosts, Selectors: sels}, nil
 	case KindSchedules:
 		if len(args) > 0 {
 			return Command{}, usagef("schedules takes no arguments; %s", s.usage())
@@ -514,6 +529,8 @@ func (c Command) String() string {
 		}
 	case KindUnlock:
 		words = append(words, "unlock", strings.Join(sels, ","))
+	case KindUnlockDisk:
+		words = append(words, "unlock-disk", strings.Join(sels, ","))
 	case KindSchedules:
 		words = append(words, "schedules")
 	case KindSchedule:

@@ -11,18 +11,25 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 )
 
-const deploymentCols = `id, hosts, action, requester, source, state, created_at, started_at, ended_at, exit_code, error, channel, message_ts`
+const deploymentCols = `id, hosts, action, requester, source, state, created_at, started_at, ended_at, exit_code, error, channel, message_ts, revision, lock`
 
 func scanDeployment(row interface{ Scan(...any) error }) (nixdeploy.Deployment, error) {
 	var (
 		d                       nixdeploy.Deployment
 		hosts                   string
 		created, started, ended int64
+		lock                    string
 	)
 	err := row.Scan(&d.ID, &hosts, &d.Action, &d.Requester, &d.Source, &d.State, &created, &started, &ended,
-		&d.ExitCode, &d.Error, &d.Channel, &d.MessageTS)
+		&d.ExitCode, &d.Error, &d.Channel, &d.MessageTS, &d.Revision, &lock)
 	if err != nil {
 		return d, err
+	}
+	if lock != "" {
+		d.Lock = new(nixdeploy.Lock)
+		if err := json.Unmarshal([]byte(lock), d.Lock); err != nil {
+			return d, fmt.Errorf("deployment %d: bad lock column: %w", d.ID, err)
+		}
 	}
 	if err := json.Unmarshal([]byte(hosts), &d.Hosts); err != nil {
 		return d, fmt.Errorf("deployment %d: bad hosts column: %w", d.ID, err)
@@ -47,12 +54,16 @@ func (d *DB) CreateDeployment(ctx context.Context, dep *nixdeploy.Deployment) er
 	if err != nil {
 		return err
 	}
+	lock, err := encodeLock(dep.Lock)
+	if err != nil {
+		return err
+	}
 	return d.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO deployments
-			(hosts, action, requester, source, state, created_at, started_at, ended_at, exit_code, error, channel, message_ts)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			(hosts, action, requester, source, state, created_at, started_at, ended_at, exit_code, error, channel, message_ts, revision, lock)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			string(hosts), dep.Action, dep.Requester, dep.Source, dep.State, nanos(dep.CreatedAt),
-			nanos(dep.StartedAt), nanos(dep.EndedAt), dep.ExitCode, dep.Error, dep.Channel, dep.MessageTS)
+			nanos(dep.StartedAt), nanos(dep.EndedAt), dep.ExitCode, dep.Error, dep.Channel, dep.MessageTS, dep.Revision, lock)
 		if err != nil {
 			return fmt.Errorf("create deployment: %w", err)
 		}
@@ -66,6 +77,39 @@ func (d *DB) CreateDeployment(ctx context.Context, dep *nixdeploy.Deployment) er
 		}
 		return nil
 	})
+}
+
+func encodeLock(l *nixdeploy.Lock) (string, error) {
+	if l == nil {
+		return "", nil
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return "", fmt.Errorf("encode lock: %w", err)
+	}
+	return string(b), nil
+}
+
+// SetRevision records the flake revision deployment id deployed.
+func (d *DB) SetRevision(ctx context.Context, id int64, revision string) error {
+	res, err := d.sql.ExecContext(ctx, `UPDATE deployments SET revision = ? WHERE id = ?`, revision, id)
+	if err != nil {
+		return fmt.Errorf("set revision of deployment %d: %w", id, err)
+	}
+	return checkOne(res, fmt.Sprintf("deployment %d", id))
+}
+
+// SetLock records what deployment id was approved with; the run uses it.
+func (d *DB) SetLock(ctx context.Context, id int64, l *nixdeploy.Lock) error {
+	lock, err := encodeLock(l)
+	if err != nil {
+		return err
+	}
+	res, err := d.sql.ExecContext(ctx, `UPDATE deployments SET lock = ? WHERE id = ?`, lock, id)
+	if err != nil {
+		return fmt.Errorf("set lock of deployment %d: %w", id, err)
+	}
+	return checkOne(res, fmt.Sprintf("deployment %d", id))
 }
 
 // Deployment returns one deployment.

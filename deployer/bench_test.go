@@ -136,6 +136,7 @@ func (s *discardStore) CreateDeployment(_ context.Context, d *nixdeploy.Deployme
 	return nil
 }
 func (s *discardStore) SetState(context.Context, int64, nixdeploy.State) error { return nil }
+func (s *discardStore) SetRevision(context.Context, int64, string) error       { return nil }
 func (s *discardStore) Finish(context.Context, int64, nixdeploy.State, int, string) error {
 	return nil
 }

@@ -33,6 +33,8 @@ type Store interface {
 	Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error
 	AppendLogs(ctx context.Context, id int64, lines []nixdeploy.LogLine) error
 	RecordStep(ctx context.Context, id int64, s nixdeploy.StepResult) error
+	// SetRevision records the flake revision a deployment deployed.
+	SetRevision(ctx context.Context, id int64, revision string) error
 }
 
 // HostKeys is the pre-generated key store: a host's pinned public key and
@@ -40,6 +42,13 @@ type Store interface {
 type HostKeys interface {
 	HostPublicKey(host string) (ssh.PublicKey, error)
 	HostPrivateKey(host string) ([]byte, error)
+	// DiskKey is the LUKS passphrase of a host whose config has disk_key.
+	DiskKey(host string) ([]byte, error)
+	// InitrdHostPrivateKey and InitrdHostPublicKey are the initrd SSH
+	// server's key of a host with initrd_ssh: uploaded with the install,
+	// pinned when unlocking.
+	InitrdHostPrivateKey(host string) ([]byte, error)
+	InitrdHostPublicKey(host string) (ssh.PublicKey, error)
 }
 
 // Preflight checks, before an install, that everything the installed host
@@ -162,6 +171,8 @@ type Deployer struct {
 	log    *slog.Logger
 	runner *endpoint // nil when the runner is local
 	jump   *endpoint
+
+	runnerSys string // the runner's Nix system, once probed; under mu
 
 	mu      sync.Mutex
 	busy    map[string]int64 // host → deployment holding it (0 while it is being created)
@@ -294,6 +305,8 @@ type HostReport struct {
 	// Before and After are /run/current-system around the action.
 	Before, After string
 	Warnings      []string
+	// Revision is the flake revision deployed ("" when never resolved).
+	Revision string
 }
 
 // Report is the result of Run.
@@ -421,8 +434,15 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 			rep.Hosts = append(rep.Hosts, HostReport{Host: p.Host.Name, Outcome: OutcomeUntouched, ExitCode: -1})
 			continue
 		}
+		if dep.Lock != nil && dep.Lock.URL != "" {
+			p.Locked = dep.Lock
+		}
 		hr := r.host(ctx, p)
 		rep.Hosts = append(rep.Hosts, hr)
+		if hr.Revision != "" && hr.Revision != dep.Revision {
+			dep.Revision = hr.Revision
+			d.recordRevision(ctx, dep.ID, hr.Revision)
+		}
 		if hr.Outcome != OutcomeSucceeded {
 			runErr = &StepError{Host: hr.Host, Step: hr.Step, ExitCode: hr.ExitCode, Err: hr.Err}
 		}
@@ -460,6 +480,14 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	d.finishStore(ctx, dep.ID, rep.State, dep.ExitCode, errText)
 	log.Info("deployment ended", "state", string(rep.State), "summary", rep.Summary())
 	return rep, runErr
+}
+
+func (d *Deployer) recordRevision(ctx context.Context, id int64, rev string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := d.opts.Store.SetRevision(ctx, id, rev); err != nil {
+		d.log.Error("record the deployed revision", "deployment", id, "err", err)
+	}
 }
 
 func (d *Deployer) finishStore(ctx context.Context, id int64, state nixdeploy.State, code int, errText string) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,9 @@ import (
 	"github.com/nixdeploy/nixdeploy/internal/sshlab"
 )
 
+// labRev is the revision the lab's stub nix reports for its flakes.
+const labRev = "0123456789abcdef0123456789abcdef01234567"
+
 // TestSwitch: a switch runs nixos-rebuild on the runner with exactly the
 // expected argv, and verification sees the new system running.
 func TestSwitch(t *testing.T) {
@@ -33,9 +37,26 @@ func TestSwitch(t *testing.T) {
 	}
 	noBadCalls(t, e.lab)
 	tgt := e.lab.Target("node1")
-	want := fmt.Sprintf("nixos-rebuild runner [switch] [--flake] [%s#node1] [--target-host] [root@%s] {NIX_SSHOPTS=-p %d}", e.lab.Flake, tgt.Host, tgt.Port)
-	if got := e.lab.CallsTo("nixos-rebuild"); len(got) != 1 || got[0] != want {
-		t.Errorf("nixos-rebuild calls:\n got %q\nwant %q", got, want)
+	calls := e.lab.CallsTo("nixos-rebuild")
+	if len(calls) != 1 {
+		t.Fatalf("nixos-rebuild calls: %q", calls)
+	}
+	tmp := strings.TrimSuffix(strings.TrimPrefix(regexp.MustCompile(`UserKnownHostsFile=(\S+)`).FindString(calls[0]), "UserKnownHostsFile="), "/known_hosts")
+	want := fmt.Sprintf("nixos-rebuild runner [switch] [--flake] [git+file://%s?rev=%s#node1] [--target-host] [root@%s] {NIX_SSHOPTS=-o UserKnownHostsFile=%s/known_hosts -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -p %d}",
+		e.lab.Flake, labRev, tgt.Host, tmp, tgt.Port)
+	if calls[0] != want {
+		t.Errorf("nixos-rebuild calls:\n got %q\nwant %q", calls[0], want)
+	}
+	if tmp == "" || exists(tmp) {
+		t.Errorf("run directory %q was not removed", tmp)
+	}
+	// The stub reached the target with real ssh: the target's readlink ran
+	// twice from the bot (probe, verify) and once from the runner's ssh.
+	if n := len(e.lab.CallsTo("readlink")); n != 3 {
+		t.Errorf("readlink ran %d times on node1, want 3 (probe, nixos-rebuild's ssh, verify)", n)
+	}
+	if got := e.stored(dep.ID).Revision; got != labRev {
+		t.Errorf("recorded revision %q, want %q", got, labRev)
 	}
 	after := e.lab.CurrentSystem("node1")
 	if after == before {
@@ -48,10 +69,10 @@ func TestSwitch(t *testing.T) {
 		t.Errorf("stored deployment = %+v", got)
 	}
 	steps := e.steps(dep.ID)
-	if got := stepNames(steps); got != "connect probe nixos-rebuild verify" {
+	if got := stepNames(steps); got != "connect mktemp known-hosts lock-flake probe nixos-rebuild verify remove-tmp" {
 		t.Errorf("steps = %s", got)
 	}
-	if v := steps[len(steps)-1]; v.Before != before || v.After != after {
+	if v := steps[len(steps)-2]; v.Before != before || v.After != after {
 		t.Errorf("verify step recorded %q → %q, want %q → %q", v.Before, v.After, before, after)
 	}
 	if cur, _, err := e.db.CurrentSystem(t.Context(), "node1"); err != nil || cur != after {
@@ -99,14 +120,14 @@ func TestInstall(t *testing.T) {
 		t.Fatal("nixos-anywhere did not record its extra-files dir")
 	}
 	tgt := e.lab.Target("node1")
-	want := fmt.Sprintf("nixos-anywhere runner [--ssh-port] [%d] [--extra-files] [%s] [--flake] [%s#node1] [root@%s]", tgt.Port, tmp, e.lab.InstallerFlake, tgt.Host)
+	want := fmt.Sprintf("nixos-anywhere runner [--ssh-port] [%d] [--extra-files] [%s] [--flake] [git+file://%s?rev=%s#node1] [root@%s]", tgt.Port, tmp, e.lab.InstallerFlake, labRev, tgt.Host)
 	if got := e.lab.CallsTo("nixos-anywhere"); len(got) != 1 || got[0] != want {
 		t.Errorf("nixos-anywhere calls:\n got %q\nwant %q", got, want)
 	}
 	if exists(tmp) {
 		t.Errorf("temp dir %s with the host key is still on the runner", tmp)
 	}
-	if got := stepNames(e.steps(dep.ID)); got != "preflight connect mktemp upload-host-key upload-host-key-pub nixos-anywhere remove-tmp wait-for-ssh probe nixos-rebuild verify" {
+	if got := stepNames(e.steps(dep.ID)); got != "preflight connect mktemp known-hosts lock-flake lock-installer disk-devices upload-host-key upload-host-key-pub nixos-anywhere remove-keys wait-for-ssh probe nixos-rebuild verify remove-tmp" {
 		t.Errorf("steps = %s", got)
 	}
 	var phases []string
@@ -117,7 +138,7 @@ func TestInstall(t *testing.T) {
 	}
 	wantPhases := []string{"Uploading install SSH keys", "Gathering machine facts", "Switching system into kexec",
 		"Waiting for the machine to become unreachable due to reboot", "Formatting hard drive with disko",
-		"Uploading the system closure", "Installing NixOS", "Rebooting", "Done!"}
+		"Copying extra files", "Uploading the system closure", "Installing NixOS", "Rebooting", "Done!"}
 	if strings.Join(phases, "|") != strings.Join(wantPhases, "|") {
 		t.Errorf("phases = %q", phases)
 	}
@@ -153,10 +174,10 @@ func TestFailureExitCode(t *testing.T) {
 		t.Errorf("stored = %+v", got)
 	}
 	steps := e.steps(dep.ID)
-	if names := stepNames(steps); names != "connect probe nixos-rebuild" {
+	if names := stepNames(steps); names != "connect mktemp known-hosts lock-flake probe nixos-rebuild remove-tmp" {
 		t.Errorf("steps = %s", names)
 	}
-	if last := steps[len(steps)-1]; last.ExitCode != 3 || last.Error == "" {
+	if last := steps[len(steps)-2]; last.ExitCode != 3 || last.Error == "" {
 		t.Errorf("failed step recorded as %+v", last)
 	}
 	if len(e.lab.CallsTo("systemctl")) != 0 {
@@ -261,8 +282,11 @@ func TestInstallWrongKeyAfterReboot(t *testing.T) {
 	e := newEnv(t, envConfig{opts: func(o *deployer.Options) {
 		o.HostKeys = &afterInstallKeys{HostKeys: o.HostKeys, installed: &installed, wrong: wrong}
 	}})
+	var loginsAtDone atomic.Int64
 	done := deployer.SinkFunc(func(l nixdeploy.LogLine) {
 		if p, ok := deployer.Phase(l); ok && p == "Done!" {
+			// nixos-anywhere's own ssh logged in before the install.
+			loginsAtDone.Store(int64(e.lab.Target("node1").Logins()))
 			installed.Store(true)
 		}
 	})
@@ -273,10 +297,10 @@ func TestInstallWrongKeyAfterReboot(t *testing.T) {
 	if se := asStepError(t, err); se.Step != "wait-for-ssh" {
 		t.Errorf("failed at %s", se.Step)
 	}
-	if len(e.lab.CallsTo("nixos-rebuild")) != 0 || e.lab.Target("node1").Logins() != 0 {
+	if len(e.lab.CallsTo("nixos-rebuild")) != 0 || int64(e.lab.Target("node1").Logins()) != loginsAtDone.Load() {
 		t.Error("the deployer went on with a host that has the wrong key")
 	}
-	if got := stepNames(e.steps(dep.ID)); !strings.HasSuffix(got, "nixos-anywhere remove-tmp wait-for-ssh") {
+	if got := stepNames(e.steps(dep.ID)); !strings.HasSuffix(got, "nixos-anywhere remove-keys wait-for-ssh remove-tmp") {
 		t.Errorf("steps = %s", got)
 	}
 }
@@ -373,7 +397,7 @@ func TestCancelInstall(t *testing.T) {
 	if exists(tmp) {
 		t.Errorf("temp dir %s survived the cancel", tmp)
 	}
-	if got := stepNames(e.steps(r.dep.ID)); got != "preflight connect mktemp upload-host-key upload-host-key-pub nixos-anywhere remove-tmp" {
+	if got := stepNames(e.steps(r.dep.ID)); got != "preflight connect mktemp known-hosts lock-flake lock-installer disk-devices upload-host-key upload-host-key-pub nixos-anywhere remove-keys remove-tmp" {
 		t.Errorf("steps = %s", got)
 	}
 	if got := e.stored(r.dep.ID); got.State != nixdeploy.StateCancelled {

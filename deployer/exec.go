@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/nixdeploy/nixdeploy"
 )
@@ -41,6 +42,10 @@ type command struct {
 	// note reports what the executor did on the user's behalf, such as
 	// killing a cancelled command.
 	note func(text string)
+	// agent, when set, is forwarded to the command's session (remote
+	// runner); env is added to a local command's environment.
+	agent agent.Agent
+	env   []string
 }
 
 // executor runs commands somewhere: over an SSH connection or locally.
@@ -166,6 +171,14 @@ func (e *sshExec) run(ctx context.Context, cmd command) error {
 			cmd.out(nixdeploy.StreamStderr, b)
 		})
 	}()
+	if cmd.agent != nil {
+		if err := e.c.forwardAgent(cmd.agent); err != nil {
+			return fmt.Errorf("forward the SSH agent to %s: %w", e.c.name, err)
+		}
+		if err := e.c.requestAgent(sess); err != nil {
+			return fmt.Errorf("%s refused SSH agent forwarding (allow it in its sshd_config): %w", e.c.name, err)
+		}
+	}
 	if err := sess.Start(remoteCommand(cmd.argv)); err != nil {
 		sess.Close()
 		wg.Wait()

@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -25,8 +26,9 @@ const (
 // Kind says how a step is carried out.
 type Kind string
 
-// Step kinds. Only KindCommand and KindTempDir run Argv as given; the
-// others are the deployer's own procedures, whose commands are fixed.
+// Step kinds. Only KindCommand, KindTempDir, KindLock and KindDisks run
+// Argv as given; the others are the deployer's own procedures, whose
+// commands are fixed.
 const (
 	KindCommand   Kind = "command"
 	KindPreflight Kind = "preflight"
@@ -35,6 +37,12 @@ const (
 	KindWaitSSH   Kind = "wait-ssh"
 	KindProbe     Kind = "probe"
 	KindVerify    Kind = "verify"
+	// KindLock asks the runner for a flake's locked revision (nix flake
+	// metadata --json); its argv names which flake.
+	KindLock Kind = "lock"
+	// KindDisks evaluates the installer configuration's disko disk
+	// devices and refuses a device other than the config's disk.
+	KindDisks Kind = "disks"
 )
 
 // Input is what a command step gets on stdin. Key material is named, not
@@ -47,11 +55,43 @@ const (
 	InputNone    Input = ""
 	InputHostKey Input = "host-private-key"
 	InputHostPub Input = "host-public-key"
+	// InputKnownHosts is the known_hosts line built from the host's pinned
+	// .pub ("addr key" or "[addr]:port key").
+	InputKnownHosts Input = "known-hosts"
+	// InputDiskKey is the host's LUKS passphrase from the key store.
+	InputDiskKey Input = "disk-key"
+	// InputInitrdKey is the host's initrd SSH host key from the key store.
+	InputInitrdKey Input = "initrd-private-key"
 )
 
-// TempDir stands, as a whole argv element, for the directory the plan's
-// KindTempDir step created on the runner.
-const TempDir = "<tmp>"
+// Placeholders in argv elements, filled in when the step runs. They are
+// what `nixdeploy plan` prints where the value is not known beforehand.
+const (
+	// TempDir is the directory the plan's KindTempDir step created on the
+	// runner (mktemp -d).
+	TempDir = "<tmp>"
+	// LockedFlake is Config.Flake at the revision its KindLock step (or
+	// the approval) resolved.
+	LockedFlake = "<flake>"
+	// LockedInstaller is Config.InstallerFlake at its locked revision.
+	LockedInstaller = "<installer>"
+)
+
+// Files of the run directory on the runner. Key material sits in it only
+// between its upload and the remove-keys step; disk.key is outside
+// extra-files so nixos-anywhere never copies it into /mnt.
+const (
+	knownHostsFile = "known_hosts"
+	extraFilesDir  = "extra-files"
+	diskKeyFile    = "disk.key"
+	agentSocket    = "agent.sock"
+	hostKeyRel     = "etc/ssh/ssh_host_ed25519_key"
+)
+
+// nixFlags lets the runner's nix run the flake commands whether or not its
+// nix.conf enables them; nixos-anywhere passes the same flags to its own
+// nix calls (src/nixos-anywhere.sh).
+var nixFlags = []string{"--extra-experimental-features", "nix-command flakes"}
 
 // Step is one named step of a plan.
 type Step struct {
@@ -60,6 +100,13 @@ type Step struct {
 	Where Where
 	Argv  []string
 	Stdin Input
+	// Agent: the command reaches the targets with its own ssh, so it gets
+	// the bot's key through the SSH agent (forwarded to a remote runner,
+	// an in-process agent on <tmp>/agent.sock for a local one).
+	Agent bool
+	// BuildOnRemoteIfForeign: nixos-anywhere gets --build-on remote when
+	// the runner's system, probed once, differs from the host's.
+	BuildOnRemoteIfForeign bool
 	// Timeout bounds the step; a step that runs over is stopped.
 	Timeout time.Duration
 	// Cleanup steps run whatever happened before them, cancel included,
@@ -87,6 +134,13 @@ type Plan struct {
 	Action nixdeploy.Action
 	Steps  []Step
 	Expect Expect
+	// Locked holds the revisions resolved before the run (by an approval);
+	// when set the plan's lock steps are skipped and these are used, so
+	// what was approved is what runs.
+	Locked *nixdeploy.Lock
+	// Notes say what the argv cannot: what nixos-anywhere cannot pin, what
+	// happens at boot.
+	Notes []string
 }
 
 // String lists the steps, one a line, with their commands quoted as the
@@ -97,7 +151,7 @@ func (p *Plan) String() string {
 	for i, s := range p.Steps {
 		fmt.Fprintf(&b, "%2d. %-20s %-7s", i+1, s.Name, s.Where)
 		if len(s.Argv) > 0 {
-			b.WriteString(" " + shellJoin(s.Argv))
+			b.WriteString(" " + shellJoin(p.argv(s)))
 		}
 		if s.Stdin != InputNone {
 			b.WriteString(" < " + string(s.Stdin))
@@ -107,11 +161,25 @@ func (p *Plan) String() string {
 		}
 		b.WriteString("\n")
 	}
+	for _, n := range p.Notes {
+		b.WriteString("    note: " + n + "\n")
+	}
 	return b.String()
 }
 
+// Argv is a step's argv as it will run, with the resolved revisions in
+// place when the plan has them and the other placeholders left.
+func (p *Plan) Argv(s Step) []string { return p.argv(s) }
+
+func (p *Plan) argv(s Step) []string {
+	if p.Locked == nil {
+		return s.Argv
+	}
+	return fill(s.Argv, "", p.Locked)
+}
+
 // Plan builds the plan for action on the fleet host named host. Only
-// hosts of the fleet config can be named.
+// hosts of the fleet config can be named. It connects nowhere.
 func (d *Deployer) Plan(host string, action nixdeploy.Action) (*Plan, error) {
 	h, ok := d.cfg.Host(host)
 	if !ok {
@@ -123,30 +191,57 @@ func (d *Deployer) Plan(host string, action nixdeploy.Action) (*Plan, error) {
 	t := d.opts.Timeouts
 	p := &Plan{Host: h, Action: action}
 	connect := Step{Name: "connect", Kind: KindConnect, Where: WhereBot, Timeout: t.Command}
+	mktemp := Step{Name: "mktemp", Kind: KindTempDir, Where: WhereRunner, Argv: []string{"mktemp", "-d"}, Timeout: t.Command}
+	knownHosts := Step{Name: "known-hosts", Kind: KindCommand, Where: WhereRunner, Stdin: InputKnownHosts, Timeout: t.Command,
+		Argv: uploadArgv(knownHostsFile, "0644")}
+	lockFlake := Step{Name: "lock-flake", Kind: KindLock, Where: WhereRunner, Timeout: t.Command,
+		Argv: append(append([]string{"nix"}, nixFlags...), "flake", "metadata", "--json", d.cfg.Flake)}
 	probe := Step{Name: "probe", Kind: KindProbe, Where: WhereTarget, Argv: []string{"readlink", d.opts.CurrentSystemPath}, Timeout: t.Command}
 	verify := Step{Name: "verify", Kind: KindVerify, Where: WhereTarget, Timeout: t.Verify}
+	removeTmp := Step{Name: "remove-tmp", Kind: KindCommand, Where: WhereRunner, Argv: []string{"rm", "-rf", "--", TempDir}, Timeout: t.Command, Cleanup: true}
 
 	switch action {
 	case nixdeploy.ActionInstall:
-		const upload = `umask 077 && mkdir -p "$1/etc/ssh" && chmod 0755 "$1" "$1/etc" "$1/etc/ssh" && cat >"$1/$2" && chmod "$3" "$1/$2"`
-		key := "etc/ssh/ssh_host_ed25519_key"
 		p.Expect = ExpectChangeOrWarn
 		p.Steps = []Step{
 			{Name: "preflight", Kind: KindPreflight, Where: WhereBot, Timeout: t.Command},
 			connect,
-			{Name: "mktemp", Kind: KindTempDir, Where: WhereRunner, Argv: []string{"mktemp", "-d"}, Timeout: t.Command},
+			mktemp,
+			knownHosts,
+			lockFlake,
+			{Name: "lock-installer", Kind: KindLock, Where: WhereRunner, Timeout: t.Command,
+				Argv: append(append([]string{"nix"}, nixFlags...), "flake", "metadata", "--json", d.cfg.InstallerFlake)},
+			{Name: "disk-devices", Kind: KindDisks, Where: WhereRunner, Timeout: t.Command, Argv: DisksArgv(LockedInstaller, h.InstallerAttr)},
 			{Name: "upload-host-key", Where: WhereRunner, Kind: KindCommand, Stdin: InputHostKey, Timeout: t.Command,
-				Argv: []string{"sh", "-c", upload, "sh", TempDir, key, "0600"}},
+				Argv: uploadArgv(extraFilesDir+"/"+hostKeyRel, "0600", extraDirs(hostKeyRel)...)},
 			{Name: "upload-host-key-pub", Where: WhereRunner, Kind: KindCommand, Stdin: InputHostPub, Timeout: t.Command,
-				Argv: []string{"sh", "-c", upload, "sh", TempDir, key + ".pub", "0644"}},
-			{Name: "nixos-anywhere", Kind: KindCommand, Where: WhereRunner, Timeout: t.Install,
-				Argv: []string{"nixos-anywhere", "--ssh-port", strconv.Itoa(h.Port), "--extra-files", TempDir,
-					"--flake", d.cfg.InstallerRef(h), "root@" + h.Address}},
-			{Name: "remove-tmp", Kind: KindCommand, Where: WhereRunner, Argv: []string{"rm", "-rf", "--", TempDir}, Timeout: t.Command, Cleanup: true},
-			{Name: "wait-for-ssh", Kind: KindWaitSSH, Where: WhereTarget, Timeout: t.WaitSSH},
+				Argv: uploadArgv(extraFilesDir+"/"+hostKeyRel+".pub", "0644", extraDirs(hostKeyRel)...)},
+		}
+		if i := h.InitrdSSH; i != nil {
+			rel := strings.TrimPrefix(i.HostKeyPath, "/")
+			p.Steps = append(p.Steps, Step{Name: "upload-initrd-key", Where: WhereRunner, Kind: KindCommand, Stdin: InputInitrdKey, Timeout: t.Command,
+				Argv: uploadArgv(extraFilesDir+"/"+rel, "0600", extraDirs(rel)...)})
+		}
+		if h.LUKS() {
+			p.Steps = append(p.Steps, Step{Name: "upload-disk-key", Where: WhereRunner, Kind: KindCommand, Stdin: InputDiskKey, Timeout: t.Command,
+				Argv: uploadArgv(diskKeyFile, "0600")})
+		}
+		p.Steps = append(p.Steps,
+			Step{Name: "nixos-anywhere", Kind: KindCommand, Where: WhereRunner, Timeout: t.Install, Agent: true,
+				BuildOnRemoteIfForeign: !h.BuildOnTarget, Argv: d.anywhereArgv(h)},
+			Step{Name: "remove-keys", Kind: KindCommand, Where: WhereRunner, Timeout: t.Command, Cleanup: true,
+				Argv: []string{"rm", "-rf", "--", TempDir + "/" + extraFilesDir, TempDir + "/" + diskKeyFile}},
+			Step{Name: "wait-for-ssh", Kind: KindWaitSSH, Where: WhereTarget, Timeout: t.WaitSSH},
 			probe,
-			{Name: "nixos-rebuild", Kind: KindCommand, Where: WhereRunner, Argv: d.rebuildArgv(h, "switch", false), Timeout: t.Rebuild},
+			Step{Name: "nixos-rebuild", Kind: KindCommand, Where: WhereRunner, Argv: d.rebuildArgv(h, "switch", false), Timeout: t.Rebuild, Agent: true},
 			verify,
+			removeTmp,
+		)
+		p.Notes = append(p.Notes,
+			"nixos-anywhere cannot pin a host key before the new system exists (it meets the old OS's key, then the kexec installer's random one); the first trusted contact is the wait for "+h.Name+"'s pinned key after the reboot",
+			BootNote(h))
+		if !h.BuildOnTarget {
+			p.Notes = append(p.Notes, "--build-on remote is added when the runner's system (probed once) is not "+h.System)
 		}
 		return p, nil
 	case nixdeploy.ActionSwitch, nixdeploy.ActionTest:
@@ -162,39 +257,165 @@ func (d *Deployer) Plan(host string, action nixdeploy.Action) (*Plan, error) {
 	}
 	p.Steps = []Step{
 		connect,
+		mktemp,
+		knownHosts,
+		lockFlake,
 		probe,
-		{Name: "nixos-rebuild", Kind: KindCommand, Where: WhereRunner, Argv: argv, Timeout: t.Rebuild},
+		{Name: "nixos-rebuild", Kind: KindCommand, Where: WhereRunner, Argv: argv, Timeout: t.Rebuild, Agent: true},
 		verify,
+		removeTmp,
 	}
 	return p, nil
 }
 
-// rebuildArgv is nixos-rebuild against a root target. nixos-rebuild has no
-// port flag; its ssh takes options from NIX_SSHOPTS.
-func (d *Deployer) rebuildArgv(h nixdeploy.Host, action string, rollback bool) []string {
-	var argv []string
-	if h.Port != nixdeploy.DefaultSSHPort {
-		argv = append(argv, "env", "NIX_SSHOPTS=-p "+strconv.Itoa(h.Port))
+// BootNote says what happens when an installed LUKS host boots.
+func BootNote(h nixdeploy.Host) string {
+	switch {
+	case !h.LUKS():
+		return "the disk is not encrypted; " + h.Name + " boots without a passphrase"
+	case h.InitrdSSH != nil:
+		return fmt.Sprintf("the disk is encrypted; at boot the bot unlocks it over the initrd SSH server on port %d (pinned initrd key)", h.InitrdSSH.Port)
 	}
-	argv = append(argv, "nixos-rebuild", action)
+	return "the disk is encrypted; at every boot its passphrase (keys/" + h.Name + "_disk_key) must be typed at the console"
+}
+
+// UploadScript is exported so a simulated runner (internal/simfleet)
+// recognises exactly what the deployer sends.
+const UploadScript = uploadScript
+
+// uploadScript writes stdin to <tmp>/FILE with MODE under umask 077, after
+// creating the directories named after it (0755, as nixos-anywhere's
+// --extra-files copy keeps modes: tar -cpf- . | tar -xf- --no-same-owner).
+const uploadScript = `umask 077 && t=$1 && f=$2 && m=$3 && shift 3 && for d in "$@"; do mkdir -p "$t/$d" && chmod 0755 "$t/$d"; done && cat >"$t/$f" && chmod "$m" "$t/$f"`
+
+func uploadArgv(file, mode string, dirs ...string) []string {
+	return append([]string{"sh", "-c", uploadScript, "sh", TempDir, file, mode}, dirs...)
+}
+
+// extraDirs lists extra-files and every directory of rel under it, parents
+// first.
+func extraDirs(rel string) []string {
+	out := []string{extraFilesDir}
+	parts := strings.Split(rel, "/")
+	for i := 1; i < len(parts); i++ {
+		out = append(out, extraFilesDir+"/"+strings.Join(parts[:i], "/"))
+	}
+	return out
+}
+
+// DisksArgv evaluates the disko disk devices of an installer
+// configuration: {"main": "/dev/nvme0n1", …}.
+func DisksArgv(flake, attr string) []string {
+	return append(append([]string{"nix"}, nixFlags...), "eval", "--json",
+		flake+"#nixosConfigurations."+attr+".config.disko.devices.disk",
+		"--apply", "builtins.mapAttrs (n: d: d.device)")
+}
+
+// anywhereArgv is nixos-anywhere as src/nixos-anywhere.sh parses it: each
+// flag with its arity, the host last and once (an unknown word before the
+// host would be taken as the host).
+func (d *Deployer) anywhereArgv(h nixdeploy.Host) []string {
+	argv := []string{"nixos-anywhere"}
+	if h.BuildOnTarget {
+		argv = append(argv, "--build-on", "remote")
+	}
+	if len(h.Phases) > 0 {
+		argv = append(argv, "--phases", strings.Join(h.Phases, ","))
+	}
+	if h.Kexec != "" {
+		argv = append(argv, "--kexec", h.Kexec)
+	}
+	if h.KexecExtraFlags != "" {
+		argv = append(argv, "--kexec-extra-flags", h.KexecExtraFlags)
+	}
+	argv = append(argv, "--ssh-port", strconv.Itoa(h.Port), "--extra-files", TempDir+"/"+extraFilesDir)
+	if h.LUKS() {
+		argv = append(argv, "--disk-encryption-keys", h.DiskKey, TempDir+"/"+diskKeyFile)
+	}
+	return append(argv, "--flake", LockedInstaller+"#"+h.InstallerAttr, "root@"+h.Address)
+}
+
+// SSHOpts is NIX_SSHOPTS for the runner's own ssh to h: the pinned
+// known_hosts of the run directory and nothing else. nixos-rebuild-ng splits
+// it with shlex.split (nixos_rebuild/process.py, Remote.from_arg), Nix with
+// its shell-like splitter, so the words must not need quoting.
+func SSHOpts(h nixdeploy.Host, tmp string) string {
+	s := "-o UserKnownHostsFile=" + tmp + "/" + knownHostsFile + " -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes"
+	if h.Port != nixdeploy.DefaultSSHPort {
+		s += " -p " + strconv.Itoa(h.Port)
+	}
+	return s
+}
+
+// rebuildArgv is nixos-rebuild against the target. nixos-rebuild has no
+// port or known_hosts flag; its ssh takes options from NIX_SSHOPTS only.
+func (d *Deployer) rebuildArgv(h nixdeploy.Host, action string, rollback bool) []string {
+	target := d.opts.TargetUser + "@" + h.Address
+	argv := []string{"env", "NIX_SSHOPTS=" + SSHOpts(h, TempDir), "nixos-rebuild", action}
 	if rollback {
 		argv = append(argv, "--rollback")
 	}
-	argv = append(argv, "--flake", d.cfg.FlakeRef(h), "--target-host", "root@"+h.Address)
+	// switch, boot and test re-execute the target's own nixos-rebuild
+	// first; an x86_64 runner cannot build an aarch64 one (nixpkgs
+	// #177873). --fast skips that and is known to both nixos-rebuilds.
+	if h.BuildOnTarget && (action == "switch" || action == "boot" || action == "test") {
+		argv = append(argv, "--fast")
+	}
+	argv = append(argv, "--flake", LockedFlake+"#"+h.FlakeAttr, "--target-host", target)
 	if h.BuildOnTarget {
-		argv = append(argv, "--build-host", "root@"+h.Address)
+		argv = append(argv, "--build-host", target)
 	}
 	return argv
 }
 
-// substitute puts the temp dir in place of TempDir.
-func substitute(argv []string, tmp string) []string {
+// fill puts the run's values in place of the placeholders: the temp dir
+// (when known) and the locked flake URLs (when resolved).
+func fill(argv []string, tmp string, l *nixdeploy.Lock) []string {
 	out := make([]string, len(argv))
 	for i, a := range argv {
-		if a == TempDir {
-			a = tmp
+		if tmp != "" {
+			a = strings.ReplaceAll(a, TempDir, tmp)
+		}
+		if l != nil {
+			if l.URL != "" {
+				a = strings.ReplaceAll(a, LockedFlake, l.URL)
+			}
+			if l.InstallerURL != "" {
+				a = strings.ReplaceAll(a, LockedInstaller, l.InstallerURL)
+			}
 		}
 		out[i] = a
 	}
 	return out
+}
+
+// localSystem is the Nix system of the bot's own machine, the runner when
+// it is local.
+func localSystem() string {
+	arch := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH]
+	if arch == "" {
+		arch = runtime.GOARCH
+	}
+	return arch + "-" + runtime.GOOS
+}
+
+// nixSystem maps `uname -m` (and `uname -s`) output to a Nix system.
+func nixSystem(machine string) string {
+	m := strings.TrimSpace(machine)
+	switch m {
+	case "arm64":
+		m = "aarch64"
+	case "amd64":
+		m = "x86_64"
+	}
+	return m + "-linux"
+}
+
+// PlanOnly plans action on host under cfg without a Deployer: no key
+// store, no connections (nixdeploy plan).
+func PlanOnly(cfg *nixdeploy.Config, host string, action nixdeploy.Action) (*Plan, error) {
+	opts := Options{Config: cfg}
+	opts.defaults()
+	d := &Deployer{opts: opts, cfg: cfg}
+	return d.Plan(host, action)
 }

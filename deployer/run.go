@@ -36,16 +36,20 @@ func (d *Deployer) newRun(ctx context.Context, dep *nixdeploy.Deployment, sinks 
 		dep: dep,
 		red: red,
 		em:  newEmitter(ctx, &d.opts, dep.ID, red, sinks, log),
-		dl: &dialer{
-			signer:        d.opts.ClientKey,
-			timeout:       d.opts.ConnectTimeout,
-			keepalive:     d.opts.KeepaliveInterval,
-			keepaliveMax:  d.opts.KeepaliveMax,
-			jump:          d.jump,
-			log:           log,
-			clientVersion: "SSH-2.0-nixdeploy",
-		},
+		dl:  d.newDialer(log),
 		log: log,
+	}
+}
+
+func (d *Deployer) newDialer(log *slog.Logger) *dialer {
+	return &dialer{
+		signer:        d.opts.ClientKey,
+		timeout:       d.opts.ConnectTimeout,
+		keepalive:     d.opts.KeepaliveInterval,
+		keepaliveMax:  d.opts.KeepaliveMax,
+		jump:          d.jump,
+		log:           log,
+		clientVersion: "SSH-2.0-nixdeploy",
 	}
 }
 
@@ -91,6 +95,9 @@ type hostRun struct {
 
 	target   *sshExec
 	tmp      string
+	locked   *nixdeploy.Lock
+	agent    *localAgent
+	unlocks  int
 	before   string
 	after    string
 	warnings []string
@@ -130,10 +137,17 @@ func (h *hostRun) setTarget(c *client) {
 // host runs one host's plan. Steps run in order; after a failure or cancel
 // only cleanup steps run.
 func (r *run) host(ctx context.Context, p *Plan) HostReport {
-	h := &hostRun{run: r, plan: p, host: p.Host, log: r.log.With("host", p.Host.Name)}
+	h := &hostRun{run: r, plan: p, host: p.Host, log: r.log.With("host", p.Host.Name), locked: &nixdeploy.Lock{}}
+	if p.Locked != nil {
+		l := *p.Locked
+		h.locked = &l
+	}
 	defer func() {
 		if h.target != nil {
 			h.target.close()
+		}
+		if h.agent != nil {
+			h.agent.close()
 		}
 	}()
 	rep := HostReport{Host: p.Host.Name, Outcome: OutcomeSucceeded}
@@ -142,6 +156,10 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 			continue
 		}
 		if st.Kind == KindCommand && st.Cleanup && h.tmp == "" && usesTemp(st.Argv) {
+			continue
+		}
+		if (st.Kind == KindLock || st.Kind == KindDisks) && p.Locked != nil {
+			// Resolved before the approval: what was approved runs.
 			continue
 		}
 		code, err := h.step(ctx, st)
@@ -159,12 +177,13 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 		}
 	}
 	rep.Before, rep.After, rep.Warnings = h.before, h.after, h.warnings
+	rep.Revision = h.locked.Revision
 	return rep
 }
 
 func usesTemp(argv []string) bool {
 	for _, a := range argv {
-		if a == TempDir {
+		if strings.Contains(a, TempDir) {
 			return true
 		}
 	}
@@ -185,7 +204,7 @@ func (h *hostRun) step(ctx context.Context, st Step) (int, error) {
 	log := h.log.With("step", st.Name)
 	res := nixdeploy.StepResult{Host: name, Name: st.Name, StartedAt: h.d.opts.Now().UTC()}
 	if len(st.Argv) > 0 {
-		h.em.event(name, st.Name, "%s on %s: %s", st.Name, st.Where, shellJoin(substitute(st.Argv, h.tmp)))
+		h.em.event(name, st.Name, "%s on %s: %s", st.Name, st.Where, shellJoin(fill(st.Argv, h.tmp, h.locked)))
 	} else {
 		h.em.event(name, st.Name, "%s: %s", st.Name, h.describe(st))
 	}
@@ -281,11 +300,17 @@ func (h *hostRun) exec(ctx context.Context, st Step) error {
 			return err
 		}
 		tmp := strings.TrimSpace(out)
-		if !filepath.IsAbs(tmp) || filepath.Clean(tmp) != tmp || tmp == "/" || strings.ContainsAny(tmp, "\n\r") {
+		// The path goes into NIX_SSHOPTS, which is split like a shell
+		// line: only words that need no quoting are usable.
+		if !filepath.IsAbs(tmp) || filepath.Clean(tmp) != tmp || tmp == "/" || shellQuote(tmp) != tmp {
 			return fmt.Errorf("mktemp printed %q, which is not a usable directory", truncate(tmp, 100))
 		}
 		h.tmp = tmp
 		return nil
+	case KindLock:
+		return h.lock(ctx, st)
+	case KindDisks:
+		return h.disks(ctx, st)
 	case KindCommand:
 		return h.command(ctx, st, nil)
 	case KindWaitSSH:
@@ -360,7 +385,27 @@ func (h *hostRun) command(ctx context.Context, st Step, capture *capBuffer) erro
 		defer clear(data)
 		stdin = bytes.NewReader(data)
 	}
-	return ex.run(ctx, h.cmd(st, substitute(st.Argv, h.tmp), stdin, capture))
+	argv := fill(st.Argv, h.tmp, h.locked)
+	if st.BuildOnRemoteIfForeign {
+		sys, err := h.runnerSystem(ctx)
+		if err != nil {
+			return err
+		}
+		if sys != h.host.System {
+			argv = append([]string{argv[0], "--build-on", "remote"}, argv[1:]...)
+			h.em.event(h.host.Name, st.Name, "the runner is %s and %s is %s: building on the target (--build-on remote)", sys, h.host.Name, h.host.System)
+		}
+	}
+	if err := checkFilled(argv); err != nil {
+		return err
+	}
+	c := h.cmd(st, argv, stdin, capture)
+	if st.Agent {
+		if err := h.withAgent(ctx, ex, &c); err != nil {
+			return err
+		}
+	}
+	return ex.run(ctx, c)
 }
 
 func (h *hostRun) cmd(st Step, argv []string, stdin io.Reader, capture *capBuffer) command {
@@ -395,6 +440,26 @@ func (h *hostRun) input(in Input) ([]byte, error) {
 			return nil, fmt.Errorf("read the host public key of %s: %w", h.host.Name, err)
 		}
 		return append(bytes.TrimSpace(ssh.MarshalAuthorizedKey(pk)), []byte(" root@"+h.host.Name+"\n")...), nil
+	case InputKnownHosts:
+		pk, err := h.d.opts.HostKeys.HostPublicKey(h.host.Name)
+		if err != nil {
+			return nil, fmt.Errorf("read the pinned host key of %s: %w", h.host.Name, err)
+		}
+		return []byte(KnownHostsLine(h.host.Address, h.host.Port, pk)), nil
+	case InputDiskKey:
+		b, err := h.d.opts.HostKeys.DiskKey(h.host.Name)
+		if err != nil {
+			return nil, fmt.Errorf("read the disk key of %s: %w", h.host.Name, err)
+		}
+		h.red.add(string(bytes.TrimSpace(b)))
+		return b, nil
+	case InputInitrdKey:
+		b, err := h.d.opts.HostKeys.InitrdHostPrivateKey(h.host.Name)
+		if err != nil {
+			return nil, fmt.Errorf("read the initrd host key of %s: %w", h.host.Name, err)
+		}
+		h.red.addPEM(b)
+		return b, nil
 	}
 	return nil, fmt.Errorf("unknown input %q", in)
 }
@@ -425,6 +490,9 @@ func (h *hostRun) preflight(ctx context.Context) error {
 		return fmt.Errorf("the host key of %s does not match its .pub (%s); fix the key store before installing", name, ssh.FingerprintSHA256(pub))
 	}
 	h.em.event(name, "preflight", "host key %s matches the pinned .pub", ssh.FingerprintSHA256(pub))
+	if err := h.preflightLUKS(); err != nil {
+		return err
+	}
 	if h.d.opts.Preflight != nil {
 		if err := h.d.opts.Preflight(ctx, name); err != nil {
 			return fmt.Errorf("key preflight: %w", err)
@@ -446,6 +514,14 @@ func (h *hostRun) waitSSH(ctx context.Context) error {
 	start := h.d.opts.Now()
 	backoff := h.d.opts.WaitBackoff
 	for attempt := 1; ; attempt++ {
+		if h.host.InitrdSSH != nil && h.host.LUKS() {
+			// The initrd and the booted system answer on different
+			// ports; try both in turn. The initrd gets the passphrase
+			// only when it presents its pinned key.
+			if _, err := h.tryUnlock(ctx); err != nil {
+				return err
+			}
+		}
 		c, err := h.dl.dial(ctx, ep)
 		if err == nil {
 			h.setTarget(c)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
@@ -192,6 +193,34 @@ type client struct {
 
 	mu   sync.Mutex
 	lost error
+
+	agentOnce sync.Once
+	agentErr  error
+	agentReq  bool // under mu
+}
+
+// requestAgent asks for agent forwarding on the connection's first session
+// that needs it. OpenSSH's sshd grants it once per connection
+// (session.c, session_auth_agent_req) and gives every later session the
+// same SSH_AUTH_SOCK.
+func (c *client) requestAgent(sess *ssh.Session) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.agentReq {
+		return nil
+	}
+	if err := agent.RequestAgentForwarding(sess); err != nil {
+		return err
+	}
+	c.agentReq = true
+	return nil
+}
+
+// forwardAgent answers the server's agent channels with keyring; the
+// handler is registered once per connection.
+func (c *client) forwardAgent(keyring agent.Agent) error {
+	c.agentOnce.Do(func() { c.agentErr = agent.ForwardToAgent(c.Client, keyring) })
+	return c.agentErr
 }
 
 func (c *client) alive() bool {

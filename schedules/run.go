@@ -200,7 +200,7 @@ func (s *Scheduler) deployHost(ctx context.Context, e *entry, r db.ScheduleRun, 
 			backoff = min(2*backoff, busyBackoffMax)
 			continue
 		}
-		h := HostSummary{Host: host, DeploymentID: res.DeploymentID, Link: res.Link, Duration: s.clock.Now().Sub(start)}
+		h := HostSummary{Host: host, DeploymentID: res.DeploymentID, Link: res.Link, Duration: s.clock.Now().Sub(start), Revision: res.Revision}
 		switch {
 		case err == nil && res.State == nixdeploy.StateSucceeded:
 			// A host that finished while the scheduler was stopping

@@ -54,6 +54,8 @@ type Result struct {
 	Err          error
 	// Link is a permalink to the deployment's thread, if it has one.
 	Link string
+	// Revision is the flake revision the deployment resolved and deployed.
+	Revision string
 }
 
 // Store is the part of *db.DB the scheduler uses.

@@ -40,6 +40,8 @@ type HostSummary struct {
 	Link string
 	// Busy marks a host skipped because it stayed busy or locked.
 	Busy bool
+	// Revision is the flake revision the host's deployment deployed.
+	Revision string
 }
 
 const timeLayout = "2006-01-02 15:04 MST"
@@ -128,10 +130,21 @@ func (h HostSummary) line() string {
 	case h.Link != "":
 		fmt.Fprintf(&b, " <%s|thread>", h.Link)
 	}
+	if h.Revision != "" {
+		fmt.Fprintf(&b, " at `%s`", ShortRevision(h.Revision))
+	}
 	if h.Detail != "" {
 		b.WriteString(": " + escape(h.Detail))
 	}
 	return b.String()
+}
+
+// ShortRevision is a commit as people quote it: its first 12 characters.
+func ShortRevision(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
 }
 
 func roundDuration(d time.Duration) time.Duration { return d.Round(time.Second) }

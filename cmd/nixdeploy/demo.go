@@ -232,6 +232,18 @@ func startDemoFleet(ctx context.Context, dir string, pace time.Duration) (*simfl
 			return nil, nil, fmt.Errorf("demo: generate host keys: %w", c.Err)
 		}
 	}
+	// ganon's LUKS layout needs its disk key; keys init creates it once
+	// it knows the config, the demo makes sure it is there.
+	for _, h := range demoHosts {
+		if h.system != nixdeploy.SystemX86_64 {
+			continue
+		}
+		if _, err := store.DiskKey(h.name); err != nil {
+			if err := os.WriteFile(store.DiskKeyPath(h.name), []byte(rand.Text()), 0o600); err != nil {
+				return nil, nil, fmt.Errorf("demo: write the disk key: %w", err)
+			}
+		}
+	}
 	var hosts []simfleet.Host
 	for _, h := range demoHosts {
 		signer, err := store.HostSigner(h.name)
@@ -287,6 +299,8 @@ approval_ttl = "15m"
 		fmt.Fprintf(&b, "\n[[hosts]]\nname = %q\naddress = %q\nport = %d\nsystem = %q\ntags = [%q]\ndisk = %q\n", h.name, e.IP, e.Port, h.system, h.tag, h.disk)
 		if h.system == nixdeploy.SystemAarch64 {
 			b.WriteString("build_on_target = true\n")
+		} else {
+			b.WriteString("disk_key = \"/tmp/secret.key\"\n")
 		}
 	}
 	b.WriteString(`

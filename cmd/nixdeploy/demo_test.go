@@ -95,6 +95,11 @@ wait
 	// 3. The install, phase by phase, into the thread.
 	// Only stdout is in order: a command's stdout and stderr are read
 	// apart, as from any real command.
+	for _, want := range []string{"*At boot:* ganon: LUKS; its passphrase", "• Commit: `", "• Disks the flake's disko config formats: `main=/dev/nvme0n1`", "--disk-encryption-keys /tmp/secret.key /tmp/tmp."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the install lacks %q", want)
+		}
+	}
 	if !strings.Contains(out, "nixos-anywhere stderr: + cryptsetup -q luksFormat") {
 		t.Error("the log lacks disko's cryptsetup trace")
 	}
@@ -102,8 +107,9 @@ wait
 		"file nixdeploy-2-install.log", "preflight event: host key SHA256:", "mktemp -d",
 		"### Uploading install SSH keys ###", "### Switching system into kexec ###", "### Formatting hard drive with disko ###",
 		"### Installing NixOS ###", "Found Windows Boot Manager", "### Rebooting ###", "### Done! ###",
-		"remove-tmp on runner: rm -rf -- /tmp/tmp.", "ganon is up and presents its pinned host key",
-		"nixos-rebuild switch --flake '/home/michael/dots/nix#ganon'", "ganon is running /nix/store/")
+		"remove-keys on runner: rm -rf -- /tmp/tmp.", "ganon is up and presents its pinned host key",
+		"nixos-rebuild switch --flake 'git+file:///home/michael/dots/nix?rev=", "ganon is running /nix/store/",
+		"remove-tmp on runner: rm -rf -- /tmp/tmp.")
 	// 4. The rolling run halts at rk1-node2 and leaves the rest alone.
 	inOrder(t, out, "*#3 switch rk1-node1* — succeeded",
 		"*#4 switch rk1-node2* — failed", "*Failing step:* `nixos-rebuild` on rk1-node2 · *exit code* 1", "has conflicting definition values",

@@ -48,6 +48,7 @@ func commands() map[string]command {
 		"serve":   {"run the Slack bot and the schedules (tokens from the environment)", cmdServe},
 		"console": {"drive the bot from a terminal: commands, reactions, streamed output", cmdConsole},
 		"deploy":  {"run a deployment from the terminal", cmdDeploy},
+		"plan":    {"print what a deployment would run, without connecting anywhere", cmdPlan},
 		"demo":    {"the bot against a simulated fleet in this terminal: no Slack, no hardware", cmdDemo},
 		"restore": {"replace the database with a backup (stop the bot first)", cmdRestore},
 	}

@@ -198,6 +198,38 @@ func (a botDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, sink bot
 	return res
 }
 
+// Resolve pins what an install will run before it is approved.
+func (a botDeployer) Resolve(ctx context.Context, dep nixdeploy.Deployment) (*nixdeploy.Lock, error) {
+	lock, err := a.d.Resolve(ctx, dep)
+	if err != nil {
+		return nil, bot.UserError("could not resolve what would run: "+oneLineErr(err), err)
+	}
+	return lock, nil
+}
+
+// Fingerprint digests every step dep will run.
+func (a botDeployer) Fingerprint(dep nixdeploy.Deployment) (string, error) {
+	return a.d.Fingerprint(dep)
+}
+
+// Unlock sends host's disk passphrase to its initrd.
+func (a botDeployer) Unlock(ctx context.Context, host string) error {
+	if err := a.d.Unlock(ctx, host); err != nil {
+		return bot.UserError(fmt.Sprintf("could not unlock %s: %s", host, oneLineErr(err)), err)
+	}
+	return nil
+}
+
+// oneLineErr is the outermost sentence of err, without the wrapped chain
+// after the first colon when it would quote a Go error.
+func oneLineErr(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, ": "); i > 0 && strings.Count(s, ": ") > 2 {
+		s = s[:i]
+	}
+	return s
+}
+
 // deployErrorForUsers words a deployer error as one sentence; the raw
 // error (which may quote output) stays in the log and the stored log.
 func deployErrorForUsers(err error, r bot.Result) error {
@@ -344,7 +376,7 @@ func (s scheduleDeployer) Deploy(ctx context.Context, req schedules.HostRequest)
 	if err != nil {
 		return schedules.Result{DeploymentID: dep.ID}, err
 	}
-	res := schedules.Result{DeploymentID: dep.ID, State: dep.State}
+	res := schedules.Result{DeploymentID: dep.ID, State: dep.State, Revision: dep.Revision}
 	if dep.State != nixdeploy.StateSucceeded {
 		why := dep.Error
 		if why == "" {

@@ -13,13 +13,15 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-)
 
-// uploadScript is the deployer's key upload (deployer/plan.go), verbatim.
-const uploadScript = `umask 077 && mkdir -p "$1/etc/ssh" && chmod 0755 "$1" "$1/etc" "$1/etc/ssh" && cat >"$1/$2" && chmod "$3" "$1/$2"`
+	"github.com/nixdeploy/nixdeploy/deployer"
+)
 
 // hostKeyFile is where nixos-anywhere's --extra-files must hold the key.
 const hostKeyFile = "etc/ssh/ssh_host_ed25519_key"
+
+// revision is what the simulated runner's flakes are locked at.
+const revision = "5f3c9a1e7b2d4c6e8a0b1d3f5e7c9a2b4d6f8e01"
 
 // runnerExec runs a command on the runner.
 func (f *Fleet) runnerExec(ctx context.Context, p *proc) int {
@@ -36,7 +38,16 @@ func (f *Fleet) runnerExec(ctx context.Context, p *proc) int {
 	case "nixos-anywhere":
 		return f.anywhere(ctx, p)
 	case "nixos-rebuild":
-		return f.rebuild(ctx, p, 22)
+		return f.rebuild(ctx, p, 22, "")
+	case "nix":
+		return f.nix(p)
+	case "uname":
+		if len(p.argv) == 2 && p.argv[1] == "-m" {
+			fmt.Fprintln(p.stdout, "x86_64")
+			return 0
+		}
+		fmt.Fprintln(p.stderr, "uname: only uname -m is simulated")
+		return 1
 	}
 	return notFound(p, argv[0])
 }
@@ -60,12 +71,13 @@ func (f *Fleet) mktemp(p *proc) int {
 	return 0
 }
 
-// upload is the key upload script: $1 is a temp dir, $2 the file under
-// it, $3 its mode; the content comes on stdin.
+// upload is the deployer's upload script (deployer.UploadScript): $1 is
+// a temp dir, $2 the file under it, $3 its mode, then the directories it
+// creates 0755; the content comes on stdin.
 func (f *Fleet) upload(p *proc) int {
 	a := p.argv
-	if len(a) != 7 || a[1] != "-c" || a[2] != uploadScript || a[3] != "sh" {
-		fmt.Fprintln(p.stderr, "sh: only nixdeploy's key upload script is simulated")
+	if len(a) < 7 || a[1] != "-c" || a[2] != deployer.UploadScript || a[3] != "sh" {
+		fmt.Fprintln(p.stderr, "sh: only nixdeploy's upload script is simulated")
 		return 2
 	}
 	dir, name, modeArg := a[4], a[5], a[6]
@@ -88,46 +100,68 @@ func (f *Fleet) upload(p *proc) int {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for _, d := range a[7:] {
+		f.files[dir+"/"+d+"/"] = file{mode: 0o755}
+	}
 	f.files[dir+"/"+name] = file{data: data, mode: mode}
 	return 0
 }
 
 func (f *Fleet) rm(p *proc) int {
 	a := p.argv
-	if len(a) != 4 || a[1] != "-rf" || a[2] != "--" || !strings.HasPrefix(a[3], "/tmp/tmp.") {
-		fmt.Fprintln(p.stderr, "rm: only rm -rf -- <temp dir> is simulated")
+	if len(a) < 4 || a[1] != "-rf" || a[2] != "--" {
+		fmt.Fprintln(p.stderr, "rm: only rm -rf -- <paths in a temp dir> is simulated")
 		return 1
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.dirs, a[3])
-	for name := range f.files {
-		if strings.HasPrefix(name, a[3]+"/") {
-			delete(f.files, name)
+	for _, target := range a[3:] {
+		if !strings.HasPrefix(target, "/tmp/tmp.") {
+			fmt.Fprintf(p.stderr, "rm: refusing to remove %s outside a temp dir\n", target)
+			return 1
+		}
+		delete(f.dirs, target)
+		for name := range f.files {
+			if name == target || strings.HasPrefix(name, target+"/") {
+				delete(f.files, name)
+			}
 		}
 	}
 	return 0
 }
 
-// env runs nixos-rebuild with NIX_SSHOPTS=-p PORT, which is how the
-// deployer gives it a port other than 22.
+// env runs nixos-rebuild with NIX_SSHOPTS, split into words as
+// nixos-rebuild-ng does (shlex). Its ssh needs the pinned known_hosts the
+// deployer wrote, StrictHostKeyChecking=yes and the port, as real OpenSSH
+// on a runner with an empty ~/.ssh would.
 func (f *Fleet) env(ctx context.Context, p *proc) int {
 	a := p.argv[1:]
 	port := 22
+	knownHosts := ""
 	for len(a) > 0 && strings.Contains(a[0], "=") {
 		k, v, _ := strings.Cut(a[0], "=")
 		if k == "NIX_SSHOPTS" {
 			fs := strings.Fields(v)
-			if len(fs) != 2 || fs[0] != "-p" {
-				fmt.Fprintf(p.stderr, "ssh: unsupported NIX_SSHOPTS %q\n", v)
-				return 255
+			for i := 0; i < len(fs); i++ {
+				switch {
+				case fs[i] == "-p" && i+1 < len(fs):
+					n, err := strconv.Atoi(fs[i+1])
+					if err != nil {
+						fmt.Fprintf(p.stderr, "Bad port '%s'\n", fs[i+1])
+						return 255
+					}
+					port = n
+					i++
+				case fs[i] == "-o" && i+1 < len(fs):
+					if kh, ok := strings.CutPrefix(fs[i+1], "UserKnownHostsFile="); ok {
+						knownHosts = kh
+					}
+					i++
+				default:
+					fmt.Fprintf(p.stderr, "ssh: unsupported option %q in NIX_SSHOPTS\n", fs[i])
+					return 255
+				}
 			}
-			n, err := strconv.Atoi(fs[1])
-			if err != nil {
-				fmt.Fprintf(p.stderr, "Bad port '%s'\n", fs[1])
-				return 255
-			}
-			port = n
 		}
 		a = a[1:]
 	}
@@ -139,7 +173,62 @@ func (f *Fleet) env(ctx context.Context, p *proc) int {
 		return 127
 	}
 	p.argv = a
-	return f.rebuild(ctx, p, port)
+	return f.rebuild(ctx, p, port, knownHosts)
+}
+
+// pinned reports whether the known_hosts file the runner has at path pins
+// t's key for addr:port.
+func (f *Fleet) pinned(path string, t *target, addr string, port int) bool {
+	f.mu.Lock()
+	kh, ok := f.files[path]
+	f.mu.Unlock()
+	if !ok {
+		return false
+	}
+	want := strings.TrimSpace(deployer.KnownHostsLine(addr, port, t.host.HostKey.PublicKey()))
+	for _, l := range strings.Split(string(kh.data), "\n") {
+		if strings.TrimSpace(l) == want {
+			return true
+		}
+	}
+	return false
+}
+
+// nix answers the deployer's two questions, strictly: flake metadata
+// --json (the fields of nix3-flake-metadata(1)) and the disko disks eval.
+func (f *Fleet) nix(p *proc) int {
+	a := p.argv[1:]
+	for len(a) >= 2 && a[0] == "--extra-experimental-features" {
+		a = a[2:]
+	}
+	switch {
+	case len(a) == 4 && a[0] == "flake" && a[1] == "metadata" && a[2] == "--json":
+		fl := a[3]
+		fmt.Fprintf(p.stdout, `{"description":"fleet","lastModified":1764547200,"locked":{"rev":%q,"type":"git","url":"file://%s"},"path":"/nix/store/%s-source","revision":%q,"url":"git+file://%s?rev=%s"}`+"\n",
+			revision, fl, storeHash(fl), revision, fl, revision)
+		return 0
+	case len(a) == 5 && a[0] == "eval" && a[1] == "--json" && a[3] == "--apply" && a[4] == "builtins.mapAttrs (n: d: d.device)":
+		ref, attrPath, _ := strings.Cut(a[2], "#nixosConfigurations.")
+		name, ok := strings.CutSuffix(attrPath, ".config.disko.devices.disk")
+		if !ok {
+			fmt.Fprintf(p.stderr, "error: flake '%s' does not provide attribute '%s'\n", ref, attrPath)
+			return 1
+		}
+		for _, t := range f.targets {
+			if t.host.Name == name {
+				fmt.Fprintf(p.stdout, "{\"main\":%q}\n", t.host.Disk)
+				return 0
+			}
+		}
+		fmt.Fprintf(p.stderr, "error: flake '%s' does not provide attribute 'nixosConfigurations.%s'\n", ref, name)
+		return 1
+	}
+	if len(a) > 0 && strings.HasPrefix(a[0], "-") {
+		fmt.Fprintf(p.stderr, "error: unrecognised flag '%s'\n", a[0])
+	} else {
+		fmt.Fprintf(p.stderr, "error: '%s' is not a recognised command\n", strings.Join(a, " "))
+	}
+	return 1
 }
 
 // line is one line of simulated output, after a pause of the given units.
@@ -174,39 +263,148 @@ func (f *Fleet) targetOf(arg string, port int) (*target, string, bool) {
 	return f.targetAt(addr, port), addr, true
 }
 
-// anywhere is nixos-anywhere as the deployer calls it:
-// --ssh-port P --extra-files DIR --flake URI#ATTR root@HOST, host last.
+// anywhereArgs is what nixos-anywhere's parseArgs keeps of its arguments
+// (src/nixos-anywhere.sh, 1.13): every flag it knows with its arity, the
+// first other word as the host, a second one refused with the usage.
+type anywhereArgs struct {
+	flake, host, extra, kexecFlags string
+	port                           int
+	phases                         map[string]bool
+	diskKeys                       map[string]string
+}
+
+func parseAnywhere(a []string) (anywhereArgs, string) {
+	r := anywhereArgs{port: 22, phases: map[string]bool{"kexec": true, "disko": true, "install": true, "reboot": true}, diskKeys: map[string]string{}}
+	arity := map[string]int{"-i": 1, "--ssh-option": 1, "-s": 2, "--store-paths": 2, "--kexec": 1, "--force-kexec": 1,
+		"--ssh-store-setting": 2, "--post-kexec-ssh-port": 1, "--chown": 2, "--from": 1, "--option": 2, "--disko-mode": 1,
+		"--generate-hardware-config": 2}
+	flags := map[string]bool{"-L": true, "--print-build-logs": true, "--copy-host-keys": true, "--show-trace": true, "--debug": true,
+		"--no-disko-deps": true, "--no-substitute-on-destination": true, "--no-use-machine-substituters": true,
+		"--build-on-remote": true, "--env-password": true, "--vm-test": true, "-t": true, "--tty": true}
+	need := func(i, n int) bool { return i+n < len(a) }
+	for i := 0; i < len(a); i++ {
+		switch f := a[i]; {
+		case f == "-f" || f == "--flake":
+			if !need(i, 1) {
+				return r, "aborted: missing value for " + f
+			}
+			r.flake = a[i+1]
+			i++
+		case f == "--target-host":
+			r.host = a[i+1]
+			i++
+		case f == "-p" || f == "--ssh-port":
+			n, err := strconv.Atoi(a[i+1])
+			if err != nil {
+				return r, "Bad port '" + a[i+1] + "'"
+			}
+			r.port = n
+			i++
+		case f == "--extra-files":
+			r.extra = a[i+1]
+			i++
+		case f == "--kexec-extra-flags":
+			r.kexecFlags = a[i+1]
+			i++
+		case f == "--disk-encryption-keys":
+			if !need(i, 2) {
+				return r, "aborted: missing value for " + f
+			}
+			r.diskKeys[a[i+1]] = a[i+2]
+			i += 2
+		case f == "--build-on":
+			switch a[i+1] {
+			case "auto", "local", "remote":
+			default:
+				return r, "aborted: Supported values for --build-on are auto, local and remote. Unknown mode : " + a[i+1]
+			}
+			i++
+		case f == "--phases":
+			r.phases = map[string]bool{}
+			for _, ph := range strings.Split(a[i+1], ",") {
+				switch ph {
+				case "kexec", "disko", "install", "reboot":
+					r.phases[ph] = true
+				default:
+					return r, "aborted: Unknown phase: " + ph
+				}
+			}
+			i++
+		case arity[f] > 0:
+			if !need(i, arity[f]) {
+				return r, "aborted: missing value for " + f
+			}
+			i += arity[f]
+		case flags[f]:
+		default:
+			if r.host != "" {
+				return r, "Usage: nixos-anywhere [options] [<ssh-host>]"
+			}
+			r.host = f
+		}
+	}
+	if r.host == "" {
+		return r, "aborted: ssh-host must be set"
+	}
+	return r, ""
+}
+
+// anywhere is nixos-anywhere against the simulated fleet. A LUKS layout
+// (the x86_64 desktop's, nix/hosts/common/disks/standard-btrfs.nix) whose
+// passwordFile was not uploaded with --disk-encryption-keys fails as
+// disko's luksFormat does, after the wipe.
 func (f *Fleet) anywhere(ctx context.Context, p *proc) int {
-	a := p.argv
+	r, msg := parseAnywhere(p.argv[1:])
+	if msg != "" {
+		fmt.Fprintln(p.stderr, msg)
+		return 1
+	}
+	port := r.port
+	ref := r.flake
+	flake, attr, ok := strings.Cut(ref, "#")
+	if !ok || attr == "" {
+		fmt.Fprintln(p.stderr, "Please specify the name of the NixOS configuration to be installed, as a URI fragment in the flake-uri.")
+		return 1
+	}
 	abort := func(format string, args ...any) int {
 		fmt.Fprintf(p.stderr, "aborted: "+format+"\n", args...)
 		return 1
 	}
-	if len(a) != 8 || a[1] != "--ssh-port" || a[3] != "--extra-files" || a[5] != "--flake" {
-		return abort("unexpected arguments %q (the simulator takes --ssh-port P --extra-files DIR --flake URI#ATTR root@HOST)", strings.Join(a[1:], " "))
-	}
-	port, err := strconv.Atoi(a[2])
-	if err != nil {
-		return abort("--ssh-port %s is not a number", a[2])
-	}
-	ref := a[6]
-	flake, attr, ok := strings.Cut(ref, "#")
-	if !ok || attr == "" {
-		return abort("flake %s has no #attribute", ref)
-	}
-	t, addr, ok := f.targetOf(a[7], port)
+	t, addr, ok := f.targetOf(r.host, port)
 	if !ok {
-		return abort("the target %s is not root@host", a[7])
+		return abort("the target %s is not root@host", r.host)
 	}
-	if problem := f.checkExtraFiles(a[4], t); problem != "" {
-		return abort("%s", problem)
+	if r.extra != "" {
+		if problem := f.checkExtraFiles(r.extra, t); problem != "" {
+			return abort("%s", problem)
+		}
 	}
 	if t == nil || !t.isUp() {
 		fmt.Fprintln(p.stdout, "### Uploading install SSH keys ###")
 		fmt.Fprintf(p.stderr, "ssh: connect to host %s port %d: Connection refused\n", addr, port)
 		return 255
 	}
+	if !p.agent {
+		fmt.Fprintln(p.stdout, "### Uploading install SSH keys ###")
+		fmt.Fprintf(p.stderr, "root@%s: Permission denied (publickey).\n", addr)
+		return 255
+	}
 	h := t.host
+	if h.System == "x86_64-linux" {
+		local, ok := r.diskKeys[luksPasswordFile]
+		f.mu.Lock()
+		key, have := f.files[local]
+		f.mu.Unlock()
+		if !ok || !have || len(key.data) == 0 || key.mode != 0o600 {
+			f.play(ctx, p, []line{
+				{0.3, false, "### Formatting hard drive with disko ###"},
+				{0.1, true, "+ sgdisk --zap-all " + h.Disk},
+				{0.3, true, "+ cryptsetup -q luksFormat /dev/disk/by-partlabel/disk-main-luks"},
+				{0, true, "Nothing to read on input."},
+			})
+			return 1
+		}
+	}
 	sshDest := "ssh://root@" + net.JoinHostPort(addr, strconv.Itoa(port))
 	if attr != h.Name {
 		fmt.Fprintf(p.stderr, "error: flake '%s' does not provide attribute 'nixosConfigurations.%s'\n", flake, attr)
@@ -264,8 +462,8 @@ func (f *Fleet) anywhere(ctx context.Context, p *proc) int {
 func (f *Fleet) checkExtraFiles(dir string, t *target) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.dirs[dir] {
-		return fmt.Sprintf("--extra-files %s does not exist", dir)
+	if d, ok := f.files[dir+"/"]; !f.dirs[dir] && (!ok || d.mode != 0o755) {
+		return fmt.Sprintf("--extra-files %s does not exist or is not mode 0755", dir)
 	}
 	if t == nil {
 		return ""
@@ -294,6 +492,10 @@ func (f *Fleet) duration(units float64) time.Duration {
 	return time.Duration(units * float64(f.opts.Pace))
 }
 
+// luksPasswordFile is the passwordFile of nix/'s LUKS layout
+// (nix/hosts/common/disks/standard-btrfs.nix).
+const luksPasswordFile = "/tmp/secret.key"
+
 // diskoLines is disko formatting the host's disk: LUKS and btrfs on the
 // x86_64 desktop, plain ext4 on the boards' eMMC.
 func diskoLines(h Host) []line {
@@ -305,22 +507,24 @@ func diskoLines(h Host) []line {
 	}
 	if h.System == "x86_64-linux" {
 		return []line{
-			{0.2, true, "+ sgdisk --align-end --new=1:0:+512M --change-name=1:disk-main-ESP --typecode=1:EF00 " + h.Disk},
-			{0.1, true, "+ sgdisk --align-end --new=2:0:-0 --change-name=2:disk-main-luks --typecode=2:8309 " + h.Disk},
+			{0.2, true, "+ sgdisk --align-end --new=1:0:+1G --change-name=1:disk-main-ESP --typecode=1:EF00 " + h.Disk},
+			{0.1, true, "+ sgdisk --align-end --new=2:0:-0 --change-name=2:disk-main-luks --typecode=2:8300 " + h.Disk},
 			{0.1, true, "+ mkfs.vfat " + part(1)},
-			{0.3, true, "+ cryptsetup -q luksFormat /dev/disk/by-partlabel/disk-main-luks --key-file /tmp/secret.key"},
-			{0.5, true, "+ cryptsetup open /dev/disk/by-partlabel/disk-main-luks crypted --key-file /tmp/secret.key"},
-			{0.2, true, "+ mkfs.btrfs /dev/mapper/crypted -f"},
+			{0.3, true, "+ cryptsetup -q luksFormat /dev/disk/by-partlabel/disk-main-luks --key-file " + luksPasswordFile},
+			{0.5, true, "+ cryptsetup open /dev/disk/by-partlabel/disk-main-luks cryptroot --allow-discards --key-file " + luksPasswordFile},
+			{0.2, true, "+ mkfs.btrfs /dev/mapper/cryptroot -f"},
 			{0.3, false, "btrfs-progs v6.14"},
 			{0, false, "Create subvolume '/mnt/@root'"},
 			{0, false, "Create subvolume '/mnt/@nix'"},
 			{0, false, "Create subvolume '/mnt/@home'"},
-			{0.1, true, "+ mount -t btrfs /dev/mapper/crypted /mnt -o subvol=@root,compress=zstd,noatime"},
+			{0, false, "Create subvolume '/mnt/@swap'"},
+			{0.2, true, "+ btrfs filesystem mkswapfile --size 16G /mnt/.swapvol/swapfile"},
+			{0.1, true, "+ mount -t btrfs /dev/mapper/cryptroot /mnt -o subvol=@root,compress=zstd,noatime"},
 		}
 	}
 	return []line{
-		{0.2, true, "+ sgdisk --align-end --new=1:16M:+512M --change-name=1:disk-emmc-boot --typecode=1:EF00 " + h.Disk},
-		{0.1, true, "+ sgdisk --align-end --new=2:0:-0 --change-name=2:disk-emmc-root --typecode=2:8300 " + h.Disk},
+		{0.2, true, "+ sgdisk --align-end --new=1:16M:+512M --change-name=1:disk-main-ESP --typecode=1:EF00 " + h.Disk},
+		{0.1, true, "+ sgdisk --align-end --new=2:0:-0 --change-name=2:disk-main-root --typecode=2:8300 " + h.Disk},
 		{0.1, true, "+ mkfs.vfat " + part(1)},
 		{0.3, true, "+ mkfs.ext4 -L nixos " + part(2)},
 		{0.5, false, "Writing superblocks and filesystem accounting information: done"},
@@ -343,46 +547,72 @@ func bootLoaderLines(h Host) []line {
 	return []line{{0.3, false, "Installing extlinux.conf for U-Boot into /mnt/boot..."}}
 }
 
-// rebuild is nixos-rebuild ACTION [--rollback] --flake URI#ATTR
-// --target-host root@HOST [--build-host root@HOST], the host on port.
-func (f *Fleet) rebuild(ctx context.Context, p *proc, port int) int {
+// rebuild is nixos-rebuild as nixos-rebuild-ng's argparse takes the
+// flags the deployer uses (unknown ones refused), the host on port. Its
+// ssh needs knownHosts to pin the target, as on a runner with an empty
+// ~/.ssh.
+func (f *Fleet) rebuild(ctx context.Context, p *proc, port int, knownHosts string) int {
+	usage := func(format string, args ...any) int {
+		fmt.Fprintln(p.stderr, "usage: nixos-rebuild [--verbose] [--flake FLAKE] ... {switch,boot,test,build,dry-build,dry-activate,...}")
+		fmt.Fprintf(p.stderr, "nixos-rebuild: error: "+format+"\n", args...)
+		return 2
+	}
+	var action, ref, targetArg, buildHost string
+	rollback := false
 	a := p.argv[1:]
-	bad := func(format string, args ...any) int {
-		fmt.Fprintf(p.stderr, "nixos-rebuild: "+format+"\n", args...)
-		return 1
+	for i := 0; i < len(a); i++ {
+		switch a[i] {
+		case "switch", "boot", "test", "dry-activate", "dry-build", "build":
+			if action != "" {
+				return usage("unrecognized arguments: %s", a[i])
+			}
+			action = a[i]
+		case "--rollback":
+			rollback = true
+		case "--fast", "--no-reexec":
+		case "--flake", "--target-host", "--build-host":
+			if i+1 >= len(a) {
+				return usage("argument %s: expected one argument", a[i])
+			}
+			switch a[i] {
+			case "--flake":
+				ref = a[i+1]
+			case "--target-host":
+				targetArg = a[i+1]
+			default:
+				buildHost = a[i+1]
+			}
+			i++
+		default:
+			return usage("unrecognized arguments: %s", a[i])
+		}
 	}
-	if len(a) == 0 {
-		return bad("no action given")
+	if action == "" {
+		return usage("the following arguments are required: action")
 	}
-	action := a[0]
-	a = a[1:]
-	switch action {
-	case "switch", "boot", "test", "dry-activate", "dry-build", "build":
-	default:
-		return bad("unknown action %q", action)
-	}
-	rollback := len(a) > 0 && a[0] == "--rollback"
-	if rollback {
-		a = a[1:]
-	}
-	if len(a) < 4 || a[0] != "--flake" || a[2] != "--target-host" {
-		return bad("the simulator takes --flake URI#ATTR --target-host root@HOST [--build-host root@HOST]")
-	}
-	ref := a[1]
 	flake, attr, ok := strings.Cut(ref, "#")
 	if !ok || attr == "" {
-		return bad("flake %s has no #attribute", ref)
+		fmt.Fprintf(p.stderr, "error: flake %q has no #attribute\n", ref)
+		return 1
 	}
-	t, addr, ok := f.targetOf(a[3], port)
+	t, addr, ok := f.targetOf(targetArg, port)
 	if !ok {
-		return bad("--target-host %s is not root@host", a[3])
+		fmt.Fprintf(p.stderr, "error: --target-host %q is not root@host\n", targetArg)
+		return 1
 	}
-	buildHost := ""
-	if rest := a[4:]; len(rest) > 0 {
-		if len(rest) != 2 || rest[0] != "--build-host" || rest[1] != a[3] {
-			return bad("unexpected arguments %q", strings.Join(rest, " "))
-		}
-		buildHost = rest[1]
+	if buildHost != "" && buildHost != targetArg {
+		fmt.Fprintf(p.stderr, "error: the simulator builds only on the target, not on %s\n", buildHost)
+		return 1
+	}
+	if t != nil && t.isUp() && !f.pinned(knownHosts, t, addr, port) {
+		fmt.Fprintln(p.stderr, "Host key verification failed.")
+		fmt.Fprintln(p.stderr, "error: failed to run command: ssh exited with status 255")
+		return 1
+	}
+	if t != nil && t.isUp() && !p.agent {
+		fmt.Fprintf(p.stderr, "root@%s: Permission denied (publickey).\n", addr)
+		fmt.Fprintln(p.stderr, "error: failed to run command: ssh exited with status 255")
+		return 1
 	}
 	if t == nil || !t.isUp() {
 		fmt.Fprintf(p.stderr, "ssh: connect to host %s port %d: Connection refused\n", addr, port)
@@ -468,8 +698,8 @@ func (f *Fleet) evalError(ctx context.Context, p *proc, h Host, flake string) in
 		{0, true, "       (stack trace truncated; use '--show-trace' to show the full, detailed trace)"},
 		{0, true, ""},
 		{0, true, "       error: The option `fileSystems.\"/\".device' has conflicting definition values:"},
-		{0, true, "       - In `" + src + "/hosts/" + h.Name + "/hardware-configuration.nix': \"/dev/disk/by-uuid/8c1f2e9a-4d2b-4f4e-9a51-0b6c1d7e3f21\""},
-		{0, true, "       - In `" + src + "/modules/rk1.nix': \"/dev/disk/by-label/nixos\""},
+		{0, true, "       - In `" + src + "/nix/hosts/nixos/" + h.Name + "/configuration.nix': \"/dev/disk/by-uuid/8c1f2e9a-4d2b-4f4e-9a51-0b6c1d7e3f21\""},
+		{0, true, "       - In `" + src + "/nix/hosts/common/disks/rk1-emmc.nix': \"/dev/disk/by-partlabel/disk-main-root\""},
 		{0, true, "       Use `lib.mkForce value` or `lib.mkDefault value` to change the priority on any of these definitions."},
 	})
 	return 1

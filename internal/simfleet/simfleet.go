@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -288,6 +289,9 @@ type proc struct {
 	stderr io.Writer
 	cancel context.CancelFunc
 	done   chan struct{}
+	// agent: the connection forwards an SSH agent, which the runner's own
+	// ssh to the targets needs (its ~/.ssh holds no key).
+	agent bool
 }
 
 func (f *Fleet) newServer(name string, ln net.Listener, key ssh.Signer, user string, exec func(context.Context, *proc) int) *server {
@@ -359,6 +363,7 @@ func (s *server) handleConn(conn net.Conn) {
 	}()
 	// Keepalives get their (negative) reply here.
 	go ssh.DiscardRequests(reqs)
+	agent := new(atomic.Bool)
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
 			nc.Reject(ssh.UnknownChannelType, "only sessions are simulated")
@@ -368,13 +373,13 @@ func (s *server) handleConn(conn net.Conn) {
 		if err != nil {
 			continue
 		}
-		s.f.wg.Go(func() { s.session(ch, creqs) })
+		s.f.wg.Go(func() { s.session(ch, creqs, agent) })
 	}
 }
 
 // session serves one session: one exec request, whose command runs until
 // it ends or a signal request (or the kill script) stops it.
-func (s *server) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
+func (s *server) session(ch ssh.Channel, reqs <-chan *ssh.Request, agent *atomic.Bool) {
 	var p *proc
 	for req := range reqs {
 		switch req.Type {
@@ -385,7 +390,12 @@ func (s *server) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 				continue
 			}
 			req.Reply(true, nil)
-			p = s.start(ch, payload.Command)
+			p = s.start(ch, payload.Command, agent.Load())
+		case "auth-agent-req@openssh.com":
+			// Granted once per connection, as OpenSSH's sshd does
+			// (session.c, session_auth_agent_req); later sessions share
+			// the forwarded agent.
+			req.Reply(agent.CompareAndSwap(false, true), nil)
 		case "env":
 			req.Reply(true, nil)
 		case "signal":
@@ -403,9 +413,9 @@ func (s *server) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 	}
 }
 
-func (s *server) start(ch ssh.Channel, line string) *proc {
+func (s *server) start(ch ssh.Channel, line string, agent bool) *proc {
 	ctx, cancel := context.WithCancel(s.f.ctx)
-	p := &proc{stdin: ch, stdout: quiet{ch}, stderr: quiet{ch.Stderr()}, cancel: cancel, done: make(chan struct{})}
+	p := &proc{stdin: ch, stdout: quiet{ch}, stderr: quiet{ch.Stderr()}, cancel: cancel, done: make(chan struct{}), agent: agent}
 	s.f.wg.Go(func() {
 		defer cancel()
 		code := s.run(ctx, p, line)

@@ -7,7 +7,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -30,6 +32,19 @@ func (k hostKeys) HostPrivateKey(host string) ([]byte, error) {
 		return nil, fmt.Errorf("no key for %s", host)
 	}
 	return slices.Clone(b), nil
+}
+
+// DiskKey is a fixed passphrase: simfleet checks that one arrives.
+func (k hostKeys) DiskKey(host string) ([]byte, error) {
+	return []byte("correct horse battery staple " + host), nil
+}
+
+func (k hostKeys) InitrdHostPrivateKey(host string) ([]byte, error) {
+	return k.HostPrivateKey(host + "-initrd")
+}
+
+func (k hostKeys) InitrdHostPublicKey(host string) (ssh.PublicKey, error) {
+	return k.HostPublicKey(host + "-initrd")
 }
 
 func (k hostKeys) HostPublicKey(host string) (ssh.PublicKey, error) {
@@ -72,6 +87,7 @@ type rig struct {
 	dep    *deployer.Deployer
 	db     *db.DB
 	client ssh.Signer
+	cfg    *nixdeploy.Config
 }
 
 func newRig(t *testing.T, pace time.Duration) *rig {
@@ -102,6 +118,9 @@ func newRig(t *testing.T, pace time.Duration) *rig {
 		e, _ := fleet.Host(h.Name)
 		fmt.Fprintf(&b, "[[hosts]]\nname = %q\naddress = %q\nport = %d\nsystem = %q\ndisk = %q\nbuild_on_target = %v\n",
 			h.Name, e.IP, e.Port, h.System, h.Disk, h.System == "aarch64-linux")
+		if h.System == "x86_64-linux" {
+			b.WriteString("disk_key = \"/tmp/secret.key\"\n")
+		}
 	}
 	cfg, err := nixdeploy.ParseConfig(filepath.Join(t.TempDir(), "nixdeploy.toml"), []byte(b.String()))
 	if err != nil {
@@ -119,7 +138,7 @@ func newRig(t *testing.T, pace time.Duration) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig{fleet: fleet, dep: d, db: store, client: client}
+	return &rig{fleet: fleet, dep: d, db: store, client: client, cfg: cfg}
 }
 
 // lines collects a deployment's output.
@@ -148,6 +167,16 @@ func TestDeployerAgainstTheFleet(t *testing.T) {
 		t.Errorf("switch: system %s → %s; output:\n%s", before, after, strings.Join(out.text, "\n"))
 	}
 
+	// Without --disk-encryption-keys the LUKS layout fails after the
+	// wipe, as disko's luksFormat does: what the bot once did to ganon.
+	out = &lines{}
+	r.cfg.Hosts[0].DiskKey = ""
+	dep = &nixdeploy.Deployment{Hosts: []string{"ganon"}, Action: nixdeploy.ActionInstall, Requester: "test"}
+	if _, err := r.dep.Run(t.Context(), dep, out); err == nil || !out.has("Nothing to read on input.") {
+		t.Fatalf("install without a disk key: %v\n%s", err, strings.Join(out.text, "\n"))
+	}
+	r.cfg.Hosts[0].DiskKey = "/tmp/secret.key"
+
 	out = &lines{}
 	dep = &nixdeploy.Deployment{Hosts: []string{"ganon"}, Action: nixdeploy.ActionInstall, Requester: "test"}
 	if _, err := r.dep.Run(t.Context(), dep, out); err != nil {
@@ -158,6 +187,7 @@ func TestDeployerAgainstTheFleet(t *testing.T) {
 			t.Errorf("install output lacks %q", want)
 		}
 	}
+	checkDiskoMatchesNix(t, out.text)
 	calls := strings.Join(r.fleet.Calls(), "\n")
 	for _, want := range []string{"runner: exec sh -c", "mktemp -d", "--extra-files /tmp/tmp.", "rm -rf -- /tmp/tmp.", "ganon: exec sh -c"} {
 		if !strings.Contains(calls, want) {
@@ -174,6 +204,56 @@ func TestDeployerAgainstTheFleet(t *testing.T) {
 	}
 	if !out.has("has conflicting definition values") {
 		t.Errorf("the evaluation error is not in the output:\n%s", strings.Join(out.text, "\n"))
+	}
+	// The files the error names are the nix tree's own.
+	named := regexp.MustCompile(`-source/(nix/[^' ]+\.nix)`)
+	var seen int
+	for _, l := range out.text {
+		for _, m := range named.FindAllStringSubmatch(l, -1) {
+			seen++
+			if _, err := os.Stat(filepath.Join("..", "..", m[1])); err != nil {
+				t.Errorf("the simulated error names %s, which nix/ does not have", m[1])
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("the simulated error names no file of nix/")
+	}
+}
+
+// checkDiskoMatchesNix: the simulated disko output follows
+// nix/hosts/common/disks/standard-btrfs.nix: its ESP size, its LUKS name,
+// its passwordFile and every btrfs subvolume (@swap included).
+func checkDiskoMatchesNix(t *testing.T, out []string) {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "..", "nix", "hosts", "common", "disks", "standard-btrfs.nix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(out, "\n")
+	esp := regexp.MustCompile(`(?s)ESP = \{\s*size = "([^"]+)"`).FindSubmatch(src)
+	name := regexp.MustCompile(`type = "luks";\s*name = "([^"]+)"`).FindSubmatch(src)
+	pw := regexp.MustCompile(`passwordFile = "([^"]+)"`).FindSubmatch(src)
+	if esp == nil || name == nil || pw == nil {
+		t.Fatal("standard-btrfs.nix changed shape; update this test")
+	}
+	for _, want := range []string{
+		"--new=1:0:+" + string(esp[1]) + " ",
+		"/dev/mapper/" + string(name[1]),
+		"--key-file " + string(pw[1]),
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the simulated disko output lacks %q (from nix/)", want)
+		}
+	}
+	subs := regexp.MustCompile(`"(@[a-z]+)" = \{`).FindAllSubmatch(src, -1)
+	if len(subs) < 4 {
+		t.Fatalf("found %d subvolumes in standard-btrfs.nix", len(subs))
+	}
+	for _, m := range subs {
+		if !strings.Contains(text, "Create subvolume '/mnt/"+string(m[1])+"'") {
+			t.Errorf("the simulated disko output lacks subvolume %s", m[1])
+		}
 	}
 }
 
@@ -254,7 +334,16 @@ func TestOnlyKnownCommands(t *testing.T) {
 		{"unwrapped", "root", ganon.Addr(), "readlink /run/current-system", 127, "not found"},
 		{"shell syntax", "builder", r.fleet.Runner().Addr(), "true; rm -rf /", 2, "not supported"},
 		{"unknown on the runner", "builder", r.fleet.Runner().Addr(), wrap + "curl evil", 127, "curl: not found"},
-		{"another script", "builder", r.fleet.Runner().Addr(), wrap + "sh -c 'id' sh", 2, "only nixdeploy's key upload"},
+		{"another script", "builder", r.fleet.Runner().Addr(), wrap + "sh -c 'id' sh", 2, "only nixdeploy's upload script"},
+		// The runner's own ssh to a target: without the pinned
+		// known_hosts it fails, as real OpenSSH with an empty ~/.ssh does.
+		{"rebuild without a pin", "builder", r.fleet.Runner().Addr(),
+			wrap + fmt.Sprintf("env 'NIX_SSHOPTS=-p %d' nixos-rebuild switch --flake /dots#ganon --target-host root@%s", ganon.Port, ganon.IP), 1, "Host key verification failed."},
+		{"rebuild with an unknown flag", "builder", r.fleet.Runner().Addr(),
+			wrap + "nixos-rebuild switch --flake /dots#ganon --target-host root@" + ganon.IP + " --yolo", 2, "unrecognized arguments: --yolo"},
+		{"nixos-anywhere with two hosts", "builder", r.fleet.Runner().Addr(),
+			wrap + "nixos-anywhere --no-such-flag --flake /dots#ganon root@" + ganon.IP, 1, "Usage: nixos-anywhere"},
+		{"nix flake show", "builder", r.fleet.Runner().Addr(), wrap + "nix flake show /dots", 1, "is not a recognised command"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := run(tc.user, tc.addr, tc.cmd)

@@ -68,6 +68,11 @@ type Options struct {
 	RunnerProxy bool
 	// Jump starts one more sshd to be used as a ProxyJump host.
 	Jump bool
+	// Initrd names hosts that get an initrd SSH server: one more sshd on
+	// the host's address with the host's pre-generated initrd key
+	// (<host>_initrd_ssh_host_ed25519_key), whose cryptsetup-askpass stub
+	// records the passphrase it reads (see Unlocked).
+	Initrd []string
 }
 
 // Lab is a running lab. Everything lives under Dir and is removed with the
@@ -101,6 +106,8 @@ type Lab struct {
 	Runner  *Server
 	Targets []*Server
 	Jump    *Server
+	// Initrds are the initrd SSH servers, by host.
+	Initrds map[string]*Server
 	// Proxy is in front of Runner when Options.RunnerProxy is set.
 	Proxy *Proxy
 
@@ -109,6 +116,7 @@ type Lab struct {
 	InstallerFlake string
 
 	readlink string
+	ssh      string
 }
 
 // Server is one running sshd.
@@ -179,6 +187,9 @@ func New(t testing.TB, opts Options) *Lab {
 	if err != nil {
 		t.Fatalf("sshlab: readlink: %v", err)
 	}
+	if l.ssh, err = exec.LookPath("ssh"); err != nil {
+		testtool.Missing(t, "sshlab needs ssh (install openssh-client)")
+	}
 
 	l.ClientKeyPath = filepath.Join(dir, "client_ed25519")
 	keygen(t, l.ClientKeyPath, "nixdeploy-bot")
@@ -213,6 +224,13 @@ func New(t testing.TB, opts Options) *Lab {
 		keygen(t, keyPath, "root@"+h)
 		l.initSystem(h)
 		l.Targets = append(l.Targets, l.start(h, "127.0.0."+strconv.Itoa(i+2), keyPath))
+	}
+	l.Initrds = map[string]*Server{}
+	for _, h := range opts.Initrd {
+		tgt := l.Target(h)
+		keyPath := filepath.Join(l.KeysDir, h+"_initrd_ssh_host_ed25519_key")
+		keygen(t, keyPath, "root@"+h+"-initrd")
+		l.Initrds[h] = l.start(h+"-initrd", tgt.Host, keyPath)
 	}
 	return l
 }
@@ -294,13 +312,14 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 AllowTcpForwarding yes
+AllowAgentForwarding yes
 PermitUserEnvironment no
 AcceptEnv LANG
 MaxSessions 50
 MaxStartups 100
 LoginGraceTime 30
 LogLevel VERBOSE
-SetEnv PATH=%s:/usr/local/bin:/usr/bin:/bin LAB_HOST=%s SHLVL=1
+SetEnv PATH=%s:/usr/local/bin:/usr/bin:/bin LAB_HOST=%s SHLVL=1 HOME=%s
 `
 
 // start runs an sshd for name on host with hostKey, retrying when another
@@ -344,12 +363,16 @@ func freePort(t testing.TB, host string) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func (s *Server) run() error {
+func (s *Server) writeConfig() error {
 	l := s.lab
 	cfg := fmt.Sprintf(sshdConfig, s.Port, s.Host, s.HostKeyPath,
 		filepath.Join(l.Dir, "authorized_keys"), filepath.Join(l.Dir, "sshd", s.Name+".pid"),
-		l.StubDir, s.Name)
-	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o644); err != nil {
+		l.StubDir, s.Name, filepath.Join(l.Dir, "home"))
+	return os.WriteFile(s.cfgPath, []byte(cfg), 0o644)
+}
+
+func (s *Server) run() error {
+	if err := s.writeConfig(); err != nil {
 		return err
 	}
 	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
@@ -487,6 +510,11 @@ func descendants(pid int) []int {
 //	  print (text printed to stdout), print-stderr, cat (a file to print),
 //	  sleep (seconds to take before any of that),
 //	  nochange (rebuild: do not change the current system)
+//	nixos-rebuild: sshopts (replaces NIX_SSHOPTS, "-" unsets it, @tmp@
+//	  stands for the run directory), noagent (unset SSH_AUTH_SOCK): the
+//	  runner's hop as an older plan set it up
+//	nix: revision (what flake metadata reports)
+//	disko.<host>.device, disko.<host>.luks (passwordFile), initrd.<host>.path
 //	systemctl: state (running, degraded, …), failed (units, one a line)
 func (l *Lab) Set(name, value string) {
 	if err := os.WriteFile(filepath.Join(l.ControlDir, name), []byte(value), 0o644); err != nil {
@@ -619,6 +647,58 @@ func (k Keys) HostPublicKey(host string) (ssh.PublicKey, error) {
 // HostPrivateKey reads <host>_ssh_host_ed25519_key.
 func (k Keys) HostPrivateKey(host string) ([]byte, error) {
 	return os.ReadFile(filepath.Join(k.Dir, host+"_ssh_host_ed25519_key"))
+}
+
+// DiskKey reads <host>_disk_key.
+func (k Keys) DiskKey(host string) ([]byte, error) {
+	return os.ReadFile(filepath.Join(k.Dir, host+"_disk_key"))
+}
+
+// InitrdHostPrivateKey reads <host>_initrd_ssh_host_ed25519_key.
+func (k Keys) InitrdHostPrivateKey(host string) ([]byte, error) {
+	return os.ReadFile(filepath.Join(k.Dir, host+"_initrd_ssh_host_ed25519_key"))
+}
+
+// InitrdHostPublicKey reads <host>_initrd_ssh_host_ed25519_key.pub.
+func (k Keys) InitrdHostPublicKey(host string) (ssh.PublicKey, error) {
+	b, err := os.ReadFile(filepath.Join(k.Dir, host+"_initrd_ssh_host_ed25519_key.pub"))
+	if err != nil {
+		return nil, err
+	}
+	pk, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	return pk, err
+}
+
+// SetLUKS makes host's disk layout use LUKS with passwordFile, as
+// nix/hosts/common/disks/*.nix does, and puts pass into the key store as
+// its disk key (unless pass is empty).
+func (l *Lab) SetLUKS(host, passwordFile, pass string) {
+	l.Set("disko."+host+".luks", passwordFile)
+	if pass != "" {
+		if err := os.WriteFile(filepath.Join(l.KeysDir, host+"_disk_key"), []byte(pass), 0o600); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+}
+
+// Unlocked is what host's initrd cryptsetup-askpass stub read, one
+// passphrase a line ("" when it never ran).
+func (l *Lab) Unlocked(host string) string {
+	b, _ := os.ReadFile(filepath.Join(l.ControlDir, "unlocked."+host+"-initrd"))
+	return string(b)
+}
+
+// ScratchRoot is where the stub nixos-anywhere played host's install:
+// uploaded disk keys at their remote paths, extra files under mnt/.
+func (l *Lab) ScratchRoot(host string) string { return filepath.Join(l.ControlDir, "root."+host) }
+
+// Control reads a control file a stub wrote ("" when absent).
+func (l *Lab) Control(name string) string {
+	b, err := os.ReadFile(filepath.Join(l.ControlDir, name))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // NewPublicKey returns a fresh ed25519 public key, for tests that need a key

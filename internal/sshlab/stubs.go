@@ -57,75 +57,197 @@ behave() {
 }
 `
 
+// stubAnywhere parses its arguments as nixos-anywhere 1.13's parseArgs
+// does (src/nixos-anywhere.sh at 91fc9b7): each known flag with its arity,
+// the first other word as the host and a second one refused with the
+// usage. It then plays the install against the lab: its first contact is
+// ssh with StrictHostKeyChecking=no as nixos-anywhere's own (sshArgs), so
+// only the forwarded agent can log it in; disk keys are "uploaded" into a
+// scratch root (runDisko: umask 077; cat > PATH), the extra files are
+// copied with the same tar pipe into <scratch>/mnt and their modes checked,
+// and a LUKS layout (control file disko.<attr>.luks holding the
+// passwordFile, as nix/hosts/common/disks/*.nix) without that key fails as
+// disko's luksFormat does: cryptsetup says "Nothing to read on input.".
 const stubAnywhere = `TOOL=nixos-anywhere
 log_call nixos-anywhere "$@"
-# The bot's contract: --ssh-port P --extra-files DIR --flake URI#ATTR root@HOST,
-# in this order, the host last and once.
-[ $# -eq 7 ] || bad "want 7 arguments, got $#"
-[ "$1" = --ssh-port ] || bad "argument 1 is $1, want --ssh-port"
-case $2 in ''|*[!0-9]*) bad "--ssh-port value $2 is not a number";; esac
-[ "$3" = --extra-files ] || bad "argument 3 is $3, want --extra-files"
-[ "$5" = --flake ] || bad "argument 5 is $5, want --flake"
-ATTR=${6#*#}
-case $6 in *#*) ;; *) bad "--flake $6 has no #attribute";; esac
-[ -n "$ATTR" ] || bad "--flake $6 has an empty attribute"
-case $7 in root@?*) ;; *) bad "last argument $7 is not root@host";; esac
-n=0
-for a in "$@"; do case $a in *@*) n=$((n+1));; esac; done
-[ $n -eq 1 ] || bad "the host appears $n times"
-
-x=$4
-mode() { stat -c %a "$1" 2>/dev/null || echo missing; }
-[ "$(mode "$x")" = 755 ] || bad "extra-files dir has mode $(mode "$x"), want 755"
-[ "$(mode "$x/etc")" = 755 ] || bad "etc has mode $(mode "$x/etc"), want 755"
-[ "$(mode "$x/etc/ssh")" = 755 ] || bad "etc/ssh has mode $(mode "$x/etc/ssh"), want 755"
-k=$x/etc/ssh/ssh_host_ed25519_key
-[ "$(mode "$k")" = 600 ] || bad "host key has mode $(mode "$k"), want 600"
-[ "$(mode "$k.pub")" = 644 ] || bad "host key .pub has mode $(mode "$k.pub"), want 644"
-want=$(cut -d' ' -f1,2 "$LAB/keys/${ATTR}_ssh_host_ed25519_key.pub")
-got=$(ssh-keygen -y -f "$k" | cut -d' ' -f1,2)
-[ -n "$want" ] && [ "$got" = "$want" ] || bad "the host key in extra-files is not the pinned key of $ATTR"
-[ "$(cut -d' ' -f1,2 "$k.pub")" = "$want" ] || bad "the .pub in extra-files is not the pinned key of $ATTR"
-echo "$x" >"$C/nixos-anywhere.$ATTR.extra-files"
+abort() { printf 'BAD %s %s: %s\n' "$TOOL" "${LAB_HOST:-?}" "$*" >>"$LAB/calls.log"; echo "aborted: $*" >&2; exit 1; }
+usage() { echo "Usage: nixos-anywhere [options] [<ssh-host>]"; }
+flake= host= extra= port=22 phases=kexec,disko,install,reboot buildon=auto kexec= kexecflags=
+dek=
+while [ $# -gt 0 ]; do
+	case $1 in
+	-f|--flake) flake=$2; shift;;
+	--target-host) host=$2; shift;;
+	-i) shift;;
+	-p|--ssh-port) port=$2; shift;;
+	--ssh-option) shift;;
+	-L|--print-build-logs|--copy-host-keys|--show-trace|--debug|--no-disko-deps|--no-substitute-on-destination|--no-use-machine-substituters|--env-password|--vm-test|-t|--tty) ;;
+	-s|--store-paths) shift 2;;
+	--generate-hardware-config)
+		[ $# -ge 3 ] || abort "Missing arguments for --generate-hardware-config <backend> <path>"
+		case $2 in nixos-facter|nixos-generate-config) ;; *) abort "Unknown hardware config backend: $2";; esac
+		shift 2;;
+	--help) usage; exit 0;;
+	--kexec) kexec=$2; shift;;
+	--force-kexec) shift;;
+	--kexec-extra-flags) kexecflags=$2; shift;;
+	--ssh-store-setting) shift 2;;
+	--post-kexec-ssh-port) shift;;
+	--disko-mode)
+		case $2 in format|mount|disko) ;; *) abort "Supported values for --disko-mode are disko, mount and format. Unknown mode : $2";; esac
+		shift;;
+	--build-on)
+		case $2 in auto|local|remote) buildon=$2;; *) abort "Supported values for --build-on are auto, local and remote. Unknown mode : $2";; esac
+		shift;;
+	--extra-files) extra=$2; shift;;
+	--chown) shift 2;;
+	--disk-encryption-keys) dek="$dek
+$2 $3"; shift 2;;
+	--phases)
+		phases=$2
+		for ph in $(printf '%s' "$2" | tr , ' '); do
+			case $ph in kexec|disko|install|reboot) ;; *) abort "Unknown phase: $ph";; esac
+		done
+		shift;;
+	--from) shift;;
+	--option) shift 2;;
+	--build-on-remote) buildon=remote;;
+	*)
+		if [ -z "$host" ]; then host=$1; else printf 'BAD %s %s: second host %s\n' "$TOOL" "${LAB_HOST:-?}" "$1" >>"$LAB/calls.log"; usage; exit 1; fi;;
+	esac
+	shift
+done
+[ -n "$host" ] || abort "ssh-host must be set"
+case $flake in
+*#*) ATTR=${flake##*#};;
+*) ATTR=;;
+esac
+if [ -z "$ATTR" ]; then
+	echo "Please specify the name of the NixOS configuration to be installed, as a URI fragment in the flake-uri." >&2
+	echo 'For example, to use the output nixosConfigurations.foo from the flake.nix, append "#foo" to the flake-uri.' >&2
+	exit 1
+fi
+case $port in ''|*[!0-9]*) bad "--ssh-port value $port is not a number";; esac
+has() { case ",$phases," in *",$1,"*) return 0;; esac; return 1; }
 
 echo "### Uploading install SSH keys ###"
-echo "Warning: Permanently added '${7#root@}' (ED25519) to the list of known hosts." >&2
-echo "/nix/store/abc-ssh-copy-id/bin/ssh-copy-id: INFO: 1 key(s) remain to be installed"
-echo "### Gathering machine facts ###"
-echo "### Switching system into kexec ###"
-echo "machine will boot into nixos in 6s..."
-echo "### Waiting for the machine to become unreachable due to reboot ###"
-echo "### Formatting hard drive with disko ###"
-echo "+ sgdisk --zap-all /dev/vda"
+# nixos-anywhere's own ssh: no host key checking; only the agent can log in.
+if ! ssh -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR -p "$port" "$host" true </dev/null; then
+	exit 255
+fi
+root=$C/root.$ATTR
+rm -rf "$root"; mkdir -p "$root/mnt"
+printf '%s\n' "$port" >"$C/nixos-anywhere.$ATTR.port"
+[ -z "$extra" ] || printf '%s\n' "$extra" >"$C/nixos-anywhere.$ATTR.extra-files"
+printf '%s\n' "$phases" >"$C/nixos-anywhere.$ATTR.phases"
+printf '%s\n' "$buildon" >"$C/nixos-anywhere.$ATTR.build-on"
+printf '%s\n' "$kexecflags" >"$C/nixos-anywhere.$ATTR.kexec-extra-flags"
+if has kexec; then
+	echo "### Gathering machine facts ###"
+	echo "### Switching system into kexec ###"
+	echo "machine will boot into nixos in 6s..."
+	echo "### Waiting for the machine to become unreachable due to reboot ###"
+fi
+if has disko; then
+	printf '%s\n' "$dek" | while read -r rpath lpath; do
+		[ -n "$rpath" ] || continue
+		echo "### Uploading $lpath to $rpath ###"
+		mkdir -p "$root$(dirname "$rpath")"
+		( umask 077; cat >"$root$rpath" ) <"$lpath" || exit 1
+	done || exit 1
+	echo "### Formatting hard drive with disko ###"
+	echo "+ sgdisk --zap-all /dev/vda"
+	if pw=$(cat "$C/disko.$ATTR.luks" 2>/dev/null); then
+		if [ ! -s "$root$pw" ]; then
+			echo "+ cryptsetup -q luksFormat /dev/disk/by-partlabel/disk-main-luks --key-file $pw" >&2
+			echo "Nothing to read on input." >&2
+			exit 1
+		fi
+		echo "+ cryptsetup -q luksFormat /dev/disk/by-partlabel/disk-main-luks --key-file $pw"
+	fi
+fi
 behave
-echo "### Uploading the system closure ###"
-echo "copying 1 paths..."
-echo "### Installing NixOS ###"
-echo "installing the boot loader..."
-echo "setting up /etc..."
-echo "installation finished!"
-echo "### Rebooting ###"
+if has install; then
+	if [ -n "$extra" ]; then
+		echo "### Copying extra files ###"
+		tar -C "$extra" -cpf- . | tar -C "$root/mnt" -xf- --no-same-owner || exit 1
+		x=$root/mnt
+		mode() { stat -c %a "$1" 2>/dev/null || echo missing; }
+		[ "$(mode "$x/etc")" = 755 ] || bad "etc has mode $(mode "$x/etc"), want 755"
+		[ "$(mode "$x/etc/ssh")" = 755 ] || bad "etc/ssh has mode $(mode "$x/etc/ssh"), want 755"
+		k=$x/etc/ssh/ssh_host_ed25519_key
+		[ "$(mode "$k")" = 600 ] || bad "host key has mode $(mode "$k"), want 600"
+		[ "$(mode "$k.pub")" = 644 ] || bad "host key .pub has mode $(mode "$k.pub"), want 644"
+		want=$(cut -d' ' -f1,2 "$LAB/keys/${ATTR}_ssh_host_ed25519_key.pub")
+		got=$(ssh-keygen -y -f "$k" | cut -d' ' -f1,2)
+		[ -n "$want" ] && [ "$got" = "$want" ] || bad "the host key in extra-files is not the pinned key of $ATTR"
+		[ "$(cut -d' ' -f1,2 "$k.pub")" = "$want" ] || bad "the .pub in extra-files is not the pinned key of $ATTR"
+		if ip=$(cat "$C/initrd.$ATTR.path" 2>/dev/null); then
+			[ "$(mode "$x$ip")" = 600 ] || bad "initrd host key $ip has mode $(mode "$x$ip"), want 600"
+		fi
+		for f in $(find "$x" -type d); do
+			[ "$(mode "$f")" = 755 ] || bad "directory ${f#$x} has mode $(mode "$f"), want 755"
+		done
+	fi
+	echo "### Uploading the system closure ###"
+	echo "copying 1 paths..."
+	echo "### Installing NixOS ###"
+	echo "installing the boot loader..."
+	echo "installation finished!"
+fi
+if has reboot; then
+	echo "### Rebooting ###"
+fi
 echo "### Done! ###"
 `
 
+// stubRebuild parses its arguments as nixos-rebuild-ng's argparse does for
+// the flags the bot uses (unknown ones refused with argparse's message),
+// then reaches the target (and build host) as nixos-rebuild-ng does
+// (nixos_rebuild/process.py: ssh *shlex.split(NIX_SSHOPTS) host -- cmd):
+// with real OpenSSH, only NIX_SSHOPTS and SSH_AUTH_SOCK, from a runner
+// whose ~/.ssh is empty. A missing pin, a wrong pin or a missing key fails
+// there as it would in life. sh splits NIX_SSHOPTS like shlex only for words
+// without quotes or backslashes; others are refused.
 const stubRebuild = `TOOL=nixos-rebuild
 log_call nixos-rebuild "$@"
-[ $# -ge 1 ] || bad "no action"
-action=$1; shift
-case $action in switch|boot|test|dry-activate|dry-build|build) ;; *) bad "unknown action $action";; esac
-rollback=
-if [ "${1:-}" = --rollback ]; then rollback=1; shift; fi
-[ "${1:-}" = --flake ] || bad "want --flake, got ${1:-nothing}"
-ATTR=${2#*#}
-case ${2:-} in *#?*) ;; *) bad "--flake ${2:-} has no #attribute";; esac
-shift 2
-[ "${1:-}" = --target-host ] || bad "want --target-host, got ${1:-nothing}"
-target=${2:-}
-case $target in root@?*) ;; *) bad "--target-host $target is not root@host";; esac
-shift 2
-if [ $# -gt 0 ]; then
-	[ $# -eq 2 ] && [ "$1" = --build-host ] && [ "$2" = "$target" ] || bad "unexpected trailing arguments: $*"
+die() {
+	printf 'BAD %s %s: %s\n' "$TOOL" "${LAB_HOST:-?}" "$*" >>"$LAB/calls.log"
+	echo "usage: nixos-rebuild [--verbose] [--flake FLAKE] ... {switch,boot,test,build,dry-build,dry-activate,...}" >&2
+	echo "nixos-rebuild: error: $*" >&2
+	exit 2
+}
+action= rollback= flake= target= buildhost=
+while [ $# -gt 0 ]; do
+	case $1 in
+	switch|boot|test|dry-activate|dry-build|build) [ -z "$action" ] || die "unrecognized arguments: $1"; action=$1;;
+	--rollback) rollback=1;;
+	--fast|--no-reexec) ;;
+	--flake) [ $# -ge 2 ] || die "argument --flake: expected one argument"; flake=$2; shift;;
+	--target-host) [ $# -ge 2 ] || die "argument --target-host: expected one argument"; target=$2; shift;;
+	--build-host) [ $# -ge 2 ] || die "argument --build-host: expected one argument"; buildhost=$2; shift;;
+	*) die "unrecognized arguments: $1";;
+	esac
+	shift
+done
+[ -n "$action" ] || die "the following arguments are required: action"
+ATTR=${flake##*#}
+case $flake in *#?*) ;; *) bad "--flake $flake has no #attribute";; esac
+[ -n "$target" ] || bad "no --target-host"
+if o=$(knob sshopts); then
+	tmp=${NIX_SSHOPTS#*UserKnownHostsFile=}; tmp=${tmp%%/known_hosts*}
+	if [ "$o" = - ]; then unset NIX_SSHOPTS; else NIX_SSHOPTS=$(printf '%s' "$o" | sed "s|@tmp@|$tmp|g"); fi
 fi
+if knob noagent >/dev/null; then unset SSH_AUTH_SOCK; fi
+case ${NIX_SSHOPTS:-} in *[\'\"\\\\]*) bad "NIX_SSHOPTS needs shlex quoting, which the lab's sh splitting does not model: $NIX_SSHOPTS";; esac
+remote() {
+	# shellcheck disable=SC2086
+	ssh ${NIX_SSHOPTS:-} "$1" -- readlink /run/current-system </dev/null >/dev/null
+}
+if [ -n "$buildhost" ]; then
+	remote "$buildhost" || exit 1
+fi
+remote "$target" || exit 1
 
 echo "building the system configuration..." >&2
 behave
@@ -151,6 +273,59 @@ dry-activate)
 	;;
 esac
 exit 0
+`
+
+// stubNix answers the two questions the deployer asks the runner's nix, and
+// nothing else ("is not a recognised command", "unrecognised flag", as
+// nix says): flake metadata --json (the fields Nix documents in
+// nix3-flake-metadata(1)) and the eval of an installer's disko disks. The
+// revision comes from the control file nix.revision, a disk from
+// disko.<attr>.device (default /dev/vda).
+const stubNix = `TOOL=nix
+log_call nix "$@"
+while [ "${1:-}" = --extra-experimental-features ]; do shift 2; done
+case ${1:-} in
+flake)
+	[ "${2:-}" = metadata ] || { echo "error: 'flake ${2:-}' is not a recognised command" >&2; exit 1; }
+	shift 2
+	[ "${1:-}" = --json ] || { echo "error: unrecognised flag '${1:-}'" >&2; exit 1; }
+	[ $# -eq 2 ] || { echo "error: unexpected arguments" >&2; exit 1; }
+	f=$2
+	rev=$(cat "$C/nix.revision" 2>/dev/null) || rev=0123456789abcdef0123456789abcdef01234567
+	printf '{"description":"lab flake","lastModified":1700000000,"locked":{"rev":"%s","type":"git","url":"file://%s"},"original":{"type":"git","url":"file://%s"},"path":"/nix/store/lab-source","revision":"%s","url":"git+file://%s?rev=%s"}\n' "$rev" "$f" "$f" "$rev" "$f" "$rev"
+	;;
+eval)
+	shift
+	[ "${1:-}" = --json ] || { echo "error: unrecognised flag '${1:-}'" >&2; exit 1; }
+	inst=${2:-}
+	[ "${3:-}" = --apply ] && [ "${4:-}" = "builtins.mapAttrs (n: d: d.device)" ] && [ $# -eq 4 ] || { echo "error: unexpected arguments" >&2; exit 1; }
+	case $inst in *'#nixosConfigurations.'*.config.disko.devices.disk) ;; *) echo "error: flake does not provide attribute '${inst#*#}'" >&2; exit 1;; esac
+	ATTR=${inst#*#nixosConfigurations.}; ATTR=${ATTR%.config.disko.devices.disk}
+	dev=$(cat "$C/disko.$ATTR.device" 2>/dev/null) || dev=/dev/vda
+	printf '{"main":"%s"}\n' "$dev"
+	;;
+*)
+	echo "error: '${1:-}' is not a recognised command" >&2
+	exit 1
+	;;
+esac
+`
+
+// stubSSH is OpenSSH itself with the lab's empty home: ssh takes ~ from
+// the passwd entry, not $HOME, so -F names the lab home's config, which
+// points known_hosts and the identity at that empty home. Options given on
+// the command line (NIX_SSHOPTS) still win, as with any ssh config file.
+const stubSSH = `exec @SSH@ -F "$LAB/home/.ssh/config" "$@"
+`
+
+// stubAskpass stands in for cryptsetup-askpass in an initrd: it reads
+// the passphrase from stdin and records it, a line per call.
+const stubAskpass = `TOOL=cryptsetup-askpass
+log_call cryptsetup-askpass "$@"
+[ $# -eq 0 ] || bad "cryptsetup-askpass takes no arguments"
+IFS= read -r pass || [ -n "$pass" ] || bad "no passphrase on stdin"
+printf '%s\n' "$pass" >>"$C/unlocked.$LAB_HOST"
+echo "Passphrase for /dev/disk/by-partlabel/disk-main-luks: "
 `
 
 const stubSystemctl = `TOOL=systemctl
@@ -184,11 +359,23 @@ exec @READLINK@ "$@"
 func (l *Lab) writeStubs() {
 	head := "#!/bin/sh\n# Stub written by internal/sshlab.\nLAB=" + shq(l.Dir) + "\nC=" + shq(l.ControlDir) + "\n. \"$LAB/bin/stublib.sh\"\n"
 	files := map[string]string{
-		"stublib.sh":     stubLib,
-		"nixos-anywhere": head + stubAnywhere,
-		"nixos-rebuild":  head + stubRebuild,
-		"systemctl":      head + stubSystemctl,
-		"readlink":       head + strings.ReplaceAll(stubReadlink, "@READLINK@", shq(l.readlink)),
+		"stublib.sh":         stubLib,
+		"nixos-anywhere":     head + stubAnywhere,
+		"nixos-rebuild":      head + stubRebuild,
+		"nix":                head + stubNix,
+		"cryptsetup-askpass": head + stubAskpass,
+		"ssh":                head + strings.ReplaceAll(stubSSH, "@SSH@", shq(l.ssh)),
+		"systemctl":          head + stubSystemctl,
+		"readlink":           head + strings.ReplaceAll(stubReadlink, "@READLINK@", shq(l.readlink)),
+	}
+	home := filepath.Join(l.Dir, "home", ".ssh")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		l.t.Fatal(err)
+	}
+	sshConfig := "# The lab runner's empty ~/.ssh (written by internal/sshlab)\nUserKnownHostsFile " + filepath.Join(home, "known_hosts") +
+		"\nIdentityFile " + filepath.Join(home, "id_ed25519") + "\n"
+	if err := os.WriteFile(filepath.Join(home, "config"), []byte(sshConfig), 0o600); err != nil {
+		l.t.Fatal(err)
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(l.StubDir, name), []byte(text), 0o755); err != nil {
