@@ -191,6 +191,19 @@ func TestUnlock(t *testing.T) {
 	}
 }
 
+// TestUnlockRefused: an initrd that asks again (a wrong passphrase) makes
+// askPass die with "End of file reached", and the unlock says so instead of
+// reporting success.
+func TestUnlockRefused(t *testing.T) {
+	t.Parallel()
+	e := initrdEnv(t, nil)
+	e.lab.Set("askpass-reject.node1-initrd", "1") // the initrd sshd runs as LAB_HOST node1-initrd
+	err := e.d.Unlock(t.Context(), "node1", e.sink)
+	if err == nil || !strings.Contains(err.Error(), "did not accept the disk passphrase") {
+		t.Fatalf("err = %v\n%s", err, e.sink.text())
+	}
+}
+
 // TestUnlockWrongInitrdKey: an initrd port that presents another key gets
 // nothing.
 func TestUnlockWrongInitrdKey(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/nixdeploy/nixdeploy"
 )
@@ -63,14 +64,36 @@ func (h *hostRun) tryUnlock(ctx context.Context) (bool, error) {
 	}
 	defer clear(pass)
 	h.em.event(h.host.Name, "wait-for-ssh", "%s waits in its initrd (pinned initrd key); sending the disk passphrase", h.host.Name)
-	err = ex.run(ctx, h.cmd(Step{Name: "wait-for-ssh"}, []string{UnlockCommand}, bytes.NewReader(pass), nil))
-	if err != nil && !errors.Is(err, ErrConnectionLost) {
+	// askPass reads one line (IFS= read -rs): the key store's file has no
+	// newline, so one is added, or the read hits end of file and nothing
+	// is handed on. Its exit status means nothing (it exits 1 after a
+	// success too); a second prompt, which ends in "End of file reached",
+	// means the passphrase was refused. Only the booted system's pinned
+	// key proves the unlock.
+	line := append(append(make([]byte, 0, len(pass)+1), pass...), '\n')
+	defer clear(line)
+	var out capBuffer
+	cmd := h.cmd(Step{Name: "wait-for-ssh"}, []string{UnlockCommand}, bytes.NewReader(line), nil)
+	emit := cmd.out
+	cmd.out = func(stream nixdeploy.Stream, b []byte) {
+		out.add(b) // both streams: askPass reports on stderr
+		emit(stream, b)
+	}
+	err = ex.run(ctx, cmd)
+	if strings.Contains(out.String(), askpassEOF) {
+		return true, fmt.Errorf("the initrd of %s did not accept the disk passphrase; check keys/%s_disk_key and unlock at the console", h.host.Name, h.host.Name)
+	}
+	if err != nil && !errors.Is(err, ErrConnectionLost) && h.unlocks > 1 {
 		// The initrd may end the session as it switches root; only a
 		// clean failure is reported, and the wait goes on either way.
 		h.em.event(h.host.Name, "wait-for-ssh", "unlock on %s: %v", h.host.Name, err)
 	}
 	return true, nil
 }
+
+// askpassEOF is what luksroot.nix's askPass prints when it is asked for a
+// passphrase again and stdin is spent: the one sign of a refused passphrase.
+const askpassEOF = "End of file reached"
 
 // Unlock sends host's disk passphrase to its initrd SSH server, for
 // "/nixdeploy unlock HOST" after a reboot. The initrd must present its

@@ -318,14 +318,26 @@ esac
 const stubSSH = `exec @SSH@ -F "$LAB/home/.ssh/config" "$@"
 `
 
-// stubAskpass stands in for cryptsetup-askpass in an initrd: it reads
-// the passphrase from stdin and records it, a line per call.
+// stubAskpass stands in for cryptsetup-askpass in an initrd. Its rules are
+// those of nixpkgs nixos/modules/system/boot/luksroot.nix (askPass, the
+// scripted stage 1): it prompts, reads one line with IFS= read -rs (a
+// passphrase without its newline hits end of file and the script dies with
+// "End of file reached. Exiting shell."), hands it on, and then finds no
+// passphrase requested and exits 1. A control file "askpass-reject.HOST"
+// (HOST is the initrd sshd's LAB_HOST, "<host>-initrd") makes the initrd
+// ask again, as after a wrong passphrase.
 const stubAskpass = `TOOL=cryptsetup-askpass
 log_call cryptsetup-askpass "$@"
 [ $# -eq 0 ] || bad "cryptsetup-askpass takes no arguments"
-IFS= read -r pass || [ -n "$pass" ] || bad "no passphrase on stdin"
+printf 'Passphrase for /dev/disk/by-partlabel/disk-main-luks: '
+IFS= read -r pass || { echo 'End of file reached. Exiting shell.' >&2; exit 1; }
 printf '%s\n' "$pass" >>"$C/unlocked.$LAB_HOST"
-echo "Passphrase for /dev/disk/by-partlabel/disk-main-luks: "
+if [ -f "$C/askpass-reject.$LAB_HOST" ]; then
+	printf 'Passphrase for /dev/disk/by-partlabel/disk-main-luks: '
+	IFS= read -r pass || { echo 'End of file reached. Exiting shell.' >&2; exit 1; }
+fi
+echo 'Passphrase is not requested now' >&2
+exit 1
 `
 
 const stubSystemctl = `TOOL=systemctl
