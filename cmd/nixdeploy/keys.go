@@ -17,15 +17,17 @@ import (
 
 // keysCommandOrder is the order keys -h lists the subcommands in: the order
 // an operator runs them in.
-var keysCommandOrder = []string{"init", "sops-config", "secrets-template", "check", "seal", "age-recipient", "age-identity"}
+var keysCommandOrder = []string{"init", "sops-config", "secrets-template", "check", "seal", "unseal", "disk-key", "age-recipient", "age-identity"}
 
 func keysCommands() map[string]command {
 	return map[string]command{
-		"init":             {"create missing host keys and user age keys (never overwrites)", cmdKeysInit},
+		"init":             {"create missing host, user age, disk and initrd keys (never overwrites)", cmdKeysInit},
 		"sops-config":      {"write .sops.yaml with the admin and host recipients", cmdKeysSopsConfig},
 		"secrets-template": {"print the user-age-keys section to pipe into sops", cmdKeysSecretsTemplate},
 		"check":            {"the key preflight run before every install", cmdKeysCheck},
 		"seal":             {"encrypt plaintext keys in the key store with age", cmdKeysSeal},
+		"unseal":           {"write plaintext copies of a host's keys for the manual bootstrap", cmdKeysUnseal},
+		"disk-key":         {"replace a LUKS host's disk key from stdin (disk-key set HOST)", cmdKeysDiskKey},
 		"age-recipient":    {"print the age recipient of SSH ed25519 public keys", cmdKeysAgeRecipient},
 		"age-identity":     {"print the age identity of an SSH ed25519 private key", cmdKeysAgeIdentity},
 	}
@@ -119,6 +121,11 @@ Creates, for every host of the fleet, whatever is missing of:
   <keys.dir>/<host>_ssh_host_ed25519_key      SSH host key (0600, OpenSSH format)
   <keys.dir>/<host>_ssh_host_ed25519_key.pub  its public half (0644)
   <keys.dir>/<host>_user_age_key              the host's user age identity (0600)
+  <keys.dir>/<host>_disk_key                  LUKS hosts (disk_key set): a random
+                                              typeable passphrase, no newline (0600)
+  <keys.dir>/<host>_initrd_ssh_host_ed25519_key(.pub)
+                                              initrd_ssh hosts: the initrd's own
+                                              SSH host key pair
 Existing files, plaintext or sealed (.age), are never replaced; a missing .pub
 is derived from its private key. Running it again changes nothing.`)
 	if err := parseFlags(fs, args); err != nil {
@@ -131,7 +138,7 @@ is derived from its private key. Running it again changes nothing.`)
 	if err != nil {
 		return err
 	}
-	changes, err := store.Init(ctx, hostNames(cfg.Hosts))
+	changes, err := store.InitHosts(ctx, cfg.Hosts)
 	if err != nil {
 		return err
 	}
@@ -238,9 +245,15 @@ The key preflight the bot runs before every install, for the named hosts
   pub          the .pub file is its public half
   mode         a plaintext private key is not readable by group/others
   unique       no other host of the fleet has the same key
+  disk-key     LUKS hosts: the disk key exists (0600 or sealed), one line
+  initrd       initrd_ssh hosts: the initrd host key exists, matches its
+               .pub and is not the host key
   sops-config  the host's age recipient is in .sops.yaml
-  recipient    the secrets file is encrypted to the host
-  user-key     the secrets file has user-age-keys/<user>-<host>
+  recipient    the secrets file (secrets.file) is encrypted to the host
+  decrypt      the host's age identity, derived from its private key, opens
+               the file's data key alone, and the file's MAC holds
+  user-key     user-age-keys/<user>-<host> decrypts, as the host, to the
+               host's user age key in the key store
 It prints one row per host (✓ passed, ✗ failed, - not checked) and exits 1
 with one line per failure.`)
 	if err := parseFlags(fs, args); err != nil {
@@ -288,8 +301,8 @@ func (r *recipientFlags) Set(v string) error {
 func cmdKeysSeal(ctx context.Context, s stdio, args []string) error {
 	fs, path := keysFlags(s, "seal", `seal [--config FILE] [--recipient age1...]... HOST...
 
-Encrypts the named hosts' plaintext keys (SSH host key and user age identity)
-with age into <file>.age, and removes each plaintext only after the sealed file
+Encrypts the named hosts' plaintext keys (SSH host key, user age identity, and
+the disk key and initrd host key where present) with age into <file>.age, and removes each plaintext only after the sealed file
 decrypted with the bot's identity and matched it. The default recipient is the
 bot's own identity (NIXDEPLOY_AGE_IDENTITY or keys.age_identity_file).`)
 	var recipients recipientFlags
@@ -446,4 +459,98 @@ func ageIdentitiesFor(configPath string) ([]age.Identity, error) {
 		return nil, fmt.Errorf("%w (and the config did not load: %s)", err, oneLine(cerr.Error()))
 	}
 	return keys.LoadIdentities(cfg)
+}
+
+func cmdKeysUnseal(ctx context.Context, s stdio, args []string) error {
+	fs, path := keysFlags(s, "unseal", `unseal [--config FILE] [--out DIR] HOST...
+
+Writes plaintext copies of the named hosts' keys (SSH host key and .pub, user
+age identity, disk key, initrd host key and .pub) into DIR under the key
+store's own file names, for the manual route:
+  nix/scripts/bootstrap-nixos.sh -K DIR -e DIR/<host>_disk_key ...
+Without --out it creates a new private (0700) temporary directory and prints
+it. Existing files are never replaced. Delete DIR when you are done: it holds
+private keys in plaintext.`)
+	out := fs.String("out", "", "write into `dir` (created 0700) instead of a new temporary directory")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usageErrorf("keys unseal: name the hosts to unseal (names, @tags or globs)")
+	}
+	cfg, store, err := openKeys(*path)
+	if err != nil {
+		return err
+	}
+	hosts, err := cfg.Select(fs.Args())
+	if err != nil {
+		return &exitError{code: 1, msg: "keys unseal: " + err.Error()}
+	}
+	dir := *out
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "nixdeploy-unseal-")
+		if err != nil {
+			return &exitError{code: 1, msg: "keys unseal: " + err.Error()}
+		}
+	}
+	var all []keys.Change
+	for _, h := range hosts {
+		changes, err := store.Unseal(ctx, h.Name, dir)
+		all = append(all, changes...)
+		if err != nil {
+			return &exitError{code: 1, msg: "keys unseal: " + oneLine(err.Error())}
+		}
+	}
+	perr := printChanges(s, "unseal", all)
+	fmt.Fprintf(s.err, "nixdeploy: warning: %s holds private keys in plaintext; when the bootstrap is done: rm -rf %s\n", displayPath(dir), displayPath(dir))
+	if perr != nil {
+		return perr
+	}
+	fmt.Fprintln(s.out, displayPath(dir))
+	return nil
+}
+
+func cmdKeysDiskKey(ctx context.Context, s stdio, args []string) error {
+	if len(args) == 0 || args[0] != "set" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			args = []string{"set", "-h"}
+		} else {
+			return usageErrorf("keys disk-key: want: keys disk-key set [--config FILE] HOST (the passphrase on stdin)")
+		}
+	}
+	fs, path := keysFlags(s, "disk-key set", `disk-key set [--config FILE] HOST < passphrase
+
+Replaces the LUKS passphrase of HOST (a host with disk_key set) with standard
+input, for an operator who wants their own. One trailing newline is removed;
+an empty passphrase is refused. A sealed disk key stays sealed (to the bot's
+identity, as keys seal does); a plaintext one stays plaintext (0600). Check
+afterwards: nixdeploy keys check HOST.`)
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErrorf("keys disk-key set: name exactly one HOST")
+	}
+	cfg, store, err := openKeys(*path)
+	if err != nil {
+		return err
+	}
+	h, ok := cfg.Host(fs.Arg(0))
+	if !ok {
+		return &exitError{code: 1, msg: fmt.Sprintf("keys disk-key set: unknown host %q", fs.Arg(0))}
+	}
+	if !h.LUKS() {
+		return &exitError{code: 1, msg: fmt.Sprintf("keys disk-key set: %s has no disk_key in the fleet config: its disk layout has no LUKS", h.Name)}
+	}
+	data, err := io.ReadAll(io.LimitReader(s.in, 4096))
+	if err != nil {
+		return fmt.Errorf("read stdin: %w", err)
+	}
+	defer clear(data)
+	ch, err := store.SetDiskKey(h.Name, data, keys.IdentityRecipients(store.Identities))
+	if err != nil {
+		return &exitError{code: 1, msg: "keys disk-key set: " + oneLine(err.Error())}
+	}
+	fmt.Fprintf(s.out, "%-9s %s\n", ch.Action, displayPath(ch.Path))
+	return nil
 }
