@@ -91,15 +91,22 @@ type Row struct {
 
 // Report is the outcome of Check, one row per host in fleet order.
 type Report struct {
-	Rows []Row
+	// Config holds ConfigProblems: objections to the config itself, such as
+	// the example's placeholder admin recipient.
+	Config []string
+	Rows   []Row
 }
 
 // OK reports whether no check failed.
 func (r *Report) OK() bool { return len(r.Failures()) == 0 }
 
-// Failures returns one line per failed check: "<host>: <reason>".
+// Failures returns one line per failed check: "<host>: <reason>", after one
+// "config: <problem>" line per config problem.
 func (r *Report) Failures() []string {
 	var out []string
+	for _, p := range r.Config {
+		out = append(out, "config: "+p)
+	}
 	for _, row := range r.Rows {
 		for _, c := range Checks {
 			if res := row.Results[c]; res.Status == Fail {
@@ -179,7 +186,7 @@ func Check(ctx context.Context, cfg *nixdeploy.Config, store *Store, hosts []str
 	checkUnique(states)
 	checkSops(cfg, store, states)
 
-	rep := &Report{}
+	rep := &Report{Config: ConfigProblems(cfg)}
 	for _, st := range states {
 		if st.row != nil {
 			rep.Rows = append(rep.Rows, *st.row)

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/keys"
 )
 
 // defaultConfig is used when --config is not given.
@@ -37,7 +38,13 @@ func cmdCheck(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(s.out, "%s: ok: %d hosts, %d schedules\n", *path, len(cfg.Hosts), len(cfg.Schedules))
+	if probs := keys.ConfigProblems(cfg); len(probs) > 0 {
+		for _, p := range probs {
+			fmt.Fprintf(s.err, "%s: %s\n", *path, p)
+		}
+		return &exitError{code: 1, msg: fmt.Sprintf("%s: %s", *path, plural(len(probs), "problem"))}
+	}
+	fmt.Fprintf(s.out, "%s: ok: %s, %s\n", *path, plural(len(cfg.Hosts), "host"), plural(len(cfg.Schedules), "schedule"))
 	return nil
 }
 

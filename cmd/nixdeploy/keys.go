@@ -181,6 +181,10 @@ file that encrypts to all of them. Run sops updatekeys afterwards.`)
 	if dest == "" {
 		return &exitError{code: 1, msg: "keys sops-config: secrets.sops_config is not set; set it or pass --out PATH (- for stdout)"}
 	}
+	if probs := keys.ConfigProblems(cfg); len(probs) > 0 {
+		// sops would refuse the file, or encrypt to a key nobody has.
+		return &exitError{code: 1, msg: "keys sops-config: " + cfg.Path + ": " + strings.Join(probs, "; ")}
+	}
 	data, err := keys.SopsConfig(cfg, store)
 	if err != nil {
 		return &exitError{code: 1, msg: "keys sops-config: " + oneLine(err.Error())}
@@ -553,4 +557,12 @@ afterwards: nixdeploy keys check HOST.`)
 	}
 	fmt.Fprintf(s.out, "%-9s %s\n", ch.Action, displayPath(ch.Path))
 	return nil
+}
+
+// plural is "1 host" or "2 hosts".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
