@@ -202,7 +202,14 @@ file that encrypts to all of them. Run sops updatekeys afterwards.`)
 		fmt.Fprintf(s.out, "unchanged %s (%d recipients)\n", displayPath(dest), n)
 		return nil
 	}
-	fmt.Fprintf(s.out, "wrote %s (%d recipients); now run sops updatekeys on the secrets file\n", displayPath(dest), n)
+	fmt.Fprintf(s.out, "wrote %s (%d recipients)\n", displayPath(dest), n)
+	switch _, err := os.Stat(cfg.Secrets.File); {
+	case cfg.Secrets.File == "" || dest != cfg.Secrets.SopsConfig:
+	case err == nil:
+		fmt.Fprintf(s.out, "next, re-encrypt the secrets file for them:\n  sops --config %s updatekeys -y %s\n", displayPath(dest), displayPath(cfg.Secrets.File))
+	default:
+		fmt.Fprintf(s.out, "next, create the secrets file:\n  nixdeploy keys secrets-template | %s\n", sopsEncryptCommand(cfg))
+	}
 	return nil
 }
 
@@ -211,7 +218,7 @@ func cmdKeysSecretsTemplate(ctx context.Context, s stdio, args []string) error {
 
 Prints the plaintext user-age-keys section of the secrets file, one
 <user>-<host> entry per host, from the per-host user age identities. The output
-contains secret keys: pipe it into sops --encrypt, do not save it.`)
+contains secret keys: pipe it into sops encrypt, do not save it.`)
 	user := fs.String("user", "", "login the keys are for (default secrets.user)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -235,9 +242,50 @@ contains secret keys: pipe it into sops --encrypt, do not save it.`)
 		return &exitError{code: 1, msg: "keys secrets-template: " + oneLine(err.Error())}
 	}
 	defer clear(data)
-	fmt.Fprintln(s.err, "nixdeploy: warning: the output contains secret keys: pipe it into sops --encrypt, do not save it in plaintext")
+	if w := secretsTemplateWarning(s.out, cfg); w != "" {
+		fmt.Fprintln(s.err, "nixdeploy: warning: "+w)
+	}
 	_, err = s.out.Write(data)
 	return err
+}
+
+// secretsTemplateWarning says what is wrong with where the plaintext goes:
+// nothing when it is piped (into sops, as documented); a warning when it
+// lands on a terminal or in a file, where it stays readable.
+func secretsTemplateWarning(out io.Writer, cfg *nixdeploy.Config) string {
+	pipe := "pipe it into " + sopsEncryptCommand(cfg)
+	f, ok := out.(*os.File)
+	if !ok {
+		return ""
+	}
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		return ""
+	case fi.Mode()&os.ModeNamedPipe != 0 || fi.Mode()&os.ModeSocket != 0:
+		return ""
+	case fi.Mode().IsRegular():
+		return "the output contains secret keys and is going into a file: delete it, and " + pipe + " instead"
+	}
+	return "the output contains secret keys: " + pipe + ", do not save it"
+}
+
+// sopsEncryptCommand is the documented sops command that encrypts the
+// template into the secrets file. It names .sops.yaml with --config because
+// sops looks for it from the current directory upwards, not from the
+// secrets file's directory (getsops/sops config/config.go,
+// LookupConfigFile), and writes a temporary file first so a failing sops
+// leaves the secrets file alone.
+func sopsEncryptCommand(cfg *nixdeploy.Config) string {
+	file := displayPath(cfg.Secrets.File)
+	if file == "" {
+		file = "secrets.yaml"
+	}
+	conf := ""
+	if cfg.Secrets.SopsConfig != "" {
+		conf = " --config " + displayPath(cfg.Secrets.SopsConfig)
+	}
+	return fmt.Sprintf("sops%s encrypt --filename-override %s > %s.new && mv %s.new %s", conf, file, file, file, file)
 }
 
 func cmdKeysCheck(ctx context.Context, s stdio, args []string) error {
@@ -282,9 +330,9 @@ with one line per failure.`)
 		fmt.Fprintln(s.err, f)
 	}
 	if len(failures) > 0 {
-		return &exitError{code: 1, msg: fmt.Sprintf("keys check: %d problem(s)", len(failures))}
+		return &exitError{code: 1, msg: "keys check: " + plural(len(failures), "problem")}
 	}
-	fmt.Fprintf(s.out, "ok: %d host(s) ready\n", len(rep.Rows))
+	fmt.Fprintf(s.out, "ok: %s ready\n", plural(len(rep.Rows), "host"))
 	return nil
 }
 
