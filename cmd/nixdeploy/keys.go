@@ -519,9 +519,11 @@ func cmdKeysUnseal(ctx context.Context, s stdio, args []string) error {
 Writes plaintext copies of the named hosts' keys (SSH host key and .pub, user
 age identity, disk key, initrd host key and .pub) into DIR under the key
 store's own file names, for the manual route:
-  nix/scripts/bootstrap-nixos.sh -K DIR -e DIR/<host>_disk_key ...
-Without --out it creates a new private (0700) temporary directory and prints
-it. Existing files are never replaced. Delete DIR when you are done: it holds
+  dir=$(nixdeploy keys unseal ganon)
+  nix/scripts/bootstrap-nixos.sh -n ganon ... -K "$dir" -e "$dir/ganon_disk_key"
+  rm -rf "$dir"
+Without --out it creates a new private (0700) temporary directory. Only the
+directory is printed on stdout; the files and a warning go to stderr. Existing files are never replaced. Delete DIR when you are done: it holds
 private keys in plaintext.`)
 	out := fs.String("out", "", "write into `dir` (created 0700) instead of a new temporary directory")
 	if err := parseFlags(fs, args); err != nil {
@@ -553,7 +555,9 @@ private keys in plaintext.`)
 			return &exitError{code: 1, msg: "keys unseal: " + oneLine(err.Error())}
 		}
 	}
-	perr := printChanges(s, "unseal", all)
+	// Only the directory goes to stdout, so dir=$(nixdeploy keys unseal …)
+	// works; the file list goes to stderr.
+	perr := printChanges(stdio{in: s.in, out: s.err, err: s.err}, "unseal", all)
 	fmt.Fprintf(s.err, "nixdeploy: warning: %s holds private keys in plaintext; when the bootstrap is done: rm -rf %s\n", displayPath(dir), displayPath(dir))
 	if perr != nil {
 		return perr
