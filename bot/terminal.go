@@ -105,7 +105,7 @@ func (t *Terminal) Upload(ctx context.Context, channel, threadTS string, f File)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fmt.Fprintf(t.w, "[%s %s thread] file %s (%d lines, %d bytes)\n", channel, threadTS, f.Name, f.Lines, n)
+	fmt.Fprintf(t.w, "[%s %s thread] file %s (%s, %d bytes)\n", channel, threadTS, f.Name, lineCount(f.Lines), n)
 	return nil
 }
 
