@@ -22,10 +22,7 @@ func TestKeysStoryMatchesDocs(t *testing.T) {
 	if !ok || !ok2 {
 		t.Fatal("docs/operations.md lacks the keys-story block")
 	}
-	var want []string
-	for _, l := range strings.Split(strings.TrimSpace(block), "\n") {
-		want = append(want, l)
-	}
+	want := strings.Split(strings.TrimSpace(block), "\n")
 
 	story, err := os.ReadFile("testdata/script/keys_story.txtar")
 	if err != nil {
