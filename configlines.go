@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -163,4 +164,15 @@ func (idx *configIndex) lineOf(p string) int {
 		}
 	}
 	return 0
+}
+
+// Locate prefixes problems found after loading (such as the key workflow's
+// objections) with their config line, as LoadConfig does for its own. It
+// rereads the file; problems stay as they are when it cannot.
+func (c *Config) Locate(probs []string) []string {
+	data, err := os.ReadFile(c.Path)
+	if err != nil {
+		return probs
+	}
+	return locateProblems(data, probs)
 }

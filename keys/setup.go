@@ -20,7 +20,8 @@ const PlaceholderMarker = "REPLACE-ME"
 const SecretsFileName = "secrets.yaml"
 
 // ConfigProblems returns the key workflow's objections to a config that
-// loaded: one line per problem, each naming the config key. `check` and
+// loaded: one line per problem, each naming the config key and, where the
+// file shows it, its line. `check` and
 // `keys check` refuse a config with any; LoadConfig does not, so the
 // example fleet with its placeholders still loads for the demo.
 func ConfigProblems(cfg *nixdeploy.Config) []string {
@@ -40,7 +41,7 @@ func ConfigProblems(cfg *nixdeploy.Config) []string {
 	if s.File != "" && s.SopsConfig != "" && filepath.Dir(s.File) != filepath.Dir(s.SopsConfig) {
 		out = append(out, "secrets.sops_config: keep .sops.yaml beside secrets.file, at the root of the nix-secrets repository, so the repository carries its own creation rules")
 	}
-	return out
+	return cfg.Locate(out)
 }
 
 // validRecipient accepts the recipient forms sops reads for age
