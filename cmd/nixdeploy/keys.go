@@ -598,6 +598,9 @@ afterwards: nixdeploy keys check HOST.`)
 	if !h.LUKS() {
 		return &exitError{code: 1, msg: fmt.Sprintf("keys disk-key set: %s has no disk_key in the fleet config: its disk layout has no LUKS", h.Name)}
 	}
+	if isTerminal(s.in) {
+		fmt.Fprintf(s.err, "type the new passphrase of %s, then Enter and Ctrl-D (it shows as you type; pipe it in to avoid that)\n", h.Name)
+	}
 	data, err := io.ReadAll(io.LimitReader(s.in, 4096))
 	if err != nil {
 		return fmt.Errorf("read stdin: %w", err)
