@@ -162,7 +162,9 @@ func cmdKeysSopsConfig(ctx context.Context, s stdio, args []string) error {
 
 Writes .sops.yaml: the admin recipients and every host's age recipient (from
 its .pub), each behind a named anchor, and a creation rule for the secrets
-file that encrypts to all of them. Run sops updatekeys afterwards.`)
+file that encrypts to all of them, then prints the sops command to run next
+(sops --config <sops_config> …: sops looks for .sops.yaml from the current
+directory upwards, not beside the secrets file, so the command names it).`)
 	out := fs.String("out", "", "write to `path` instead of secrets.sops_config; - for stdout")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -218,7 +220,10 @@ func cmdKeysSecretsTemplate(ctx context.Context, s stdio, args []string) error {
 
 Prints the plaintext user-age-keys section of the secrets file, one
 <user>-<host> entry per host, from the per-host user age identities. The output
-contains secret keys: pipe it into sops encrypt, do not save it.`)
+contains secret keys: pipe it into sops, do not save it. With the example layout:
+  nixdeploy keys secrets-template | sops --config secrets/.sops.yaml encrypt \
+    --filename-override secrets/secrets.yaml > secrets/secrets.yaml.new \
+    && mv secrets/secrets.yaml.new secrets/secrets.yaml`)
 	user := fs.String("user", "", "login the keys are for (default secrets.user)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
