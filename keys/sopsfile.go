@@ -96,8 +96,8 @@ type sopsMeta struct {
 	MACOnlyEncrypted        bool   `yaml:"mac_only_encrypted"`
 }
 
-// OpenSopsFile reads and parses path. It does not depend on indentation or
-// key order; only the first YAML document is read.
+// OpenSopsFile reads and parses path, a single YAML document. It does not
+// depend on indentation or key order.
 func OpenSopsFile(path string) (*SopsFile, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -106,10 +106,15 @@ func OpenSopsFile(path string) (*SopsFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read secrets file: %w", err)
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	var doc, next yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
 		// Only the position is useful; the rest may quote the file.
 		return nil, fmt.Errorf("%s is not valid YAML: %s", path, yamlPosition(err))
+	}
+	if err := dec.Decode(&next); err == nil {
+		// sops covers every document with one MAC; sops-nix reads one.
+		return nil, fmt.Errorf("%s holds several YAML documents; sops-nix reads a single one", path)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s is not a YAML mapping; is it a sops file?", path)

@@ -322,3 +322,25 @@ func TestCheckDecryptEntryForAnotherKey(t *testing.T) {
 	writeFile(t, r.cfg.Secrets.File, out, 0o644)
 	wantOnly(t, r.check(t), "ganon: the host's key opens none of "+r.cfg.Secrets.File+"'s age entries (its recipient is listed, but the entry was encrypted to another key); run sops --config "+r.cfg.Secrets.SopsConfig+" updatekeys -y "+r.cfg.Secrets.File)
 }
+
+func TestOpenSopsFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ name, data, want string }{
+		{"not encrypted", "user-age-keys:\n    michael-ganon: AGE-SECRET-KEY-1X\n", "has no sops metadata; is it encrypted?"},
+		{"a list", "- a\n- b\n", "is not a YAML mapping"},
+		{"two documents", "a: 1\nsops: {}\n---\nb: 2\n", "holds several YAML documents"},
+		{"bad YAML", "a: [\n", "is not valid YAML: line"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "_")+".yaml")
+			writeFile(t, p, []byte(tt.data), 0o644)
+			_, err := keys.OpenSopsFile(p)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want %q", err, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "AGE-SECRET-KEY") {
+				t.Errorf("error quotes the file: %v", err)
+			}
+		})
+	}
+}
