@@ -401,3 +401,8 @@ type scheduleNotifier struct{ b *bot.Bot }
 func (n scheduleNotifier) Summary(ctx context.Context, s schedules.Summary) error {
 	return n.b.Announce(ctx, s.Text())
 }
+
+// Waiting says in the channel that a run waits for a busy or locked host.
+func (n scheduleNotifier) Waiting(ctx context.Context, w schedules.Wait) error {
+	return n.b.Announce(ctx, w.Text())
+}
