@@ -293,7 +293,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	cfg.Dir = filepath.Dir(abs)
 	cfg.applyDefaults()
 	if probs := cfg.Validate(); len(probs) > 0 {
-		return nil, &ConfigError{Path: path, Problems: probs}
+		return nil, &ConfigError{Path: path, Problems: locateProblems(data, probs)}
 	}
 	return &cfg, nil
 }

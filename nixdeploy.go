@@ -27,8 +27,8 @@ const (
 // Actions lists every action in the order help texts show them.
 var Actions = []Action{ActionSwitch, ActionBoot, ActionTest, ActionDryActivate, ActionRollback, ActionInstall}
 
-// ParseAction accepts an action name. "dry-run" is accepted as the
-// user-facing spelling of dry-activate.
+// ParseAction accepts an action name. "dry-run" is accepted as another
+// spelling of dry-activate, nixos-rebuild's word, which is the one shown.
 func ParseAction(s string) (Action, error) {
 	if s == "dry-run" {
 		return ActionDryActivate, nil

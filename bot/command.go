@@ -128,6 +128,7 @@ func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command)
 	}
 	b.audit(ctx, inv.User, "requested", dep.ID, cmd.String())
 	b.log.Info("deployment requested", "deployment", dep.ID, "action", dep.Action, "hosts", dep.Hosts, "user", inv.User)
+	b.announceOwnLock(ctx, inv, dep)
 	if cmd.Action.Destructive() {
 		return b.askApproval(ctx, dep, b.channelFor(inv))
 	}
@@ -166,6 +167,28 @@ func (b *Bot) checkFree(ctx context.Context, user string, hosts []string) error 
 		}
 	}
 	return nil
+}
+
+// announceOwnLock tells the channel when a lock holder deploys through
+// their own lock: the lock told everyone else to keep off the host, so a
+// change to it should not pass in silence.
+func (b *Bot) announceOwnLock(ctx context.Context, inv Invocation, dep nixdeploy.Deployment) {
+	if b.locks == nil {
+		return
+	}
+	var held []string
+	for _, h := range dep.Hosts {
+		if l, ok, err := b.locks.LockOf(ctx, h); err == nil && ok && l.Holder == inv.User {
+			held = append(held, h)
+		}
+	}
+	if len(held) == 0 {
+		return
+	}
+	text := fmt.Sprintf(":lock: #%d %s by %s goes through their own lock on %s", dep.ID, dep.Action, mention(inv.User), hostsText(held))
+	if _, err := b.chat.Post(context.WithoutCancel(ctx), b.channelFor(inv), Message{Kind: KindNotice, Text: text}); err != nil {
+		b.log.Warn("announce deployment through own lock", "deployment", dep.ID, "err", err)
+	}
 }
 
 func containsHost(hosts []string, h string) bool { return slices.Contains(hosts, h) }

@@ -53,10 +53,19 @@ func TestBusyHost(t *testing.T) {
 	if got := h.ephemerals(alice); len(got) != 1 || !strings.Contains(got[0], "rk1-node1 is locked by <@"+bob+"> until 2026-11-27 00:00 UTC (replacing the fan)") {
 		t.Errorf("alice was told %q", got)
 	}
-	// The holder may still deploy.
+	// The holder may still deploy, and the channel is told.
 	h.command(bob, "switch rk1-node1")
 	if d := h.deployment(2); d.Hosts[0] != "rk1-node1" || d.Requester != bob {
 		t.Errorf("the lock holder's deployment = %+v", d)
+	}
+	announced := false
+	for _, m := range h.slack.Messages() {
+		if !m.Ephemeral && strings.Contains(m.Rendered(), "#2 switch by <@"+bob+"> goes through their own lock on rk1-node1") {
+			announced = true
+		}
+	}
+	if !announced {
+		t.Error("the lock holder's switch through their lock was not announced in the channel")
 	}
 	kinds := h.auditKinds(0)
 	if !contains(kinds, bob+" refused-busy") || !contains(kinds, alice+" refused-busy") || !contains(kinds, bob+" locked") {

@@ -70,6 +70,14 @@ func title(dep nixdeploy.Deployment) string {
 	return fmt.Sprintf("#%d %s %s", dep.ID, dep.Action, strings.Join(dep.Hosts, ", "))
 }
 
+// lineCount is "1 line" or "2,345 lines".
+func lineCount(n int64) string {
+	if n == 1 {
+		return "1 line"
+	}
+	return count(n) + " lines"
+}
+
 func count(n int64) string {
 	s := strconv.FormatInt(n, 10)
 	for i := len(s) - 3; i > 0; i -= 3 {
@@ -187,7 +195,7 @@ func (s snapshot) progress(failed bool) string {
 		}
 		b.WriteString(" · ")
 	}
-	fmt.Fprintf(&b, "%s lines", count(s.lines))
+	b.WriteString(lineCount(s.lines))
 	return b.String()
 }
 
@@ -251,7 +259,7 @@ func finalMessage(s snapshot, res Result, cancelledBy string) Message {
 		}
 	}
 	sections = append(sections, "*Last lines:*\n"+codeBlock(s.tail, MaxSection-len("*Last lines:*\n")),
-		fmt.Sprintf("The complete log (%s lines) is in the thread.", count(s.lines)))
+		fmt.Sprintf("The complete log (%s) is in the thread.", lineCount(s.lines)))
 	return Message{Kind: KindStatus, Text: text, Sections: sections}
 }
 

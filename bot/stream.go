@@ -241,7 +241,7 @@ func (s *Streamer) upload(ctx context.Context) error {
 	}
 	file := File{
 		Name:  fmt.Sprintf("nixdeploy-%d-%s.log", s.dep.ID, s.dep.Action),
-		Title: fmt.Sprintf("Log of %s (%s lines)", title(s.dep), count(lines)),
+		Title: fmt.Sprintf("Log of %s (%s)", title(s.dep), lineCount(lines)),
 		Size:  size,
 		Lines: lines,
 		Open: func(ctx context.Context) (io.ReadCloser, error) {

@@ -83,11 +83,13 @@ func (t *Terminal) Ephemeral(_ context.Context, channel, user string, m Message)
 	return nil
 }
 
-// React implements Chat.
+// React implements Chat. The bot reacts only to seed the vote buttons of
+// an approval message, so the line says so: a bare "+:white_check_mark:"
+// read as if someone had approved.
 func (t *Terminal) React(_ context.Context, channel, ts, name string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fmt.Fprintf(t.w, "[%s %s] +:%s:\n", channel, ts, name)
+	fmt.Fprintf(t.w, "[%s %s] nixdeploy seeded :%s: for one-click voting (not a vote)\n", channel, ts, name)
 	return nil
 }
 
@@ -105,7 +107,7 @@ func (t *Terminal) Upload(ctx context.Context, channel, threadTS string, f File)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fmt.Fprintf(t.w, "[%s %s thread] file %s (%d lines, %d bytes)\n", channel, threadTS, f.Name, f.Lines, n)
+	fmt.Fprintf(t.w, "[%s %s thread] file %s (%s, %d bytes)\n", channel, threadTS, f.Name, lineCount(f.Lines), n)
 	return nil
 }
 

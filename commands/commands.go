@@ -495,11 +495,7 @@ func (c Command) String() string {
 	words := []string{}
 	switch c.Kind {
 	case KindDeploy:
-		w := string(c.Action)
-		if c.Action == nixdeploy.ActionDryActivate {
-			w = "dry-run"
-		}
-		words = append(append(words, w), sels...)
+		words = append(append(words, string(c.Action)), sels...)
 	case KindStatus:
 		words = append(append(words, "status"), sels...)
 	case KindKeysCheck:

@@ -61,8 +61,8 @@ func TestParse(t *testing.T) {
 		{"upper-case command", "SWITCH GANON", deploy(nixdeploy.ActionSwitch, []string{"ganon"}, "ganon"), "switch ganon"},
 		{"boot", "boot ganon", deploy(nixdeploy.ActionBoot, []string{"ganon"}, "ganon"), ""},
 		{"test", "test rk1-node1", deploy(nixdeploy.ActionTest, []string{"rk1-node1"}, "rk1-node1"), ""},
-		{"dry-run", "dry-run ganon", deploy(nixdeploy.ActionDryActivate, []string{"ganon"}, "ganon"), ""},
-		{"dry-activate", "dry-activate ganon", deploy(nixdeploy.ActionDryActivate, []string{"ganon"}, "ganon"), "dry-run ganon"},
+		{"dry-run", "dry-run ganon", deploy(nixdeploy.ActionDryActivate, []string{"ganon"}, "ganon"), "dry-activate ganon"},
+		{"dry-activate", "dry-activate ganon", deploy(nixdeploy.ActionDryActivate, []string{"ganon"}, "ganon"), ""},
 		{"rollback", "rollback @rk1", deploy(nixdeploy.ActionRollback, rk1, "@rk1"), ""},
 		{"install", "install rk1-node4", deploy(nixdeploy.ActionInstall, []string{"rk1-node4"}, "rk1-node4"), ""},
 		{"install with prefix", "/nixdeploy install ganon", deploy(nixdeploy.ActionInstall, []string{"ganon"}, "ganon"), "install ganon"},
@@ -105,7 +105,7 @@ func TestParse(t *testing.T) {
 
 		{"help", "help", commands.Command{Kind: commands.KindHelp}, ""},
 		{"help topic", "help lock", commands.Command{Kind: commands.KindHelp, Topic: "lock"}, ""},
-		{"help alias", "help dry-activate", commands.Command{Kind: commands.KindHelp, Topic: "dry-run"}, "help dry-run"},
+		{"help alias", "help dry-run", commands.Command{Kind: commands.KindHelp, Topic: "dry-activate"}, "help dry-activate"},
 		{"help two words", "help keys check", commands.Command{Kind: commands.KindHelp, Topic: "keys"}, "help keys"},
 	}
 	for _, tt := range tests {

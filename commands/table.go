@@ -32,9 +32,11 @@ var table = []spec{
 	{name: "test", kind: KindDeploy, action: nixdeploy.ActionTest, args: "HOST…",
 		summary: "build and activate now without changing the boot default",
 		example: "test rk1-node[1-2]"},
-	{name: "dry-run", aliases: []string{"dry-activate"}, kind: KindDeploy, action: nixdeploy.ActionDryActivate, args: "HOST…",
+	// nixos-rebuild's own word, as the deploy CLI, the records and the
+	// docs spell it; "dry-run" is accepted for people who type that.
+	{name: "dry-activate", aliases: []string{"dry-run"}, kind: KindDeploy, action: nixdeploy.ActionDryActivate, args: "HOST…",
 		summary: "build and show what activation would change, changing nothing",
-		example: "dry-run rk1-*"},
+		example: "dry-activate rk1-*"},
 	{name: "rollback", kind: KindDeploy, action: nixdeploy.ActionRollback, args: "HOST…",
 		summary: "go back to the previous generation",
 		example: "rollback rk1-node3"},

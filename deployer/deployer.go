@@ -468,7 +468,7 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 			dep.ExitCode = 1
 		}
 	}
-	r.em.event("", "", "deployment %d %s: %s", dep.ID, rep.State, rep.Summary())
+	r.em.event("", "", "deployment %d finished: %s", dep.ID, rep.Summary())
 	r.close()
 	rep.LogErr = r.em.close()
 	dep.State = rep.State

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/nixdeploy/nixdeploy"
@@ -30,16 +31,29 @@ const (
 	CheckMode CheckName = "mode"
 	// CheckUnique: no other host of the fleet has the same key.
 	CheckUnique CheckName = "unique"
+	// CheckDiskKey: a LUKS host's disk key is present, readable (0600 when
+	// plaintext, or sealed), not empty and one line.
+	CheckDiskKey CheckName = "disk-key"
+	// CheckInitrd: an initrd_ssh host's initrd host key is present, 0600
+	// when plaintext, ed25519, matches its .pub and is not the host key.
+	CheckInitrd CheckName = "initrd"
 	// CheckSopsConfig: the host's age recipient is in .sops.yaml.
 	CheckSopsConfig CheckName = "sops-config"
 	// CheckRecipient: the secrets file is encrypted to the host.
 	CheckRecipient CheckName = "recipient"
-	// CheckUserKey: the secrets file holds user-age-keys/<user>-<host>.
+	// CheckDecrypt: the host's age identity, derived from its private host
+	// key, opens the secrets file's data key on its own (Shamir threshold
+	// included), and the file's MAC is intact: what sops-nix needs at
+	// first boot.
+	CheckDecrypt CheckName = "decrypt"
+	// CheckUserKey: user-age-keys/<user>-<host> in the secrets file
+	// decrypts, as the host, to the host's user age identity in the key
+	// store.
 	CheckUserKey CheckName = "user-key"
 )
 
 // Checks lists every check in report order.
-var Checks = []CheckName{CheckKey, CheckPub, CheckMode, CheckUnique, CheckSopsConfig, CheckRecipient, CheckUserKey}
+var Checks = []CheckName{CheckKey, CheckPub, CheckMode, CheckUnique, CheckDiskKey, CheckInitrd, CheckSopsConfig, CheckRecipient, CheckDecrypt, CheckUserKey}
 
 // Status is the outcome of one check.
 type Status int
@@ -77,15 +91,22 @@ type Row struct {
 
 // Report is the outcome of Check, one row per host in fleet order.
 type Report struct {
-	Rows []Row
+	// Config holds ConfigProblems: objections to the config itself, such as
+	// the example's placeholder admin recipient.
+	Config []string
+	Rows   []Row
 }
 
 // OK reports whether no check failed.
 func (r *Report) OK() bool { return len(r.Failures()) == 0 }
 
-// Failures returns one line per failed check: "<host>: <reason>".
+// Failures returns one line per failed check: "<host>: <reason>", after one
+// "config: <problem>" line per config problem.
 func (r *Report) Failures() []string {
 	var out []string
+	for _, p := range r.Config {
+		out = append(out, "config: "+p)
+	}
 	for _, row := range r.Rows {
 		for _, c := range Checks {
 			if res := row.Results[c]; res.Status == Fail {
@@ -148,7 +169,13 @@ func Check(ctx context.Context, cfg *nixdeploy.Config, store *Store, hosts []str
 		st := hostState{name: h.Name}
 		if selected[h.Name] {
 			st.row = &Row{Host: h.Name, Results: map[CheckName]Result{}}
-			st.pub = checkHostKey(store, h.Name, st.row.Results)
+			st.pub, st.id = checkHostKey(store, h.Name, st.row.Results)
+			if h.LUKS() {
+				st.row.Results[CheckDiskKey] = checkDiskKey(store, h.Name)
+			}
+			if h.InitrdSSH != nil {
+				st.row.Results[CheckInitrd] = checkInitrdKey(store, h.Name, st.pub)
+			}
 		} else if pk, err := store.HostPublicKey(h.Name); err == nil {
 			// Unselected sealed keys are not decrypted: their .pub is
 			// enough to find a shared key.
@@ -157,9 +184,9 @@ func Check(ctx context.Context, cfg *nixdeploy.Config, store *Store, hosts []str
 		states = append(states, st)
 	}
 	checkUnique(states)
-	checkSops(cfg, states)
+	checkSops(cfg, store, states)
 
-	rep := &Report{}
+	rep := &Report{Config: ConfigProblems(cfg)}
 	for _, st := range states {
 		if st.row != nil {
 			rep.Rows = append(rep.Rows, *st.row)
@@ -171,13 +198,16 @@ func Check(ctx context.Context, cfg *nixdeploy.Config, store *Store, hosts []str
 type hostState struct {
 	name string
 	pub  ssh.PublicKey
+	// id is the host's age identity, derived from its private host key:
+	// what sops-nix on the host decrypts with.
+	id *age.X25519Identity
 	// row is nil for hosts that were not selected.
 	row *Row
 }
 
 // checkHostKey runs the key, pub and mode checks and returns the host's
-// public key for the later checks, or nil.
-func checkHostKey(store *Store, host string, res map[CheckName]Result) ssh.PublicKey {
+// public key and age identity for the later checks, or nil.
+func checkHostKey(store *Store, host string, res map[CheckName]Result) (ssh.PublicKey, *age.X25519Identity) {
 	keyPath, pubPath := store.HostKeyPath(host), store.HostPubPath(host)
 	filePub, pubErr := store.HostPublicKey(host)
 	sec, err := store.readSecret(keyPath)
@@ -186,7 +216,7 @@ func checkHostKey(store *Store, host string, res map[CheckName]Result) ssh.Publi
 			err = fmt.Errorf("no private key (%s or %s%s); run nixdeploy keys init", keyPath, filepath.Base(keyPath), SealedSuffix)
 		}
 		res[CheckKey] = Result{Fail, err.Error()}
-		return filePub
+		return filePub, nil
 	}
 	defer clear(sec.Data)
 	if !sec.Sealed {
@@ -199,13 +229,19 @@ func checkHostKey(store *Store, host string, res map[CheckName]Result) ssh.Publi
 	priv, err := ParseSSHPrivateKey(sec.Data)
 	if err != nil {
 		res[CheckKey] = Result{Fail, fmt.Sprintf("%s: %v", sec.Path, err)}
-		return filePub
+		return filePub, nil
 	}
+	defer clear(priv)
 	res[CheckKey] = Result{Status: Pass}
 	privPub, err := ssh.NewPublicKey(priv.Public().(ed25519.PublicKey))
 	if err != nil {
 		res[CheckKey] = Result{Fail, fmt.Sprintf("%s: %v", sec.Path, err)}
-		return filePub
+		return filePub, nil
+	}
+	id, err := Ed25519AgeIdentity(priv)
+	if err != nil {
+		res[CheckKey] = Result{Fail, fmt.Sprintf("%s: %v", sec.Path, err)}
+		return privPub, nil
 	}
 	switch {
 	case errors.Is(pubErr, fs.ErrNotExist) || errors.Is(pubErr, ErrNoKey):
@@ -218,7 +254,7 @@ func checkHostKey(store *Store, host string, res map[CheckName]Result) ssh.Publi
 	default:
 		res[CheckPub] = Result{Status: Pass}
 	}
-	return privPub
+	return privPub, id
 }
 
 func checkUnique(states []hostState) {
@@ -241,7 +277,7 @@ func checkUnique(states []hostState) {
 	}
 }
 
-func checkSops(cfg *nixdeploy.Config, states []hostState) {
+func checkSops(cfg *nixdeploy.Config, store *Store, states []hostState) {
 	recipient := map[string]string{}
 	for _, st := range states {
 		if st.row != nil && st.pub != nil {
@@ -272,32 +308,173 @@ func checkSops(cfg *nixdeploy.Config, states []hostState) {
 	if path == "" {
 		return
 	}
-	sf, err := ReadSecretsFile(path)
+	sf, err := OpenSopsFile(path)
+	var recipients map[string]bool
+	if err == nil {
+		recipients = sf.Recipients()
+	}
 	for _, st := range states {
 		if st.row == nil {
 			continue
 		}
 		if err != nil {
-			// One reason per host is enough; user-key cannot be judged.
+			// One reason per host is enough; the rest cannot be judged.
 			st.row.Results[CheckRecipient] = Result{Fail, err.Error()}
 			continue
 		}
-		if r, ok := recipient[st.name]; ok {
-			if sf.Recipients[r] {
+		r, ok := recipient[st.name]
+		if ok {
+			if recipients[r] {
 				st.row.Results[CheckRecipient] = Result{Status: Pass}
 			} else {
-				st.row.Results[CheckRecipient] = Result{Fail, fmt.Sprintf("%s is not encrypted to the host's recipient %s; run sops updatekeys %s", path, r, path)}
+				st.row.Results[CheckRecipient] = Result{Fail, fmt.Sprintf("%s is not encrypted to the host's recipient %s; run %s", path, r, updateKeysHint(cfg))}
 			}
 		}
-		name := UserSecretName(cfg.Secrets.User, st.name)
-		enc, ok := sf.UserKeys[name]
-		switch {
-		case !ok:
-			st.row.Results[CheckUserKey] = Result{Fail, fmt.Sprintf("%s has no %s/%s; add it with sops (nixdeploy keys secrets-template prints the value)", path, UserKeysName, name)}
-		case !enc:
-			st.row.Results[CheckUserKey] = Result{Fail, fmt.Sprintf("%s/%s in %s is not an ENC[…] value; encrypt the file with sops", UserKeysName, name, path)}
-		default:
-			st.row.Results[CheckUserKey] = Result{Status: Pass}
-		}
+		checkDecrypt(cfg, store, sf, st, ok && recipients[r])
 	}
+}
+
+// updateKeysHint is the sops command that re-encrypts the secrets file for
+// the recipients of .sops.yaml, as the operator can type it from any
+// directory: sops looks for .sops.yaml from the current directory upwards,
+// not from the file's, so the command names it.
+func updateKeysHint(cfg *nixdeploy.Config) string {
+	if cfg.Secrets.SopsConfig == "" {
+		return "sops updatekeys -y " + shellQuote(cfg.Secrets.File)
+	}
+	return "sops --config " + shellQuote(cfg.Secrets.SopsConfig) + " updatekeys -y " + shellQuote(cfg.Secrets.File)
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@+=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// checkDecrypt decrypts as the host: its own age identity opens the data
+// key, the MAC holds, and the host's user-age-keys entry is the host's user
+// age identity from the key store.
+func checkDecrypt(cfg *nixdeploy.Config, store *Store, sf *SopsFile, st hostState, isRecipient bool) {
+	res := st.row.Results
+	name := UserSecretName(cfg.Secrets.User, st.name)
+	secret := UserKeysName + "/" + name
+	if !sf.has(UserKeysName, name) {
+		res[CheckUserKey] = Result{Fail, fmt.Sprintf("%s has no %s; add it with sops (nixdeploy keys secrets-template prints the value)", sf.Path, secret)}
+	}
+	if st.id == nil {
+		return
+	}
+	key, err := sf.DataKey(st.id)
+	var te *ThresholdError
+	switch {
+	case errors.Is(err, ErrNotEncryptedTo) && !isRecipient:
+		// The recipient check already says what to do.
+		return
+	case errors.Is(err, ErrNotEncryptedTo):
+		res[CheckDecrypt] = Result{Fail, fmt.Sprintf("the host's key opens none of %s's age entries (its recipient is listed, but the entry was encrypted to another key); run %s", sf.Path, updateKeysHint(cfg))}
+		return
+	case errors.As(err, &te):
+		res[CheckDecrypt] = Result{Fail, fmt.Sprintf("the host alone cannot decrypt %s: %v; put the host in a single key group in .sops.yaml (nixdeploy keys sops-config does) and run %s", sf.Path, te, updateKeysHint(cfg))}
+		return
+	case err != nil:
+		res[CheckDecrypt] = Result{Fail, fmt.Sprintf("the host cannot open the data key of %s: %v", sf.Path, err)}
+		return
+	}
+	defer clear(key)
+	if err := sf.VerifyMAC(key); err != nil {
+		res[CheckDecrypt] = Result{Fail, fmt.Sprintf("%s: %v; sops-nix refuses such a file: edit it only with sops", sf.Path, err)}
+		return
+	}
+	res[CheckDecrypt] = Result{Status: Pass}
+	if _, failed := res[CheckUserKey]; failed {
+		return
+	}
+	value, err := sf.Value(key, UserKeysName, name)
+	if err != nil {
+		res[CheckUserKey] = Result{Fail, fmt.Sprintf("%s in %s: %v", secret, sf.Path, err)}
+		return
+	}
+	want, err := store.UserIdentity(st.name)
+	if err != nil {
+		res[CheckUserKey] = Result{Fail, err.Error()}
+		return
+	}
+	got, err := parseSingleX25519(secret, []byte(value))
+	switch {
+	case err != nil:
+		res[CheckUserKey] = Result{Fail, fmt.Sprintf("%s in %s is not an age identity (AGE-SECRET-KEY-1…); put the host's user age key there (nixdeploy keys secrets-template prints it)", secret, sf.Path)}
+	case got.String() != want.String():
+		whose := "another key"
+		for _, h := range cfg.Hosts {
+			if h.Name == st.name {
+				continue
+			}
+			if other, err := store.UserIdentity(h.Name); err == nil && other.String() == got.String() {
+				whose = h.Name + "'s user age key"
+			}
+		}
+		res[CheckUserKey] = Result{Fail, fmt.Sprintf("%s in %s holds %s (%s), not the host's user age key %s from the key store; put the right one there with sops (nixdeploy keys secrets-template prints it)",
+			secret, sf.Path, whose, got.Recipient(), want.Recipient())}
+	default:
+		res[CheckUserKey] = Result{Status: Pass}
+	}
+}
+
+func checkDiskKey(store *Store, host string) Result {
+	path := store.DiskKeyPath(host)
+	sec, err := store.readPrivate(path)
+	switch {
+	case errors.Is(err, ErrNoKey):
+		return Result{Fail, fmt.Sprintf("LUKS host without a disk key (%s or %s%s); run nixdeploy keys init, or nixdeploy keys disk-key set %s", path, filepath.Base(path), SealedSuffix, host)}
+	case err != nil:
+		return Result{Fail, err.Error()}
+	}
+	defer clear(sec.Data)
+	switch {
+	case len(sec.Data) == 0:
+		return Result{Fail, fmt.Sprintf("%s is empty; set a passphrase with nixdeploy keys disk-key set %s", sec.Path, host)}
+	case bytes.ContainsAny(sec.Data, "\r\n"):
+		// disko pipes the file to cryptsetup; a newline would become part
+		// of a passphrase the console prompt never sends.
+		return Result{Fail, fmt.Sprintf("%s contains a line break; write it again with nixdeploy keys disk-key set %s", sec.Path, host)}
+	}
+	return Result{Status: Pass}
+}
+
+func checkInitrdKey(store *Store, host string, hostPub ssh.PublicKey) Result {
+	keyPath := store.InitrdKeyPath(host)
+	pubPath := keyPath + ".pub"
+	sec, err := store.readPrivate(keyPath)
+	switch {
+	case errors.Is(err, ErrNoKey):
+		return Result{Fail, fmt.Sprintf("initrd_ssh host without an initrd host key (%s or %s%s); run nixdeploy keys init", keyPath, filepath.Base(keyPath), SealedSuffix)}
+	case err != nil:
+		return Result{Fail, err.Error()}
+	}
+	defer clear(sec.Data)
+	priv, err := ParseSSHPrivateKey(sec.Data)
+	if err != nil {
+		return Result{Fail, fmt.Sprintf("%s: %v", sec.Path, err)}
+	}
+	privPub, err := ssh.NewPublicKey(priv.Public().(ed25519.PublicKey))
+	if err != nil {
+		return Result{Fail, fmt.Sprintf("%s: %v", sec.Path, err)}
+	}
+	filePub, err := store.InitrdHostPublicKey(host)
+	switch {
+	case errors.Is(err, ErrNoKey):
+		return Result{Fail, fmt.Sprintf("%s is missing; run nixdeploy keys init to derive it from the private key", pubPath)}
+	case err != nil:
+		return Result{Fail, err.Error()}
+	case !bytes.Equal(filePub.Marshal(), privPub.Marshal()):
+		return Result{Fail, fmt.Sprintf("%s (%s) does not match the initrd private key (%s); delete the .pub and run nixdeploy keys init to derive it again",
+			pubPath, ssh.FingerprintSHA256(filePub), ssh.FingerprintSHA256(privPub))}
+	case hostPub != nil && bytes.Equal(hostPub.Marshal(), privPub.Marshal()):
+		// The initrd key sits unencrypted in the boot partition; sharing
+		// it would hand the host's identity to anyone with the disk.
+		return Result{Fail, fmt.Sprintf("the initrd host key is the host key %s; the initrd needs a key of its own (delete %s and its .pub, then run nixdeploy keys init)", ssh.FingerprintSHA256(privPub), filepath.Base(keyPath))}
+	}
+	return Result{Status: Pass}
 }

@@ -2,7 +2,10 @@ package keys_test
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha512"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -16,53 +19,64 @@ import (
 	"github.com/nixdeploy/nixdeploy/keys"
 )
 
-// sopsFile builds an encrypted secrets file in the layout sops 3.13 writes:
-// ENC[AES256_GCM,…] values and a sops: metadata block whose enc entries are
-// real age encryptions (of a random stand-in data key) to each recipient.
+// sopsFile builds an encrypted secrets file in the layout sops 3.13 writes,
+// with real cryptography: a data key in an age entry per recipient,
+// ENC[AES256_GCM,…] values bound to their key path, and the MAC (see
+// sopsfile.go for the format and its source). The tests in
+// sopsfile_test.go use files made by the real sops; this fixture covers
+// the layouts sops reads but does not write by default.
 type sopsFile struct {
 	recipients []string
-	userKeys   []string // names under user-age-keys
-	keyGroups  bool     // metadata under sops.key_groups[].age, one group per recipient
-	indent     int      // sops writes 4; hand-edited files often have 2
-	sopsFirst  bool     // metadata before the data, to prove order does not matter
+	userKeys   []string          // names under user-age-keys
+	values     map[string]string // user-age-keys values by name
+	keyGroups  bool              // metadata under sops.key_groups[0].age: one group, all recipients
+	indent     int               // sops writes 4; hand-edited files often have 2
+	sopsFirst  bool              // metadata before the data, to prove order does not matter
 }
+
+const fixtureLastModified = "2026-11-26T22:42:57Z"
 
 func (f sopsFile) write(t *testing.T, path string) {
 	t.Helper()
 	in := strings.Repeat(" ", f.indent)
 	ind := func(n int) string { return strings.Repeat(in, n) }
+	dataKey := make([]byte, 32)
+	rand.Read(dataKey)
+	mac := sha512.New()
 
 	var data strings.Builder
 	data.WriteString("user-age-keys:\n")
 	for _, k := range f.userKeys {
-		fmt.Fprintf(&data, "%s%s: %s\n", ind(1), k, encValue(t, 74))
+		v := f.values[k]
+		mac.Write([]byte(v))
+		fmt.Fprintf(&data, "%s%s: %s\n", ind(1), k, encValue(t, dataKey, v, "user-age-keys:"+k+":"))
 	}
-	fmt.Fprintf(&data, "wifi:\n%spsk: %s\n", ind(1), encValue(t, 16))
+	mac.Write([]byte("hunter22"))
+	fmt.Fprintf(&data, "wifi:\n%spsk: %s\n", ind(1), encValue(t, dataKey, "hunter22", "wifi:psk:"))
 
 	var meta strings.Builder
 	meta.WriteString("sops:\n")
 	entry := func(level int, r string) {
 		dash := ind(level)
 		fmt.Fprintf(&meta, "%s- recipient: %s\n%s  enc: |\n", dash, r, dash)
-		for _, line := range strings.Split(strings.TrimSpace(ageArmor(t, r)), "\n") {
+		for _, line := range strings.Split(strings.TrimSpace(ageArmor(t, r, dataKey)), "\n") {
 			fmt.Fprintf(&meta, "%s    %s\n", dash, line)
 		}
 	}
 	if f.keyGroups {
 		fmt.Fprintf(&meta, "%skey_groups:\n", ind(1))
+		fmt.Fprintf(&meta, "%s- age:\n", ind(2))
 		for _, r := range f.recipients {
-			fmt.Fprintf(&meta, "%s- age:\n", ind(2))
 			entry(3, r)
 		}
-		fmt.Fprintf(&meta, "%sshamir_threshold: 2\n", ind(1))
 	} else {
 		fmt.Fprintf(&meta, "%sage:\n", ind(1))
 		for _, r := range f.recipients {
 			entry(2, r)
 		}
 	}
-	fmt.Fprintf(&meta, "%slastmodified: \"2026-11-26T22:42:57Z\"\n", ind(1))
-	fmt.Fprintf(&meta, "%smac: %s\n", ind(1), encValue(t, 32))
+	fmt.Fprintf(&meta, "%slastmodified: \"%s\"\n", ind(1), fixtureLastModified)
+	fmt.Fprintf(&meta, "%smac: %s\n", ind(1), encValue(t, dataKey, fmt.Sprintf("%X", mac.Sum(nil)), fixtureLastModified))
 	fmt.Fprintf(&meta, "%sunencrypted_suffix: _unencrypted\n", ind(1))
 	fmt.Fprintf(&meta, "%sversion: 3.13.2\n", ind(1))
 
@@ -73,17 +87,25 @@ func (f sopsFile) write(t *testing.T, path string) {
 	writeFile(t, path, []byte(out), 0o644)
 }
 
-// encValue is a sops-shaped encrypted value with random contents.
-func encValue(t *testing.T, n int) string {
-	b64 := func(n int) string {
-		b := make([]byte, n)
-		rand.Read(b)
-		return base64.StdEncoding.EncodeToString(b)
+// encValue encrypts v as sops's aes/cipher.go does.
+func encValue(t *testing.T, key []byte, v, aad string) string {
+	t.Helper()
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return fmt.Sprintf("ENC[AES256_GCM,data:%s,iv:%s,tag:%s,type:str]", b64(n), b64(32), b64(16))
+	gcm, err := cipher.NewGCMWithNonceSize(block, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv := make([]byte, 32)
+	rand.Read(iv)
+	out := gcm.Seal(nil, iv, []byte(v), []byte(aad))
+	b64 := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("ENC[AES256_GCM,data:%s,iv:%s,tag:%s,type:str]", b64(out[:len(out)-16]), b64(iv), b64(out[len(out)-16:]))
 }
 
-func ageArmor(t *testing.T, recipient string) string {
+func ageArmor(t *testing.T, recipient string, data []byte) string {
 	t.Helper()
 	r, err := age.ParseX25519Recipient(recipient)
 	if err != nil {
@@ -95,9 +117,7 @@ func ageArmor(t *testing.T, recipient string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := make([]byte, 32)
-	rand.Read(key)
-	w.Write(key)
+	w.Write(data)
 	w.Close()
 	aw.Close()
 	return buf.String()
@@ -125,10 +145,15 @@ func newCheckEnv(t *testing.T) *checkEnv {
 	if _, err := keys.WriteSopsConfig(cfg.Secrets.SopsConfig, data); err != nil {
 		t.Fatal(err)
 	}
-	e.secrets = sopsFile{recipients: cfg.Secrets.AdminRecipients, indent: 4}
+	e.secrets = sopsFile{recipients: cfg.Secrets.AdminRecipients, indent: 4, values: map[string]string{}}
 	for _, h := range hostNames(cfg) {
 		e.secrets.recipients = append(e.secrets.recipients, e.recipient(t, h))
 		e.secrets.userKeys = append(e.secrets.userKeys, "michael-"+h)
+		id, err := e.store.UserIdentity(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.secrets.values["michael-"+h] = id.String()
 	}
 	e.secrets.write(t, cfg.Secrets.File)
 	return e
@@ -159,7 +184,7 @@ func TestCheckPasses(t *testing.T) {
 		modify func(t *testing.T, e *checkEnv)
 	}{
 		{"sops 3.13 layout", func(t *testing.T, e *checkEnv) {}},
-		{"key groups", func(t *testing.T, e *checkEnv) {
+		{"one key group in key_groups form", func(t *testing.T, e *checkEnv) {
 			e.secrets.keyGroups = true
 			e.secrets.write(t, e.cfg.Secrets.File)
 		}},
@@ -199,6 +224,13 @@ func TestCheckPasses(t *testing.T) {
 			for _, row := range rep.Rows {
 				for _, c := range keys.Checks {
 					st := row.Results[c].Status
+					if c == keys.CheckDiskKey || c == keys.CheckInitrd {
+						// No host of this fleet has LUKS or initrd_ssh.
+						if st != keys.NotChecked {
+							t.Errorf("%s %s: %v, want not checked", row.Host, c, st)
+						}
+						continue
+					}
 					if c == keys.CheckMode && tt.name == "sealed keys" {
 						if st != keys.NotChecked {
 							t.Errorf("%s %s: %v, want not checked for a sealed key", row.Host, c, st)
@@ -230,7 +262,7 @@ func TestCheckFailures(t *testing.T) {
 			e.secrets.keyGroups = true
 			e.secrets.recipients = without(e.secrets.recipients, e.recipient(t, "ganon"))
 			e.secrets.write(t, e.cfg.Secrets.File)
-		}, map[string]string{"ganon recipient": "run sops updatekeys"}},
+		}, map[string]string{"ganon recipient": "secrets/.sops.yaml updatekeys -y "}},
 		{"missing user-age-keys entry", func(t *testing.T, e *checkEnv) {
 			e.secrets.userKeys = without(e.secrets.userKeys, "michael-rk1-node1")
 			e.secrets.write(t, e.cfg.Secrets.File)
@@ -260,7 +292,12 @@ func TestCheckFailures(t *testing.T) {
 			data := readFile(t, e.cfg.Secrets.File)
 			data = bytes.Replace(data, []byte("michael-ganon: ENC["), []byte("michael-ganon: oops["), 1)
 			writeFile(t, e.cfg.Secrets.File, data, 0o644)
-		}, map[string]string{"ganon user-key": "is not an ENC[…] value"}},
+		}, map[string]string{
+			// Every host reads the whole file, so every host fails.
+			"ganon decrypt":     "MAC mismatch: user-age-keys/michael-ganon does not decrypt",
+			"rk1-node1 decrypt": "MAC mismatch: user-age-keys/michael-ganon does not decrypt",
+			"rk1-node2 decrypt": "MAC mismatch: user-age-keys/michael-ganon does not decrypt",
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -352,9 +389,9 @@ func TestReportPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"host       key  pub  mode  unique  sops-config  recipient  user-key\n" +
-		"ganon      ✓    ✗    -     -       -            -          -\n" +
-		"rk1-node1  -    -    -     -       -            -          -\n"
+		"host       key  pub  mode  unique  disk-key  initrd  sops-config  recipient  decrypt  user-key\n" +
+		"ganon      ✓    ✗    -     -       -         -       -            -          -        -\n" +
+		"rk1-node1  -    -    -     -       -         -       -            -          -        -\n"
 	if buf.String() != want {
 		t.Errorf("Print =\n%s\nwant\n%s", buf.String(), want)
 	}

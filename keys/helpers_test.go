@@ -68,12 +68,18 @@ tags = ["rk1"]
 // (with extra TOML appended) and loads it.
 func newFleet(t *testing.T, extra string) *nixdeploy.Config {
 	t.Helper()
+	return loadTOML(t, fleetTOML+extra)
+}
+
+// loadTOML writes a fleet config into a temporary directory and loads it.
+func loadTOML(t *testing.T, toml string) *nixdeploy.Config {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "nixdeploy.toml")
-	if err := os.WriteFile(path, []byte(fleetTOML+extra), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := nixdeploy.LoadConfig(path)

@@ -216,66 +216,6 @@ func addAgeRecipients(set map[string]bool, v any) {
 	}
 }
 
-// SecretsFile is what Check reads from a sops-encrypted secrets file. No
-// value is decrypted; only names and metadata are used.
-type SecretsFile struct {
-	// Recipients are the age recipients the data key is encrypted to, from
-	// sops.age[] and sops.key_groups[].age[].
-	Recipients map[string]bool
-	// UserKeys maps each name under user-age-keys to whether its value is an
-	// encrypted ENC[…] string.
-	UserKeys map[string]bool
-}
-
-type ageEntry struct {
-	Recipient string `yaml:"recipient"`
-}
-
-type secretsDoc struct {
-	Sops *struct {
-		Age       []ageEntry `yaml:"age"`
-		KeyGroups []struct {
-			Age []ageEntry `yaml:"age"`
-		} `yaml:"key_groups"`
-	} `yaml:"sops"`
-	UserKeys map[string]any `yaml:"user-age-keys"`
-}
-
-// ReadSecretsFile parses a sops-encrypted YAML (or JSON) secrets file. It
-// does not depend on indentation or key order.
-func ReadSecretsFile(path string) (*SecretsFile, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("secrets file %s does not exist; create it with sops (nixdeploy keys secrets-template prints its user-age-keys)", path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read secrets file: %w", err)
-	}
-	var doc secretsDoc
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		// Only the position is useful, and the rest of yaml's message may
-		// quote a line of the file.
-		return nil, fmt.Errorf("%s is not valid YAML: %s", path, yamlPosition(err))
-	}
-	if doc.Sops == nil {
-		return nil, fmt.Errorf("%s has no sops metadata; is it encrypted?", path)
-	}
-	sf := &SecretsFile{Recipients: map[string]bool{}, UserKeys: map[string]bool{}}
-	for _, e := range doc.Sops.Age {
-		sf.Recipients[strings.TrimSpace(e.Recipient)] = true
-	}
-	for _, g := range doc.Sops.KeyGroups {
-		for _, e := range g.Age {
-			sf.Recipients[strings.TrimSpace(e.Recipient)] = true
-		}
-	}
-	for name, v := range doc.UserKeys {
-		s, ok := v.(string)
-		sf.UserKeys[name] = ok && strings.HasPrefix(s, "ENC[") && strings.HasSuffix(s, "]")
-	}
-	return sf, nil
-}
-
 var yamlLineRE = regexp.MustCompile(`line \d+`)
 
 func yamlPosition(err error) string {

@@ -372,18 +372,25 @@ type Change struct {
 }
 
 // Seal encrypts host's plaintext secrets (SSH host key and user age
-// identity) to recipients as <name>.age, and removes each plaintext only
-// after the sealed file was read back with the store's identities and matched
-// it byte for byte. An interrupted earlier seal, with both forms present and
-// equal, is finished.
+// identity, and the disk key and initrd host key where the host has them) to
+// recipients as <name>.age, and removes each plaintext only after the sealed
+// file was read back with the store's identities and matched it byte for
+// byte. An interrupted earlier seal, with both forms present and equal, is
+// finished.
 func (s *Store) Seal(ctx context.Context, host string, recipients []age.Recipient) ([]Change, error) {
 	if len(recipients) == 0 {
 		return nil, errors.New("seal: no recipients")
 	}
 	var out []Change
-	for _, plain := range []string{s.HostKeyPath(host), s.UserKeyPath(host)} {
+	for _, plain := range []string{s.HostKeyPath(host), s.UserKeyPath(host), s.DiskKeyPath(host), s.InitrdKeyPath(host)} {
 		if err := ctx.Err(); err != nil {
 			return out, err
+		}
+		if plain == s.DiskKeyPath(host) || plain == s.InitrdKeyPath(host) {
+			// Optional keys: only LUKS and initrd_ssh hosts have them.
+			if p, sealed := exists(plain); !p && !sealed {
+				continue
+			}
 		}
 		action, err := s.seal(plain, recipients)
 		out = append(out, Change{Path: plain, Action: action, Err: err})

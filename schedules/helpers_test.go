@@ -126,8 +126,22 @@ func (f *fakeDeployer) callsOf(host string) []time.Time {
 }
 
 type fakeNotifier struct {
-	mu   sync.Mutex
-	sums []schedules.Summary
+	mu    sync.Mutex
+	sums  []schedules.Summary
+	waits []schedules.Wait
+}
+
+func (n *fakeNotifier) Waiting(_ context.Context, w schedules.Wait) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.waits = append(n.waits, w)
+	return nil
+}
+
+func (n *fakeNotifier) allWaits() []schedules.Wait {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]schedules.Wait(nil), n.waits...)
 }
 
 func (n *fakeNotifier) Summary(_ context.Context, s schedules.Summary) error {

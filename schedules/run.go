@@ -192,6 +192,10 @@ func (s *Scheduler) deployHost(ctx context.Context, e *entry, r db.ScheduleRun, 
 			}
 			wait := min(backoff, deadline.Sub(now))
 			log.Info("host busy, waiting", "wait", wait, "err", err)
+			if backoff == busyBackoffMin {
+				// Once per host, on the first refusal.
+				s.notifyWaiting(ctx, Wait{Schedule: e.cfg.Name, RunID: r.ID, Host: host, Until: deadline, Reason: err.Error()})
+			}
 			select {
 			case <-ctx.Done():
 				return HostSummary{Host: host, Outcome: OutcomeInterrupted, Detail: "stopped while waiting for the host to be free"}
@@ -217,6 +221,17 @@ func (s *Scheduler) deployHost(ctx context.Context, e *entry, r db.ScheduleRun, 
 		}
 		log.Info("host done", "outcome", h.Outcome, "deployment", h.DeploymentID, "duration", h.Duration)
 		return h
+	}
+}
+
+// notifyWaiting tells the notifier, if it wants to know, that the run waits.
+func (s *Scheduler) notifyWaiting(ctx context.Context, w Wait) {
+	wn, ok := s.notifier.(WaitNotifier)
+	if !ok {
+		return
+	}
+	if err := wn.Waiting(ctx, w); err != nil {
+		s.log.Warn("announce wait", "schedule", w.Schedule, "host", w.Host, "err", err)
 	}
 }
 

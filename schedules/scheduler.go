@@ -74,6 +74,30 @@ type Notifier interface {
 	Summary(ctx context.Context, s Summary) error
 }
 
+// WaitNotifier is a Notifier that is also told when a run starts waiting
+// for a busy or locked host, so the channel knows why the run stands still.
+// It is optional: the scheduler checks for it.
+type WaitNotifier interface {
+	Waiting(ctx context.Context, w Wait) error
+}
+
+// Wait is a run waiting for a host that is busy or locked.
+type Wait struct {
+	Schedule string
+	RunID    int64
+	Host     string
+	// Until is when the run gives up on the host (busy_wait).
+	Until time.Time
+	// Reason is why the host is not free, as the deployer said it.
+	Reason string
+}
+
+// Text is the one-line notice for the channel.
+func (w Wait) Text() string {
+	return fmt.Sprintf(":hourglass: %s is waiting for %s until %s, then skips it: %s",
+		w.Schedule, w.Host, w.Until.UTC().Format("15:04 UTC"), w.Reason)
+}
+
 // Triggers, as stored in schedule_runs.trigger.
 const (
 	TriggerCron    = "cron"

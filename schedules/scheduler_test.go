@@ -218,6 +218,14 @@ func TestBusyHost(t *testing.T) {
 			if busyLine := "⏭ rk1-node2 busy, skipped (busy for 10m0s: rk1-node2: "; (tt.want == "skipped") != strings.Contains(text, busyLine) {
 				t.Errorf("summary (want %s):\n%s", tt.want, text)
 			}
+			// The channel heard once, at the first refusal, that the run waits.
+			waits := r.notes.allWaits()
+			if len(waits) != 1 || waits[0].Host != "rk1-node2" || !waits[0].Until.Equal(calls[0].Add(10*time.Minute)) {
+				t.Fatalf("wait notices %+v, want one for rk1-node2 until %s", waits, calls[0].Add(10*time.Minute))
+			}
+			if got, want := waits[0].Text(), ":hourglass: nightly-rk1 is waiting for rk1-node2 until "+calls[0].Add(10*time.Minute).UTC().Format("15:04")+" UTC, then skips it: rk1-node2: "; !strings.HasPrefix(got, want) {
+				t.Errorf("notice %q, want it to start with %q", got, want)
+			}
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/internal/nixfleet"
+	"github.com/nixdeploy/nixdeploy/keys"
 )
 
 // defaultConfig is used when --config is not given.
@@ -38,6 +39,12 @@ func cmdCheck(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return err
 	}
+	if probs := keys.ConfigProblems(cfg); len(probs) > 0 {
+		for _, p := range probs {
+			fmt.Fprintf(s.err, "%s: %s\n", *path, p)
+		}
+		return &exitError{code: 1, msg: fmt.Sprintf("%s: %s", *path, plural(len(probs), "problem"))}
+	}
 	// The nix tree must build what the config says: same disks, ports and
 	// LUKS unlock. Compared only where this machine can see the tree.
 	problems, note, err := nixfleet.Check(ctx, cfg)
@@ -48,10 +55,10 @@ func cmdCheck(ctx context.Context, s stdio, args []string) error {
 		fmt.Fprintf(s.err, "%s: %s\n", *path, p)
 	}
 	if len(problems) > 0 {
-		return &exitError{code: 1, msg: fmt.Sprintf("%s: %d mismatch(es) with the nix tree", *path, len(problems))}
+		return &exitError{code: 1, msg: fmt.Sprintf("%s: %s with the nix tree", *path, plural(len(problems), "mismatch"))}
 	}
 	fmt.Fprintf(s.out, "%s: %s\n", *path, note)
-	fmt.Fprintf(s.out, "%s: ok: %d hosts, %d schedules\n", *path, len(cfg.Hosts), len(cfg.Schedules))
+	fmt.Fprintf(s.out, "%s: ok: %s, %s\n", *path, plural(len(cfg.Hosts), "host"), plural(len(cfg.Schedules), "schedule"))
 	return nil
 }
 

@@ -39,6 +39,9 @@ func TestCheckComparesNixTree(t *testing.T) {
 	writeConfig := func(edit func(string) string) string {
 		t.Helper()
 		s := strings.Replace(string(example), exampleFlake, `flake = "`+tree+`"`, 1)
+		// check refuses the example's placeholder recipient; a throwaway
+		// real one stands in for the operator's.
+		s = strings.ReplaceAll(s, `"age1-REPLACE-ME"`, `"age17044m9wgakla6pzftf4srtl3h5mcsr85jysgt5fg23zpnta8sfdqhzn452"`)
 		s = edit(s)
 		path := filepath.Join(t.TempDir(), "nixdeploy.toml")
 		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
@@ -66,7 +69,7 @@ func TestCheckComparesNixTree(t *testing.T) {
 		for _, want := range []string{
 			`host "ganon": disk_key vs diskKeyFile: nixdeploy.toml "/tmp/other.key", hosts/fleet.nix "/tmp/secret.key"`,
 			`host "ganon": initrd_ssh.port: nixdeploy.toml 2223, hosts/fleet.nix 2222`,
-			"2 mismatch(es) with the nix tree",
+			"2 mismatches with the nix tree",
 		} {
 			if !strings.Contains(errOut, want) {
 				t.Errorf("stderr lacks %q:\n%s", want, errOut)

@@ -439,7 +439,7 @@ func (c demoChat) Upload(ctx context.Context, channel, threadTS string, f bot.Fi
 	}
 	defer r.Close()
 	var b strings.Builder
-	fmt.Fprintf(&b, "[%s %s thread] file %s (%d lines)\n", channel, threadTS, f.Name, f.Lines)
+	fmt.Fprintf(&b, "[%s %s thread] file %s (%s)\n", channel, threadTS, f.Name, plural(int(f.Lines), "line"))
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {

@@ -111,7 +111,7 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 	dep := &nixdeploy.Deployment{Hosts: names, Action: action, Requester: requester(), Source: nixdeploy.SourceCLI}
 	rep, err := d.Run(ctx, dep, deployer.TextSink(s.out))
 	if err == nil {
-		fmt.Fprintf(s.out, "deployment %d succeeded: %s\n", dep.ID, rep.Summary())
+		fmt.Fprintf(s.out, "deployment %d: %s\n", dep.ID, rep.Summary())
 		return nil
 	}
 	if rep == nil {

@@ -61,6 +61,9 @@ func TestDeploy(t *testing.T) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
 		}
+		if strings.Contains(out, "succeeded: succeeded:") {
+			t.Errorf("the summary repeats itself:\n%s", out)
+		}
 		if s := lastState(); s != nixdeploy.StateSucceeded {
 			t.Errorf("stored state %s", s)
 		}

@@ -122,3 +122,56 @@ func TestKeysUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretsTemplateWarning: piped into sops, secrets-template is quiet;
+// into a file it warns, naming the command that should have been used.
+func TestSecretsTemplateWarning(t *testing.T) {
+	t.Setenv("NIXDEPLOY_AGE_IDENTITY", "")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "fleet.toml")
+	os.WriteFile(cfg, []byte(`flake = "/srv/dots"
+installer_flake = "/srv/dots/nixos-installer"
+[secrets]
+sops_config = "secrets/.sops.yaml"
+file = "secrets/secrets.yaml"
+[[hosts]]
+name = "ganon"
+address = "192.0.2.10"
+system = "x86_64-linux"
+disk = "/dev/nvme0n1"
+`), 0o644)
+	if _, errOut, code := runCLI(t, "", "keys", "init", "--config", cfg); code != 0 {
+		t.Fatal(errOut)
+	}
+	template := func(out *os.File) string {
+		var errb bytes.Buffer
+		err := run(t.Context(), []string{"keys", "secrets-template", "--config", cfg}, strings.NewReader(""), out, &errb)
+		if code := exitCode(err, &errb); code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+		return errb.String()
+	}
+
+	f, err := os.Create(filepath.Join(dir, "plain.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := template(f); !strings.Contains(got, "warning: the output contains secret keys and is going into a file: delete it, and pipe it into sops --config ") ||
+		!strings.Contains(got, "encrypt --filename-override ") {
+		t.Errorf("into a file: stderr %q, want a warning", got)
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _, _ = bytes.NewBuffer(nil).ReadFrom(r) }()
+	got := template(w)
+	w.Close()
+	<-done
+	if got != "" {
+		t.Errorf("into a pipe: stderr %q, want nothing", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -251,10 +252,49 @@ func deployErrorForUsers(err error, r bot.Result) error {
 		return bot.UserError(fmt.Sprintf("step %s on %s timed out; the log in the thread shows where it stopped", r.Step, r.Host), err)
 	case errors.Is(err, deployer.ErrVerify):
 		return bot.UserError(fmt.Sprintf("%s did not pass verification after the change; the log lists the failed units", r.Host), err)
+	case r.Step != "" && r.ExitCode < 0:
+		// No exit status: the command never ran or its connection broke,
+		// so "exit code -1" would say nothing. Say what failed instead.
+		var op *net.OpError
+		if errors.As(err, &op) {
+			return bot.UserError(fmt.Sprintf("step %s on %s could not reach %s: %s; check that it is up and that its address and port in the fleet config are right", r.Step, r.Host, opTarget(op), opCause(op)), err)
+		}
+		return bot.UserError(fmt.Sprintf("step %s on %s ended without an exit status: %s", r.Step, r.Host, lastCause(err)), err)
 	case r.Step != "":
 		return bot.UserError(fmt.Sprintf("step %s on %s failed with exit code %d; the last lines and the log in the thread say why", r.Step, r.Host, r.ExitCode), err)
 	}
 	return err
+}
+
+// opTarget is the address a failed dial was for.
+func opTarget(op *net.OpError) string {
+	if op.Addr != nil {
+		return op.Addr.String()
+	}
+	return "the host"
+}
+
+// opCause is the system's reason, such as "connection refused", without
+// Go's "dial tcp …:" prefix.
+func opCause(op *net.OpError) string {
+	var se *os.SyscallError
+	if errors.As(op.Err, &se) {
+		return se.Err.Error()
+	}
+	return op.Err.Error()
+}
+
+// lastCause is the innermost error's message on one line: the
+// deployer's wrapping says where, this says what.
+func lastCause(err error) string {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			break
+		}
+		err = u
+	}
+	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
 // unavailableDeployer fails every deployment with why.
@@ -392,4 +432,9 @@ type scheduleNotifier struct{ b *bot.Bot }
 
 func (n scheduleNotifier) Summary(ctx context.Context, s schedules.Summary) error {
 	return n.b.Announce(ctx, s.Text())
+}
+
+// Waiting says in the channel that a run waits for a busy or locked host.
+func (n scheduleNotifier) Waiting(ctx context.Context, w schedules.Wait) error {
+	return n.b.Announce(ctx, w.Text())
 }

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/nixdeploy/nixdeploy/bot"
+)
+
+// TestDeployErrorForUsersConnection: a step that ended without an exit
+// status (a refused connection) says what failed, not "exit code -1".
+func TestDeployErrorForUsersConnection(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, dialErr := net.Dial("tcp", addr)
+	if dialErr == nil {
+		t.Skip("the closed port accepted a connection")
+	}
+	err = deployErrorForUsers(fmt.Errorf("connect: dial %s: %w", addr, dialErr), bot.Result{Step: "connect", Host: "ganon", ExitCode: -1})
+	got := bot.UserMessage(err)
+	want := "step connect on ganon could not reach " + addr + ": connection refused; check that it is up"
+	if !strings.Contains(got, want) || strings.Contains(got, "-1") {
+		t.Errorf("message %q, want it to contain %q and no exit code", got, want)
+	}
+	err = deployErrorForUsers(fmt.Errorf("step upload: %w", errors.New("session closed")), bot.Result{Step: "upload", Host: "ganon", ExitCode: -1})
+	if got := bot.UserMessage(err); got != "step upload on ganon ended without an exit status: session closed" {
+		t.Errorf("message %q", got)
+	}
+}
