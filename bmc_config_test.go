@@ -10,7 +10,6 @@ import (
 
 const testFingerprint = "0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9:0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9"
 
-
 const goodBoard = `
 [[bmcs]]
 name = "turingpi"
