@@ -43,6 +43,16 @@ const (
 	PowerReset  PowerOp = "reset"
 )
 
+// PowerState is a slot's power as its BMC reports it.
+type PowerState string
+
+// The power states; bmcd reports "Unknown" for a slot it cannot read.
+const (
+	PowerStateOn      PowerState = "on"
+	PowerStateOff     PowerState = "off"
+	PowerStateUnknown PowerState = "unknown"
+)
+
 // PowerOps lists the power operations in help order.
 var PowerOps = []PowerOp{PowerStatus, PowerOn, PowerOff, PowerReset}
 

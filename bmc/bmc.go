@@ -207,27 +207,6 @@ func Fingerprint(ctx context.Context, address string, timeout time.Duration) ([3
 	return sha256.Sum256(cs.PeerCertificates[0].Raw), nil
 }
 
-// State is a slot's power state.
-type State int8
-
-// Power states. bmcd reports "Unknown" when it cannot read a slot
-// (bmcd/src/api/legacy.rs, get_node_power_status).
-const (
-	StateUnknown State = iota
-	StateOff
-	StateOn
-)
-
-func (s State) String() string {
-	switch s {
-	case StateOn:
-		return "on"
-	case StateOff:
-		return "off"
-	}
-	return "unknown"
-}
-
 // checkNode refuses anything but slots 1-4 before a request is built.
 func (c *Client) checkNode(call string, node int) error {
 	if node < 1 || node > nixdeploy.BMCSlots {
@@ -444,8 +423,8 @@ func expectOK(data []byte) error {
 // answered with {"response":[{"result":[{"node1":"1",…,"node4":"0"}]}]},
 // each value "1", "0" or "Unknown" (bmcd/src/api/legacy.rs get_node_power;
 // tpi print_power_status_nodes). Index 0 is slot 1.
-func (c *Client) PowerStatus(ctx context.Context) ([nixdeploy.BMCSlots]State, error) {
-	var out [nixdeploy.BMCSlots]State
+func (c *Client) PowerStatus(ctx context.Context) ([nixdeploy.BMCSlots]nixdeploy.PowerState, error) {
+	var out [nixdeploy.BMCSlots]nixdeploy.PowerState
 	data, err := c.call(ctx, url.Values{"opt": {"get"}, "type": {"power"}})
 	if err != nil {
 		return out, c.fail("power status", err)
@@ -461,11 +440,13 @@ func (c *Client) PowerStatus(ctx context.Context) ([nixdeploy.BMCSlots]State, er
 	for i := range out {
 		switch nodes[0]["node"+strconv.Itoa(i+1)] {
 		case "1":
-			out[i] = StateOn
+			out[i] = nixdeploy.PowerStateOn
 		case "0":
-			out[i] = StateOff
+			out[i] = nixdeploy.PowerStateOff
 		default:
-			out[i] = StateUnknown
+			// bmcd/src/api/legacy.rs get_node_power_status: "Unknown"
+			// when it cannot read the slot.
+			out[i] = nixdeploy.PowerStateUnknown
 		}
 	}
 	return out, nil
@@ -541,4 +522,31 @@ func oneLine(s string) string {
 		s = s[:200] + "…"
 	}
 	return s
+}
+
+// UserMessage words the failure as one sentence for chat (the bot's
+// UserMessage uses it): which board, which call, what to do. bmcd's own
+// reasons are short texts such as "credentials incorrect"; nothing
+// secret is in them.
+func (e *Error) UserMessage() string {
+	board := "the BMC " + e.Board
+	var cm *CertMismatchError
+	var ae *APIError
+	switch {
+	case errors.As(e.Err, &cm):
+		return fmt.Sprintf("%s did not present its pinned certificate (it showed %s), so nothing was sent to it; compare cert_sha256 with the BMC's own certificate before you change it", board, nixdeploy.FormatFingerprint(cm.Got))
+	case errors.Is(e.Err, ErrAuth), errors.Is(e.Err, ErrUnauthorized):
+		return fmt.Sprintf("%s refused nixdeploy's login for %s; check the user in [[bmcs]] and %s", board, e.Call, nixdeploy.BMC{Name: e.Board}.PasswordEnv())
+	case errors.Is(e.Err, ErrSlot):
+		return fmt.Sprintf("%s has slots 1 to %d only; fix bmc_node in the fleet config", board, nixdeploy.BMCSlots)
+	case errors.Is(e.Err, ErrFlash):
+		return fmt.Sprintf("%s could not %s: %s; the eMMC may be partly written, so flash it again before booting it", board, e.Call, strings.TrimPrefix(e.Err.Error(), ErrFlash.Error()+": "))
+	case errors.As(e.Err, &ae):
+		return fmt.Sprintf("%s refused %s (HTTP %d: %s)", board, e.Call, ae.Status, ae.Message)
+	case errors.Is(e.Err, context.DeadlineExceeded):
+		return fmt.Sprintf("%s did not answer %s in time; check that it is up and reachable from nixdeploy", board, e.Call)
+	case errors.Is(e.Err, context.Canceled):
+		return fmt.Sprintf("%s was cancelled before it finished", e.Call)
+	}
+	return fmt.Sprintf("nixdeploy could not reach %s for %s; check that it is up and reachable from nixdeploy", board, e.Call)
 }

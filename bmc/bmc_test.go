@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/bmc"
 	"github.com/nixdeploy/nixdeploy/internal/bmcfake"
 )
@@ -73,7 +74,7 @@ func TestPower(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := [4]bmc.State{bmc.StateOn, bmc.StateOff, bmc.StateOn, bmc.StateOn}; st != want {
+	if want := [4]nixdeploy.PowerState{nixdeploy.PowerStateOn, nixdeploy.PowerStateOff, nixdeploy.PowerStateOn, nixdeploy.PowerStateOn}; st != want {
 		t.Errorf("status %v, want %v", st, want)
 	}
 	if err := c.SetPower(ctx, 2, true); err != nil {
@@ -369,4 +370,29 @@ func selfSigned(t *testing.T) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func TestUserMessage(t *testing.T) {
+	f := newFake(t, bmcfake.Options{})
+	wrongPin := f.Fingerprint()
+	wrongPin[5] ^= 1
+	cases := []struct {
+		name string
+		mod  func(*bmc.Options)
+		want string
+	}{
+		{"pin", func(o *bmc.Options) { o.CertSHA256 = wrongPin }, "the BMC turingpi did not present its pinned certificate"},
+		{"login", func(o *bmc.Options) { o.Password = "nope" }, "refused nixdeploy's login for reset node 2; check the user in [[bmcs]] and NIXDEPLOY_BMC_PASSWORD_TURINGPI"},
+	}
+	for _, tc := range cases {
+		c := newClient(t, f, tc.mod)
+		err := c.Reset(t.Context(), 2)
+		var um interface{ UserMessage() string }
+		if !errors.As(err, &um) || !strings.Contains(um.UserMessage(), tc.want) {
+			t.Errorf("%s: %v, want a user message containing %q", tc.name, err, tc.want)
+		}
+		if strings.Contains(um.UserMessage(), "nope") {
+			t.Errorf("%s: user message %q leaks the password", tc.name, um.UserMessage())
+		}
+	}
 }
