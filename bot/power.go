@@ -1,0 +1,242 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"unicode"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/commands"
+)
+
+// BMC is a Turing Pi board's management controller as the bot drives it:
+// power and serial console of one host's slot. cmd/nixdeploy satisfies it
+// with package bmc.
+type BMC interface {
+	// Power applies op to host's slot and returns the slot's state
+	// afterwards (for PowerStatus, as it is).
+	Power(ctx context.Context, host string, op nixdeploy.PowerOp) (nixdeploy.PowerState, error)
+	// UART returns the host's serial console buffer, already redacted
+	// like every deployment log.
+	UART(ctx context.Context, host string) (string, error)
+}
+
+// PowerObserver, when the Observer also implements it, hears every power
+// state the bot learned from a BMC (metrics). It must not block.
+type PowerObserver interface {
+	PowerState(host string, state nixdeploy.PowerState)
+}
+
+// UARTLines is how many console lines go into the thread; UARTShown how
+// many of them the message itself shows.
+const (
+	UARTLines = 200
+	UARTShown = 15
+)
+
+func (b *Bot) observePower(host string, st nixdeploy.PowerState) {
+	if o, ok := b.observer.(PowerObserver); ok {
+		o.PowerState(host, st)
+	}
+}
+
+var errNoBMC = userf(nixdeploy.ErrInvalidInput, "no Turing Pi BMC is wired into this nixdeploy; add a [[bmcs]] board and set its password in the environment")
+
+// power handles "/nixdeploy power HOST OP". Reading the state is open to
+// everyone; switching needs a deployer; off and reset, which take a
+// running node down, also need the host free of deployments and of other
+// people's locks, hold the host while they run, and are audited like a
+// deployment.
+func (b *Bot) power(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	if b.bmc == nil {
+		return errNoBMC
+	}
+	host, op := cmd.Hosts[0], cmd.PowerOp
+	if op != nixdeploy.PowerStatus {
+		if err := b.requireDeployer(ctx, inv, "switch a node's power", cmd); err != nil {
+			return err
+		}
+	}
+	if op.Disruptive() {
+		if err := b.checkFree(ctx, inv.User, []string{host}); err != nil {
+			b.audit(ctx, inv.User, "refused-busy", 0, cmd.String()+": "+UserMessage(err))
+			return err
+		}
+		release, err := b.holdHost(host, fmt.Sprintf("power %s by %s", op, mention(inv.User)))
+		if err != nil {
+			b.audit(ctx, inv.User, "refused-busy", 0, cmd.String()+": "+UserMessage(err))
+			return err
+		}
+		defer release()
+	}
+	if op != nixdeploy.PowerStatus {
+		b.audit(ctx, inv.User, "power-requested", 0, cmd.String())
+		b.log.Info("power requested", "host", host, "op", op, "user", inv.User)
+	}
+	st, err := b.bmc.Power(ctx, host, op)
+	if err != nil {
+		if op != nixdeploy.PowerStatus {
+			b.audit(ctx, inv.User, "power-failed", 0, cmd.String()+": "+UserMessage(err))
+		}
+		return fmt.Errorf("power %s %s: %w", op, host, err)
+	}
+	b.observePower(host, st)
+	if op == nixdeploy.PowerStatus {
+		return b.tell(ctx, inv, reply(fmt.Sprintf("%s is powered %s%s.", host, st, b.slotText(host))))
+	}
+	b.audit(ctx, inv.User, "power-"+string(op), 0, fmt.Sprintf("%s: now %s", cmd.String(), st))
+	verb := map[nixdeploy.PowerOp]string{
+		nixdeploy.PowerOn:    ":electric_plug: %s switched on by %s%s; it is %s now",
+		nixdeploy.PowerOff:   ":electric_plug: %s switched off by %s%s; it is %s now",
+		nixdeploy.PowerReset: ":arrows_counterclockwise: %s power-cycled by %s%s; it is %s now",
+	}[op]
+	text := fmt.Sprintf(verb, host, mention(inv.User), b.slotText(host), st)
+	if _, err := b.chat.Post(ctx, b.channelFor(inv), Message{Kind: KindNotice, Text: text}); err != nil {
+		b.log.Warn("announce power change", "host", host, "err", err)
+	}
+	return nil
+}
+
+// slotText is " (slot 3 of turingpi)" for a host on a board.
+func (b *Bot) slotText(host string) string {
+	h, ok := b.Config().Host(host)
+	if !ok || h.BMC == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (slot %d of %s)", h.BMCNode, h.BMC)
+}
+
+// uart handles "/nixdeploy uart HOST": a notice in the channel with the
+// newest lines and, in its thread, the last UARTLines lines as a file.
+// A console can show anything a node prints, so only deployers may ask.
+func (b *Bot) uart(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	if b.bmc == nil {
+		return errNoBMC
+	}
+	host := cmd.Hosts[0]
+	if err := b.requireDeployer(ctx, inv, "read a node's serial console", cmd); err != nil {
+		return err
+	}
+	text, err := b.bmc.UART(ctx, host)
+	if err != nil {
+		return fmt.Errorf("uart %s: %w", host, err)
+	}
+	lines := ConsoleLines(text, UARTLines)
+	b.audit(ctx, inv.User, "uart", 0, fmt.Sprintf("%s: %d lines", cmd.String(), len(lines)))
+	if len(lines) == 0 {
+		return b.tell(ctx, inv, reply(fmt.Sprintf("The serial console of %s is empty: it printed nothing since the BMC started.", host)))
+	}
+	channel := b.channelFor(inv)
+	head := fmt.Sprintf(":desktop_computer: Serial console of %s%s, last %d lines, for %s", host, b.slotText(host), len(lines), mention(inv.User))
+	shown := lines[max(0, len(lines)-UARTShown):]
+	ts, err := b.chat.Post(ctx, channel, Message{Kind: KindNotice, Text: head, Sections: []string{head, codeBlock(shown, MaxSection)}})
+	if err != nil {
+		return fmt.Errorf("post uart of %s: %w", host, err)
+	}
+	body := strings.Join(lines, "\n") + "\n"
+	return b.chat.Upload(ctx, channel, ts, File{
+		Name: host + "-console.txt", Title: "Serial console of " + host,
+		Size: int64(len(body)), Lines: int64(len(lines)),
+		Open: func(context.Context) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil },
+	})
+}
+
+// ConsoleLines turns a raw serial buffer into its last n printable lines:
+// carriage returns and terminal escape sequences go, other control
+// characters become spaces, and trailing blank lines are dropped.
+func ConsoleLines(raw string, n int) []string {
+	raw = stripEscapes(raw)
+	raw = strings.ReplaceAll(raw, "\r\n", "\n")
+	var out []string
+	for l := range strings.SplitSeq(raw, "\n") {
+		// A lone \r rewrites the line on a terminal; keep what was last.
+		if i := strings.LastIndexByte(strings.TrimRight(l, "\r"), '\r'); i >= 0 {
+			l = l[i+1:]
+		}
+		l = strings.Map(func(r rune) rune {
+			if r == '\t' {
+				return r
+			}
+			if unicode.IsControl(r) {
+				return ' '
+			}
+			return r
+		}, l)
+		out = append(out, strings.TrimRight(l, " "))
+	}
+	for len(out) > 0 && out[len(out)-1] == "" {
+		out = out[:len(out)-1]
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out
+}
+
+// stripEscapes removes ANSI CSI sequences (ESC [ … final byte), which
+// U-Boot and systemd print for colour.
+func stripEscapes(s string) string {
+	if !strings.Contains(s, "\x1b") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
+			j := i + 2
+			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
+				j++
+			}
+			i = j
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// holdHost marks host as taken by a power operation until release, so
+// no deployment starts on it meanwhile and no second operation either.
+func (b *Bot) holdHost(host, what string) (release func(), err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.hostTakenLocked(host); err != nil {
+		return nil, err
+	}
+	if b.held == nil {
+		b.held = map[string]string{}
+	}
+	b.held[host] = what
+	return func() {
+		b.mu.Lock()
+		delete(b.held, host)
+		b.mu.Unlock()
+	}, nil
+}
+
+// hostTakenLocked says why host cannot be taken: a deployment in flight
+// or a power operation. b.mu must be held.
+func (b *Bot) hostTakenLocked(host string) error {
+	if what, ok := b.held[host]; ok {
+		return userf(nixdeploy.ErrHostBusy, "%s is busy: %s is in progress; try again in a minute", host, what)
+	}
+	for _, r := range b.runs {
+		if containsHost(r.dep.Hosts, host) {
+			return userf(nixdeploy.ErrHostBusy, "%s is busy with deployment #%d (%s by %s); wait for it to finish or cancel it with /nixdeploy cancel %d",
+				host, r.dep.ID, r.dep.Action, mention(r.dep.Requester), r.dep.ID)
+		}
+	}
+	return nil
+}
+
+// heldErr is the busy error for hosts a power operation holds, for the
+// deployment paths (checkFree and claim); nil when none is held.
+func (b *Bot) heldErrLocked(hosts []string) error {
+	for _, h := range hosts {
+		if what, ok := b.held[h]; ok {
+			return userf(nixdeploy.ErrHostBusy, "%s is busy: %s is in progress; request it again in a minute", h, what)
+		}
+	}
+	return nil
+}
