@@ -279,4 +279,3 @@ func TestNoBMCWired(t *testing.T) {
 		t.Errorf("alice was told %q", got)
 	}
 }
-

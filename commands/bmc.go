@@ -74,4 +74,3 @@ func (c Command) bmcWords() []string {
 	}
 	return []string{"uart", host}
 }
-
