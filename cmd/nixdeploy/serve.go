@@ -171,6 +171,7 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 		Config: cfg, Store: deps.store, Deployer: deps.deployer, Locks: deps.locks, Keys: deps.keys,
 		Schedules: deps.schedules, Interrupted: deps.interrupted, BotUser: auth.UserID, Logger: logger,
 		Chat: bot.NewSlackChat(api, bot.SlackChatOptions{Logger: logger}), Observer: metrics,
+		BMC: deps.bmcBot(),
 	})
 	if err != nil {
 		return err
