@@ -23,24 +23,12 @@ type BMC interface {
 	UART(ctx context.Context, host string) (string, error)
 }
 
-// PowerObserver, when the Observer also implements it, hears every power
-// state the bot learned from a BMC (metrics). It must not block.
-type PowerObserver interface {
-	PowerState(host string, state nixdeploy.PowerState)
-}
-
 // UARTLines is how many console lines go into the thread; UARTShown how
 // many of them the message itself shows.
 const (
 	UARTLines = 200
 	UARTShown = 15
 )
-
-func (b *Bot) observePower(host string, st nixdeploy.PowerState) {
-	if o, ok := b.observer.(PowerObserver); ok {
-		o.PowerState(host, st)
-	}
-}
 
 var errNoBMC = userf(nixdeploy.ErrInvalidInput, "no Turing Pi BMC is wired into this nixdeploy; add a [[bmcs]] board and set its password in the environment")
 
@@ -82,7 +70,6 @@ func (b *Bot) power(ctx context.Context, inv Invocation, cmd commands.Command) e
 		}
 		return fmt.Errorf("power %s %s: %w", op, host, err)
 	}
-	b.observePower(host, st)
 	if op == nixdeploy.PowerStatus {
 		return b.tell(ctx, inv, reply(fmt.Sprintf("%s is powered %s%s.", host, st, b.slotText(host))))
 	}

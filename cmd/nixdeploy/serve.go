@@ -165,7 +165,7 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 	for i, sc := range cfg.Schedules {
 		names[i] = sc.Name
 	}
-	metrics := ops.NewMetrics(ops.MetricsOptions{Store: deps.store, Schedules: names, Logger: logger})
+	metrics := ops.NewMetrics(ops.MetricsOptions{Store: deps.store, Schedules: names, Logger: logger, Power: deps.powerReader()})
 	metricsH.set(metrics.Handler())
 	b, err := bot.New(bot.Options{
 		Config: cfg, Store: deps.store, Deployer: deps.deployer, Locks: deps.locks, Keys: deps.keys,

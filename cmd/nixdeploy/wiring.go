@@ -17,6 +17,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
+	"github.com/nixdeploy/nixdeploy/internal/ops"
 	"github.com/nixdeploy/nixdeploy/keys"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
@@ -388,6 +389,14 @@ func openBoards(cfg *nixdeploy.Config, logger *slog.Logger) *bmc.Fleet {
 // bmcBot is the boards as the bot sees them: a nil interface, not a nil
 // pointer, when there are none.
 func (d *botDeps) bmcBot() bot.BMC {
+	if d.boards == nil {
+		return nil
+	}
+	return d.boards
+}
+
+// powerReader is the boards for the power metric, nil without any.
+func (d *botDeps) powerReader() ops.PowerReader {
 	if d.boards == nil {
 		return nil
 	}

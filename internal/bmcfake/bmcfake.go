@@ -102,7 +102,6 @@ type transfer struct {
 	uploaded bool
 	polls    int
 	err      string
-	done     bool
 }
 
 // New starts a fake BMC with its own self-signed certificate.
