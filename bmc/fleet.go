@@ -125,23 +125,30 @@ func (f *Fleet) PowerStates(ctx context.Context) (map[string]nixdeploy.PowerStat
 	return out, nil
 }
 
-// UART returns host's serial console buffer, redacted.
-func (f *Fleet) UART(ctx context.Context, host string) (string, error) {
+// UART returns the last n printable lines of host's serial console,
+// redacted.
+func (f *Fleet) UART(ctx context.Context, host string, n int) ([]string, error) {
 	c, node, err := f.slot(host)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	text, err := c.UART(ctx, node)
+	raw, err := c.UART(ctx, node)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
+	// Printable first, then redacted: an escape sequence inside a
+	// secret must not hide it from the redaction.
+	text := strings.Join(ConsoleLines(raw, n), "\n")
 	if p := c.o.Password; len(p) >= 4 {
 		text = strings.ReplaceAll(text, p, "[REDACTED]")
 	}
 	if f.o.Redact != nil {
 		text = f.o.Redact(text)
 	}
-	return text, nil
+	if text == "" {
+		return nil, nil
+	}
+	return strings.Split(text, "\n"), nil
 }
 
 // Client returns the client of host's board and the host's slot, for

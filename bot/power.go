@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode"
 
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/commands"
@@ -18,9 +17,10 @@ type BMC interface {
 	// Power applies op to host's slot and returns the slot's state
 	// afterwards (for PowerStatus, as it is).
 	Power(ctx context.Context, host string, op nixdeploy.PowerOp) (nixdeploy.PowerState, error)
-	// UART returns the host's serial console buffer, already redacted
-	// like every deployment log.
-	UART(ctx context.Context, host string) (string, error)
+	// UART returns at most the last n lines of the host's serial
+	// console, printable (no terminal escapes or carriage returns) and
+	// redacted like every deployment log.
+	UART(ctx context.Context, host string, n int) ([]string, error)
 }
 
 // UARTLines is how many console lines go into the thread; UARTShown how
@@ -106,11 +106,11 @@ func (b *Bot) uart(ctx context.Context, inv Invocation, cmd commands.Command) er
 	if err := b.requireDeployer(ctx, inv, "read a node's serial console", cmd); err != nil {
 		return err
 	}
-	text, err := b.bmc.UART(ctx, host)
+	lines, err := b.bmc.UART(ctx, host, UARTLines)
 	if err != nil {
 		return fmt.Errorf("uart %s: %w", host, err)
 	}
-	lines := ConsoleLines(text, UARTLines)
+	lines = lines[max(0, len(lines)-UARTLines):]
 	b.audit(ctx, inv.User, "uart", 0, fmt.Sprintf("%s: %d lines", cmd.String(), len(lines)))
 	if len(lines) == 0 {
 		return b.tell(ctx, inv, reply(fmt.Sprintf("The serial console of %s is empty: it printed nothing since the BMC started.", host)))
@@ -128,59 +128,6 @@ func (b *Bot) uart(ctx context.Context, inv Invocation, cmd commands.Command) er
 		Size: int64(len(body)), Lines: int64(len(lines)),
 		Open: func(context.Context) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil },
 	})
-}
-
-// ConsoleLines turns a raw serial buffer into its last n printable lines:
-// carriage returns and terminal escape sequences go, other control
-// characters become spaces, and trailing blank lines are dropped.
-func ConsoleLines(raw string, n int) []string {
-	raw = stripEscapes(raw)
-	raw = strings.ReplaceAll(raw, "\r\n", "\n")
-	var out []string
-	for l := range strings.SplitSeq(raw, "\n") {
-		// A lone \r rewrites the line on a terminal; keep what was last.
-		if i := strings.LastIndexByte(strings.TrimRight(l, "\r"), '\r'); i >= 0 {
-			l = l[i+1:]
-		}
-		l = strings.Map(func(r rune) rune {
-			if r == '\t' {
-				return r
-			}
-			if unicode.IsControl(r) {
-				return ' '
-			}
-			return r
-		}, l)
-		out = append(out, strings.TrimRight(l, " "))
-	}
-	for len(out) > 0 && out[len(out)-1] == "" {
-		out = out[:len(out)-1]
-	}
-	if len(out) > n {
-		out = out[len(out)-n:]
-	}
-	return out
-}
-
-// stripEscapes removes ANSI CSI sequences (ESC [ … final byte), which
-// U-Boot and systemd print for colour.
-func stripEscapes(s string) string {
-	if !strings.Contains(s, "\x1b") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
-			j := i + 2
-			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
-				j++
-			}
-			i = j
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // holdHost marks host as taken by a power operation until release, so

@@ -92,10 +92,11 @@ func TestOpenBoards(t *testing.T) {
 		t.Fatal("boards not wired")
 	}
 	f.WriteUART(3, "boot\nAGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ\nlogin:\n")
-	text, err := b.UART(t.Context(), "rk1-node3")
+	lines, err := b.UART(t.Context(), "rk1-node3", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
+	text := strings.Join(lines, "\n")
 	if strings.Contains(text, "AGE-SECRET-KEY-1QQ") || !strings.Contains(text, "login:") {
 		t.Errorf("console text %q is not redacted like a log", text)
 	}
