@@ -57,4 +57,3 @@ func stripEscapes(s string) string {
 	}
 	return b.String()
 }
-
