@@ -333,7 +333,8 @@ func (c *Client) call(ctx context.Context, q url.Values) ([]byte, error) {
 			if attempt == 0 {
 				continue
 			}
-			return nil, fmt.Errorf("%w: %s", ErrUnauthorized, oneLine(string(data)))
+			// Not bmcd's text: for an unknown token it quotes the token.
+			return nil, fmt.Errorf("%w: HTTP 401 even after a fresh login", ErrUnauthorized)
 		}
 		if status < 200 || status > 299 {
 			return nil, &APIError{Status: status, Message: resultMessage(data)}

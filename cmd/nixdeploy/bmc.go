@@ -9,7 +9,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/bmc"
 )
 
-const bmcUsage = `bmc fingerprint ADDRESS
+const bmcUsage = `bmc fingerprint [--timeout D] ADDRESS
 
 Connects once to the Turing Pi BMC at ADDRESS (host or host:port, port 443
 by default) and prints the SHA-256 fingerprint of the certificate it
@@ -19,18 +19,22 @@ but the TLS handshake. Compare the value out of band before pinning it.`
 // cmdBMC is "nixdeploy bmc …"; its one subcommand prints a BMC's
 // certificate fingerprint to pin.
 func cmdBMC(ctx context.Context, s stdio, args []string) error {
-	fs := newFlags(s, "bmc", bmcUsage)
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintf(s.out, "usage: nixdeploy %s\n", bmcUsage)
+		return errHelp
+	}
+	if len(args) == 0 || args[0] != "fingerprint" {
+		return usageErrorf("bmc: usage: nixdeploy bmc fingerprint [--timeout D] ADDRESS")
+	}
+	fs := newFlags(s, "bmc fingerprint", bmcUsage)
 	timeout := fs.Duration("timeout", 15*time.Second, "how long to wait for the BMC")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	if fs.NArg() == 0 || fs.Arg(0) != "fingerprint" {
-		return usageErrorf("bmc: usage: nixdeploy %s", "bmc fingerprint ADDRESS")
+	if fs.NArg() != 1 {
+		return usageErrorf("bmc fingerprint takes one ADDRESS (host or host:port), not %d arguments", fs.NArg())
 	}
-	if fs.NArg() != 2 {
-		return usageErrorf("bmc fingerprint takes one ADDRESS (host or host:port), not %d arguments", fs.NArg()-1)
-	}
-	b := nixdeploy.BMC{Address: fs.Arg(1)}
+	b := nixdeploy.BMC{Address: fs.Arg(0)}
 	addr := b.HostPort()
 	sum, err := bmc.Fingerprint(ctx, addr, *timeout)
 	if err != nil {
