@@ -396,3 +396,18 @@ func TestUserMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestReauthenticatesOnce: a BMC that refuses even a fresh token gets one
+// new login, not a loop of them (bmcd bans after repeated failures).
+func TestReauthenticatesOnce(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)}
+	f := newFake(t, bmcfake.Options{Now: func() time.Time { clk.Add(time.Hour); return clk.Now() }, TokenTTL: time.Minute})
+	c := newClient(t, f, nil)
+	_, err := c.PowerStatus(t.Context())
+	if !errors.Is(err, bmc.ErrUnauthorized) {
+		t.Fatalf("err = %v, want ErrUnauthorized", err)
+	}
+	if f.Logins() != 2 {
+		t.Errorf("%d logins, want 2", f.Logins())
+	}
+}
