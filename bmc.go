@@ -56,9 +56,11 @@ const (
 // PowerOps lists the power operations in help order.
 var PowerOps = []PowerOp{PowerStatus, PowerOn, PowerOff, PowerReset}
 
-// Disruptive reports whether op can take a running node down; such ops
-// need a deployer and a free host, like a deployment.
-func (op PowerOp) Disruptive() bool { return op == PowerOff || op == PowerReset }
+// Changes reports whether op switches the slot's power. Off and reset take
+// a running node down; on starts a node someone may be working on (a
+// manual lock "reseating the module"). All three need a deployer and a
+// free host, like a deployment.
+func (op PowerOp) Changes() bool { return op != PowerStatus }
 
 // BMCPasswordEnvPrefix starts the name of the variable holding a board's
 // password.

@@ -130,8 +130,8 @@ func TestPowerResetAudited(t *testing.T) {
 	}
 }
 
-// TestPowerRefusedWhileBusy: off and reset wait for a free host, like a
-// deployment: none in flight, no one else's lock.
+// TestPowerRefusedWhileBusy: on, off and reset wait for a free host, like
+// a deployment: none in flight, no one else's lock.
 func TestPowerRefusedWhileBusy(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
@@ -155,7 +155,8 @@ func TestPowerRefusedWhileBusy(t *testing.T) {
 
 	h.command(carol, "lock rk1-node1 1h reseating the module")
 	h.command(bob, "power rk1-node1 off")
-	if got := h.ephemerals(bob); len(got) != 2 || !strings.Contains(got[1], "rk1-node1 is locked by <@"+carol+">") {
+	h.command(bob, "power rk1-node1 on")
+	if got := h.ephemerals(bob); len(got) != 3 || !strings.Contains(got[1], "rk1-node1 is locked by <@"+carol+">") || !strings.Contains(got[2], "rk1-node1 is locked by <@"+carol+">") {
 		t.Errorf("bob was told %q", got)
 	}
 	if n := setRequests(fake); n != 0 {

@@ -66,7 +66,7 @@ var table = []spec{
 		summary: "check the pre-generated host keys and the .sops.yaml recipients",
 		example: "keys check ganon"},
 	{name: "power", kind: KindPower, args: "HOST status|on|off|reset",
-		summary: "show or switch a Turing Pi node's power through its BMC (off and reset need a deployer and a free host)",
+		summary: "show or switch a Turing Pi node's power through its BMC (switching needs a deployer and a free host)",
 		example: "power rk1-node3 status"},
 	{name: "uart", kind: KindUART, args: "HOST",
 		summary: "post the last lines of a Turing Pi node's serial console into a thread",
