@@ -48,6 +48,9 @@ type Config struct {
 	Secrets   Secrets    `toml:"secrets"`
 	Slack     Slack      `toml:"slack"`
 	Schedules []Schedule `toml:"schedules"`
+	// BMCs are the Turing Pi boards whose BMC powers, watches and flashes
+	// their nodes (bmc.go).
+	BMCs []BMC `toml:"bmcs"`
 
 	// Path is the file the config was loaded from; Dir its directory.
 	Path string `toml:"-"`
@@ -92,6 +95,11 @@ type Host struct {
 	// KexecExtraFlags is passed with --kexec-extra-flags, for example
 	// "--dtb=/boot/dtbs/rockchip/rk3588-turing-rk1.dtb".
 	KexecExtraFlags string `toml:"kexec_extra_flags"`
+
+	// BMC names the [[bmcs]] board the host sits on, and BMCNode its
+	// slot (1-4); empty when no BMC manages the host.
+	BMC     string `toml:"bmc"`
+	BMCNode int    `toml:"bmc_node"`
 }
 
 // InitrdSSH is a host's initrd SSH server (boot.initrd.network.ssh).

@@ -24,6 +24,7 @@ func ValidName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
 var ReservedNames = []string{
 	"switch", "boot", "test", "dry-run", "dry-activate", "rollback", "install",
 	"status", "history", "cancel", "lock", "unlock", "unlock-disk", "schedules", "schedule", "keys", "help",
+	"power", "uart",
 }
 
 var digitsRE = regexp.MustCompile(`^[0-9]+$`)
@@ -104,6 +105,7 @@ func (c *Config) Validate() []string {
 	c.validateSecrets(&p)
 	c.validateSlack(&p)
 	c.validateSchedules(&p)
+	c.validateBMCs(&p)
 	return p
 }
 

@@ -59,6 +59,9 @@ type Options struct {
 	Handlers int
 	// Observer, optional, hears how each deployment ended (metrics).
 	Observer Observer
+	// BMC, optional, powers and reads the consoles of hosts on a Turing
+	// Pi board (power.go); without it those commands say it is missing.
+	BMC BMC
 }
 
 // Bot is the chat front end of nixdeploy.
@@ -70,6 +73,7 @@ type Bot struct {
 	locks     Locks
 	schedules Schedules
 	keys      KeyChecker
+	bmc       BMC
 	botUser   string
 	observer  Observer
 	clock     Clock
@@ -92,6 +96,8 @@ type Bot struct {
 	closed bool
 	runs   map[int64]*run
 	timers map[int64]func() bool // approval id → stop its expiry timer
+	// held are hosts a power operation holds: host → what (power.go).
+	held map[string]string
 }
 
 // run is a deployment in flight.
@@ -120,7 +126,7 @@ func New(o Options) (*Bot, error) {
 	}
 	b := &Bot{
 		store: o.Store, chat: o.Chat, deployer: o.Deployer,
-		locks: o.Locks, schedules: o.Schedules, keys: o.Keys,
+		locks: o.Locks, schedules: o.Schedules, keys: o.Keys, bmc: o.BMC,
 		botUser: o.BotUser, observer: o.Observer, clock: o.Clock, log: o.Logger,
 		interval: o.UpdateInterval, tailLines: o.TailLines,
 		interrupted: o.Interrupted,

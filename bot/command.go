@@ -68,6 +68,10 @@ func (b *Bot) execute(ctx context.Context, inv Invocation, cmd commands.Command)
 		err = b.schedule(ctx, inv, cmd)
 	case commands.KindKeysCheck:
 		err = b.keysCheck(ctx, inv, cmd)
+	case commands.KindPower:
+		err = b.power(ctx, inv, cmd)
+	case commands.KindUART:
+		err = b.uart(ctx, inv, cmd)
 	case commands.KindHelp:
 		text := commands.HelpTopic(cmd.Topic)
 		err = b.tell(ctx, inv, replyBlock("nixdeploy help", text))
@@ -139,6 +143,10 @@ func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command)
 // deployment in flight.
 func (b *Bot) checkFree(ctx context.Context, user string, hosts []string) error {
 	b.mu.Lock()
+	if err := b.heldErrLocked(hosts); err != nil {
+		b.mu.Unlock()
+		return err
+	}
 	for _, r := range b.runs {
 		for _, h := range hosts {
 			if containsHost(r.dep.Hosts, h) {

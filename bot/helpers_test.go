@@ -306,6 +306,9 @@ type harnessOptions struct {
 	// started, when set, receives each deployment as the deployer starts it.
 	started chan nixdeploy.Deployment
 	perLine time.Duration
+	// bmc and observer are passed to the bot as they are.
+	bmc      bot.BMC
+	observer bot.Observer
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
@@ -367,6 +370,8 @@ func (h *harness) open(interrupted []nixdeploy.Deployment) {
 		Clock:          clock,
 		Logger:         logger,
 		UpdateInterval: h.opts.interval,
+		BMC:            h.opts.bmc,
+		Observer:       h.opts.observer,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -33,6 +33,9 @@ func (b *Bot) startRun(ctx context.Context, dep nixdeploy.Deployment, channel, a
 func (b *Bot) claim(dep nixdeploy.Deployment) (*run, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if err := b.heldErrLocked(dep.Hosts); err != nil {
+		return nil, err
+	}
 	for _, r := range b.runs {
 		for _, h := range dep.Hosts {
 			if containsHost(r.dep.Hosts, h) {

@@ -37,6 +37,8 @@ const (
 	KindSchedule   Kind = "schedule"
 	KindKeysCheck  Kind = "keys-check"
 	KindHelp       Kind = "help"
+	KindPower      Kind = "power"
+	KindUART       Kind = "uart"
 )
 
 // Limits and defaults of the grammar.
@@ -98,6 +100,8 @@ type Command struct {
 	Schedule   string
 	// Topic is the command word help was asked about, or empty.
 	Topic string
+	// PowerOp is what KindPower asks of the host's BMC slot.
+	PowerOp nixdeploy.PowerOp
 }
 
 // Request turns a deploy command into the request policy and the deployer
@@ -172,6 +176,10 @@ func Parse(cfg *nixdeploy.Config, text string) (Command, error) {
 		return p.schedule(s, args)
 	case KindHelp:
 		return p.help(s, args)
+	case KindPower:
+		return p.power(s, args)
+	case KindUART:
+		return p.uart(s, args)
 	}
 	// Unreachable unless the table gains a kind the switch lacks, which
 	// TestTableKindsParse catches.
@@ -531,6 +539,8 @@ func (c Command) String() string {
 		words = append(words, "schedules")
 	case KindSchedule:
 		words = append(words, "schedule", c.ScheduleOp, c.Schedule)
+	case KindPower, KindUART:
+		words = append(words, c.bmcWords()...)
 	case KindHelp:
 		words = append(words, "help")
 		if c.Topic != "" {

@@ -69,6 +69,7 @@ func cmdConsole(ctx context.Context, s stdio, args []string) error {
 	b, err := bot.New(bot.Options{
 		Config: cfg, Store: deps.store, Chat: term, Deployer: deps.deployer, Locks: deps.locks, Keys: deps.keys,
 		Schedules: deps.schedules, Interrupted: deps.interrupted, BotUser: "nixdeploy", Logger: logger,
+		BMC: deps.bmcBot(),
 	})
 	if err != nil {
 		return err

@@ -44,6 +44,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"check": {"validate a fleet config and print every problem", cmdCheck},
 		"keys":  {"pre-generated SSH host keys and age keys (see keys -h)", cmdKeys},
+		"bmc":   {"Turing Pi BMC helpers: bmc fingerprint ADDRESS prints the certificate to pin", cmdBMC},
 
 		"serve":   {"run the Slack bot and the schedules (tokens from the environment)", cmdServe},
 		"console": {"drive the bot from a terminal: commands, reactions, streamed output", cmdConsole},

@@ -165,12 +165,13 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 	for i, sc := range cfg.Schedules {
 		names[i] = sc.Name
 	}
-	metrics := ops.NewMetrics(ops.MetricsOptions{Store: deps.store, Schedules: names, Logger: logger})
+	metrics := ops.NewMetrics(ops.MetricsOptions{Store: deps.store, Schedules: names, Logger: logger, Power: deps.powerReader()})
 	metricsH.set(metrics.Handler())
 	b, err := bot.New(bot.Options{
 		Config: cfg, Store: deps.store, Deployer: deps.deployer, Locks: deps.locks, Keys: deps.keys,
 		Schedules: deps.schedules, Interrupted: deps.interrupted, BotUser: auth.UserID, Logger: logger,
 		Chat: bot.NewSlackChat(api, bot.SlackChatOptions{Logger: logger}), Observer: metrics,
+		BMC: deps.bmcBot(),
 	})
 	if err != nil {
 		return err

@@ -14,9 +14,11 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/bmc"
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
+	"github.com/nixdeploy/nixdeploy/internal/ops"
 	"github.com/nixdeploy/nixdeploy/keys"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
@@ -51,6 +53,9 @@ type botDeps struct {
 	cfg         *nixdeploy.Config
 	log         *slog.Logger
 	scheduler   *schedules.Scheduler
+	// boards reaches the Turing Pi BMCs; nil without [[bmcs]] or
+	// without their passwords (see bmcBot and bmcPower).
+	boards *bmc.Fleet
 }
 
 // depsOptions say where the bot's parts come from.
@@ -84,6 +89,7 @@ func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, o depsOptions, logg
 		return nil, fmt.Errorf("open key store: %w", err)
 	}
 	d.keys = botKeys{cfg: cfg, store: ks}
+	d.boards = openBoards(cfg, logger)
 	client := o.clientKey
 	if client == nil {
 		client, err = deployer.LoadClientKey(o.sshKey)
@@ -437,4 +443,39 @@ func (n scheduleNotifier) Summary(ctx context.Context, s schedules.Summary) erro
 // Waiting says in the channel that a run waits for a busy or locked host.
 func (n scheduleNotifier) Waiting(ctx context.Context, w schedules.Wait) error {
 	return n.b.Announce(ctx, w.Text())
+}
+
+// openBoards reaches the config's Turing Pi BMCs. A board without its
+// password in the environment leaves them all unwired, with a warning
+// naming the variable; the bot then says BMC commands are unavailable.
+func openBoards(cfg *nixdeploy.Config, logger *slog.Logger) *bmc.Fleet {
+	if len(cfg.BMCs) == 0 {
+		return nil
+	}
+	f, err := bmc.NewFleet(cfg, bmc.FleetOptions{
+		Getenv: os.Getenv,
+		Redact: func(s string) string { return deployer.RedactText(cfg, s) },
+	})
+	if err != nil {
+		logger.Warn("BMC commands are unavailable", "reason", err.Error())
+		return nil
+	}
+	return f
+}
+
+// bmcBot is the boards as the bot sees them: a nil interface, not a nil
+// pointer, when there are none.
+func (d *botDeps) bmcBot() bot.BMC {
+	if d.boards == nil {
+		return nil
+	}
+	return d.boards
+}
+
+// powerReader is the boards for the power metric, nil without any.
+func (d *botDeps) powerReader() ops.PowerReader {
+	if d.boards == nil {
+		return nil
+	}
+	return d.boards
 }

@@ -35,6 +35,8 @@ type MetricsOptions struct {
 	Schedules []string
 	// Logger gets scrape errors; default slog.Default().
 	Logger *slog.Logger
+	// Power, optional, reads the Turing Pi slots' power (power.go).
+	Power PowerReader
 }
 
 // scrapeTimeout bounds the database reads of one scrape.
@@ -76,6 +78,9 @@ func NewMetrics(o MetricsOptions) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if o.Power != nil {
+		m.reg.MustRegister(&powerCollector{power: o.Power})
+	}
 	return m
 }
 
