@@ -230,15 +230,17 @@ func (b *Bot) expire(ctx context.Context, approvalID int64, by string) error {
 		b.audit(ctx, by, "approval-refused-expired", a.DeploymentID, fmt.Sprintf("approval %d expired at %s", a.ID, utc(a.ExpiresAt)))
 	}
 	decision := fmt.Sprintf(":hourglass: *Expired* at %s: nobody approved in time. Request it again if it is still wanted.", utc(a.ExpiresAt))
-	return b.decide(ctx, a, nixdeploy.ApprovalExpired, nixdeploy.StateExpired, "", "expired", decision)
+	_, err = b.decide(ctx, a, nixdeploy.ApprovalExpired, nixdeploy.StateExpired, "", "expired", decision)
+	return err
 }
 
 // decide moves a pending approval and its deployment to their end states,
-// once, and rewrites the approval message.
-func (b *Bot) decide(ctx context.Context, a nixdeploy.Approval, as nixdeploy.ApprovalState, ds nixdeploy.State, by, kind, decision string) error {
+// once, and rewrites the approval message. It reports false when the
+// approval was decided elsewhere first.
+func (b *Bot) decide(ctx context.Context, a nixdeploy.Approval, as nixdeploy.ApprovalState, ds nixdeploy.State, by, kind, decision string) (bool, error) {
 	ok, err := b.store.DecideApproval(ctx, a.ID, as, by)
 	if err != nil || !ok {
-		return err
+		return false, err
 	}
 	b.disarm(a.ID)
 	actor := by
@@ -255,7 +257,7 @@ func (b *Bot) decide(ctx context.Context, a nixdeploy.Approval, as nixdeploy.App
 			b.observe(dep, ds, 0)
 		}
 	}
-	return b.rewriteApproval(ctx, a, decision)
+	return true, b.rewriteApproval(ctx, a, decision)
 }
 
 func (b *Bot) rewriteApproval(ctx context.Context, a nixdeploy.Approval, decision string) error {
@@ -317,7 +319,8 @@ func (b *Bot) reaction(ctx context.Context, r Reaction) error {
 			return b.tell(ctx, inv, reply("Only an approver or the requester can reject this request; your reaction changes nothing."))
 		}
 		decision := fmt.Sprintf(":no_entry_sign: *Rejected* by %s at %s.", mention(r.User), utc(b.clock.Now()))
-		return b.decide(ctx, a, nixdeploy.ApprovalRejected, nixdeploy.StateRejected, r.User, "rejected", decision)
+		_, err := b.decide(ctx, a, nixdeploy.ApprovalRejected, nixdeploy.StateRejected, r.User, "rejected", decision)
+		return err
 	}
 	switch {
 	case !isApprover(cfg, r.User):
@@ -349,7 +352,7 @@ func (b *Bot) reaction(ctx context.Context, r Reaction) error {
 		b.audit(ctx, r.User, "approval-refused-changed", dep.ID, fmt.Sprintf("approval %d: plan fingerprint changed", a.ID))
 		log.Warn("approval refused: plan changed since the request")
 		decision := ":no_entry: *Void*: the plan (host, address, disk, flake or installer) changed since this was requested, so this approval no longer applies. Request it again."
-		if err := b.decide(ctx, a, nixdeploy.ApprovalRejected, nixdeploy.StateCancelled, "nixdeploy", "approval-void", decision); err != nil {
+		if _, err := b.decide(ctx, a, nixdeploy.ApprovalRejected, nixdeploy.StateCancelled, "nixdeploy", "approval-void", decision); err != nil {
 			return err
 		}
 		return b.tell(ctx, inv, reply("The plan changed since this was requested, so the approval was refused; the requester must ask again."))
@@ -361,14 +364,26 @@ func (b *Bot) reaction(ctx context.Context, r Reaction) error {
 	b.disarm(a.ID)
 	b.audit(ctx, r.User, "approved", dep.ID, fmt.Sprintf("approval %d, fingerprint %s", a.ID, a.Fingerprint))
 	log.Info("approved")
-	decision := fmt.Sprintf(":white_check_mark: *Approved* by %s at %s — running as #%d, progress below.", mention(r.User), utc(b.clock.Now()), dep.ID)
-	if err := b.rewriteApproval(ctx, a, decision); err != nil {
-		log.Warn("rewrite approval message", "err", err)
+	// Mark it running before saying so: a cancel may have ended the
+	// request between the approval and now, and then every message says
+	// that instead.
+	err = b.startRun(ctx, dep, a.Channel, r.User, func() {
+		decision := fmt.Sprintf(":white_check_mark: *Approved* by %s at %s — running as #%d, progress below.", mention(r.User), utc(b.clock.Now()), dep.ID)
+		if err := b.rewriteApproval(ctx, a, decision); err != nil {
+			log.Warn("rewrite approval message", "err", err)
+		}
+	})
+	if err == nil {
+		return nil
 	}
-	if err := b.startRun(ctx, dep, a.Channel, r.User); err != nil {
-		return b.tell(ctx, Invocation{User: dep.Requester, Channel: a.Channel}, reply(UserMessage(err)))
+	decision := fmt.Sprintf(":octagonal_sign: *Approved* by %s at %s, but not started: %s", mention(r.User), utc(b.clock.Now()), UserMessage(err))
+	if werr := b.rewriteApproval(ctx, a, decision); werr != nil {
+		log.Warn("rewrite approval message", "err", werr)
 	}
-	return nil
+	if errors.Is(err, errNotStarted) {
+		return nil
+	}
+	return b.tell(ctx, Invocation{User: dep.Requester, Channel: a.Channel}, reply(UserMessage(err)))
 }
 
 // approvalsSummary lists pending approvals for status.

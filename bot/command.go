@@ -136,7 +136,7 @@ func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command)
 	if cmd.Action.Destructive() {
 		return b.askApproval(ctx, dep, b.channelFor(inv))
 	}
-	return b.startRun(ctx, dep, b.channelFor(inv), "")
+	return b.startRun(ctx, dep, b.channelFor(inv), "", nil)
 }
 
 // checkFree refuses hosts that are locked by someone else or have a

@@ -42,6 +42,9 @@ func (b *Bot) Deploy(ctx context.Context, req nixdeploy.Request) (nixdeploy.Depl
 		b.finishUnstarted(ctx, dep, nixdeploy.StateCancelled, err)
 		return dep, err
 	}
+	if err := b.begin(ctx, r); err != nil {
+		return dep, err
+	}
 	done := make(chan struct{})
 	if !b.spawn(func(context.Context) {
 		defer close(done)

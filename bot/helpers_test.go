@@ -306,6 +306,8 @@ type harnessOptions struct {
 	// started, when set, receives each deployment as the deployer starts it.
 	started chan nixdeploy.Deployment
 	perLine time.Duration
+	// store, when set, wraps the DB the bot is given.
+	store func(*db.DB) bot.Store
 	// bmc and observer are passed to the bot as they are.
 	bmc      bot.BMC
 	observer bot.Observer
@@ -359,9 +361,13 @@ func (h *harness) open(interrupted []nixdeploy.Deployment) {
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	var store bot.Store = d
+	if h.opts.store != nil {
+		store = h.opts.store(d)
+	}
 	b, err := bot.New(bot.Options{
 		Config:         h.cfg,
-		Store:          d,
+		Store:          store,
 		Chat:           bot.NewSlackChat(api, bot.SlackChatOptions{Clock: clock, Logger: logger}),
 		Deployer:       dep,
 		Locks:          dbLocks{d},

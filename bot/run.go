@@ -13,12 +13,22 @@ import (
 // upload, DB rows) after its context is gone, e.g. on shutdown.
 const finishTimeout = 2 * time.Minute
 
-// startRun claims dep's hosts and runs it in the background.
-func (b *Bot) startRun(ctx context.Context, dep nixdeploy.Deployment, channel, approvedBy string) error {
+// startRun claims dep's hosts, marks it running and runs it in the
+// background. A deployment that ended before it could start (a cancel won
+// the race) is not run; the error says so. started, when not nil, runs
+// once the deployment is marked running and before its status message is
+// posted (the approval message says "running" first).
+func (b *Bot) startRun(ctx context.Context, dep nixdeploy.Deployment, channel, approvedBy string, started func()) error {
 	r, err := b.claim(dep)
 	if err != nil {
 		b.finishUnstarted(ctx, dep, nixdeploy.StateCancelled, err)
 		return err
+	}
+	if err := b.begin(ctx, r); err != nil {
+		return err
+	}
+	if started != nil {
+		started()
 	}
 	if !b.spawn(func(ctx context.Context) { b.execRun(ctx, r, channel, approvedBy) }) {
 		b.release(dep.ID)
@@ -49,6 +59,29 @@ func (b *Bot) claim(dep nixdeploy.Deployment) (*run, error) {
 	r.dep.State = nixdeploy.StateRunning
 	b.runs[dep.ID] = r
 	return r, nil
+}
+
+// errNotStarted marks a deployment that ended (was cancelled) before it
+// could start.
+var errNotStarted = errors.New("deployment ended before it started")
+
+// begin marks a claimed deployment running: the one point at which a
+// deployment starts, a conditional update in the store, so a cancel that
+// ended the deployment first wins and the run never starts.
+func (b *Bot) begin(ctx context.Context, r *run) error {
+	ctx = context.WithoutCancel(ctx)
+	err := b.store.SetState(ctx, r.dep.ID, nixdeploy.StateRunning)
+	if err == nil {
+		return nil
+	}
+	b.release(r.dep.ID)
+	if errors.Is(err, nixdeploy.ErrNotFound) {
+		if cur, gerr := b.store.Deployment(ctx, r.dep.ID); gerr == nil && cur.State.Final() {
+			b.log.Info("deployment ended before it started", "deployment", cur.ID, "state", cur.State)
+			return userf(errNotStarted, "#%d was not started: it was %s first", cur.ID, cur.State)
+		}
+	}
+	return fmt.Errorf("start deployment %d: %w", r.dep.ID, err)
 }
 
 func (b *Bot) release(id int64) {
@@ -83,9 +116,6 @@ func (b *Bot) execRun(_ context.Context, r *run, channel, approvedBy string) {
 
 	st := newStreamer(b, dep, channel, approvedBy)
 	st.post(keep)
-	if err := b.store.SetState(keep, dep.ID, nixdeploy.StateRunning); err != nil {
-		log.Error("mark running", "err", err)
-	}
 	b.audit(keep, "nixdeploy", "started", dep.ID, fmt.Sprintf("%s %s", dep.Action, hostsText(dep.Hosts)))
 	log.Info("deployment started")
 

@@ -190,12 +190,40 @@ func (b *Bot) cancelCmd(ctx context.Context, inv Invocation, cmd commands.Comman
 		return err
 	} else if ok {
 		decision := fmt.Sprintf(":octagonal_sign: *Cancelled* by %s at %s.", mention(inv.User), utc(b.clock.Now()))
-		if err := b.decide(ctx, a, nixdeploy.ApprovalRejected, nixdeploy.StateCancelled, inv.User, "cancelled", decision); err != nil {
+		decided, err := b.decide(ctx, a, nixdeploy.ApprovalRejected, nixdeploy.StateCancelled, inv.User, "cancelled", decision)
+		if err != nil {
 			return err
 		}
-		return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelled #%d before it was approved.", dep.ID)))
+		if decided {
+			return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelled #%d before it was approved.", dep.ID)))
+		}
+		// Approved (or rejected) meanwhile: end it below unless it started.
 	}
-	if err := b.store.Finish(ctx, dep.ID, nixdeploy.StateCancelled, 0, "cancelled by "+inv.User); err != nil && !errors.Is(err, nixdeploy.ErrNotFound) {
+	// Ending a deployment that has not started is conditional in the
+	// store, like starting one, so of a cancel and a start only one wins.
+	err = b.store.Finish(ctx, dep.ID, nixdeploy.StateCancelled, 0, "cancelled by "+inv.User)
+	if errors.Is(err, nixdeploy.ErrNotFound) {
+		b.mu.Lock()
+		r := b.runs[dep.ID]
+		if r != nil {
+			r.cancelledBy = inv.User
+			r.cancel()
+		}
+		b.mu.Unlock()
+		if r != nil {
+			b.audit(ctx, inv.User, "cancel-requested", dep.ID, "running deployment")
+			return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelling #%d; its status message will say when it stopped.", dep.ID)))
+		}
+		cur, gerr := b.store.Deployment(ctx, dep.ID)
+		if gerr != nil {
+			return fmt.Errorf("cancel %d: %w", dep.ID, gerr)
+		}
+		if cur.State.Final() {
+			return userf(nixdeploy.ErrInvalidInput, "#%d already ended (%s); nothing to cancel", dep.ID, cur.State)
+		}
+		return userf(nixdeploy.ErrHostBusy, "#%d is running in another nixdeploy process; cancel it there", dep.ID)
+	}
+	if err != nil {
 		return err
 	}
 	b.audit(ctx, inv.User, "cancelled", dep.ID, "not started")

@@ -48,6 +48,15 @@ type DB struct {
 
 	// Now is the clock used for timestamps the store sets itself.
 	Now func() time.Time
+
+	// OnLeaseError, when set before the first renewal, hears a failed
+	// lease renewal (the process keeps running; another may take its
+	// hosts once the lease lapses).
+	OnLeaseError func(error)
+
+	owner     Owner
+	stopLease chan struct{}
+	leaseDone chan struct{}
 }
 
 // dsn puts the pragmas in the connection string so every pooled connection
@@ -63,10 +72,15 @@ func dsn(path string) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
+// openClock is the clock Open gives a DB; tests move it.
+var openClock = time.Now
+
 // Open opens (creating if needed) the database at path, applies pending
-// migrations, and marks deployments left queued or running by a previous
-// process as interrupted. It returns those deployments so the caller can
-// tell the people who were watching them.
+// migrations, registers this process as an owner with a lease it renews
+// until Close, and marks as interrupted the deployments left in flight by
+// a process whose lease has lapsed (never those of a live process sharing
+// the file). It returns those deployments so the caller can tell the
+// people who were watching them.
 func Open(ctx context.Context, path string) (*DB, []nixdeploy.Deployment, error) {
 	sdb, err := sql.Open("sqlite", dsn(path))
 	if err != nil {
@@ -77,21 +91,35 @@ func Open(ctx context.Context, path string) (*DB, []nixdeploy.Deployment, error)
 	// per query, each paying for the pragmas and for preparing its
 	// statements again. Idle SQLite connections cost little.
 	sdb.SetMaxIdleConns(maxIdleConns)
-	d := &DB{sql: sdb, Now: time.Now}
+	d := &DB{sql: sdb, Now: openClock, owner: newOwner(openClock())}
 	if err := d.migrate(ctx); err != nil {
 		sdb.Close()
 		return nil, nil, fmt.Errorf("migrate database %s: %w", path, err)
 	}
+	if err := d.register(ctx); err != nil {
+		sdb.Close()
+		return nil, nil, fmt.Errorf("register with database %s: %w", path, err)
+	}
+	d.stopLease, d.leaseDone = make(chan struct{}), make(chan struct{})
+	go d.renewLoop(d.stopLease, d.leaseDone)
 	interrupted, err := d.recoverInterrupted(ctx)
 	if err != nil {
-		sdb.Close()
+		d.Close()
 		return nil, nil, fmt.Errorf("recover database %s: %w", path, err)
 	}
 	return d, interrupted, nil
 }
 
-// Close closes the database.
+// Close ends this process's lease and claims and closes the database.
 func (d *DB) Close() error {
+	if d.stopLease != nil {
+		close(d.stopLease)
+		<-d.leaseDone
+		d.stopLease = nil
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = d.release(ctx) // a lapsed lease frees the same rows later
+		cancel()
+	}
 	d.stmts.Range(func(_, st any) bool {
 		st.(*sql.Stmt).Close()
 		return true

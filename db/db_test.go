@@ -79,6 +79,12 @@ func TestOpenMarksInFlightDeploymentsInterrupted(t *testing.T) {
 	if err := d.CreateDeployment(ctx, &awaiting); err != nil {
 		t.Fatal(err)
 	}
+	// Still pending: the next process re-offers it, so it is not
+	// interrupted.
+	if err := d.CreateApproval(ctx, &nixdeploy.Approval{DeploymentID: awaiting.ID, Fingerprint: "fp", Requester: "U1",
+		ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	if err := d.SetState(ctx, running.ID, nixdeploy.StateRunning); err != nil {
 		t.Fatal(err)
 	}

@@ -60,10 +60,10 @@ func (d *DB) CreateDeployment(ctx context.Context, dep *nixdeploy.Deployment) er
 	}
 	return d.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO deployments
-			(hosts, action, requester, source, state, created_at, started_at, ended_at, exit_code, error, channel, message_ts, revision, lock)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			(hosts, action, requester, source, state, created_at, started_at, ended_at, exit_code, error, channel, message_ts, revision, lock, owner)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			string(hosts), dep.Action, dep.Requester, dep.Source, dep.State, nanos(dep.CreatedAt),
-			nanos(dep.StartedAt), nanos(dep.EndedAt), dep.ExitCode, dep.Error, dep.Channel, dep.MessageTS, dep.Revision, lock)
+			nanos(dep.StartedAt), nanos(dep.EndedAt), dep.ExitCode, dep.Error, dep.Channel, dep.MessageTS, dep.Revision, lock, d.owner.ID)
 		if err != nil {
 			return fmt.Errorf("create deployment: %w", err)
 		}
@@ -173,7 +173,8 @@ func prefixCols(p, cols string) string {
 	return strings.Join(parts, ", ")
 }
 
-// SetState moves a deployment to state. Starting to run stamps started_at;
+// SetState moves a deployment to state. Starting to run stamps started_at
+// and makes this process its owner;
 // a final state stamps ended_at. A deployment already in a final state is
 // not changed, so a late update can never resurrect it.
 func (d *DB) SetState(ctx context.Context, id int64, state nixdeploy.State) error {
@@ -181,7 +182,7 @@ func (d *DB) SetState(ctx context.Context, id int64, state nixdeploy.State) erro
 	q, args := `UPDATE deployments SET state = ?`+live, []any{state, id}
 	switch {
 	case state == nixdeploy.StateRunning:
-		q, args = `UPDATE deployments SET state = ?, started_at = ?`+live, []any{state, d.now(), id}
+		q, args = `UPDATE deployments SET state = ?, started_at = ?, owner = ?`+live, []any{state, d.now(), d.owner.ID, id}
 	case state.Final():
 		q, args = `UPDATE deployments SET state = ?, ended_at = ?`+live, []any{state, d.now(), id}
 	}
@@ -193,13 +194,20 @@ func (d *DB) SetState(ctx context.Context, id int64, state nixdeploy.State) erro
 }
 
 // Finish records the end of a deployment: its final state, exit code and
-// error text. It does nothing to a deployment that already ended.
+// error text. It does nothing to a deployment that already ended, with one
+// exception: a deployment this process owns that another process marked
+// interrupted (because this one's lease lapsed, say while the machine was
+// suspended) takes this process's end, since it is the one that ran it.
+// A deployment running in another live process is not this one's to end:
+// that is a not-found error, so sharing a file corrupts no row.
 func (d *DB) Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error {
 	if !state.Final() {
 		return fmt.Errorf("finish deployment %d: %s is not a final state", id, state)
 	}
 	res, err := d.sql.ExecContext(ctx, `UPDATE deployments SET state = ?, ended_at = ?, exit_code = ?, error = ?
-		WHERE id = ? AND state IN ('queued', 'awaiting-approval', 'running')`, state, d.now(), exitCode, errText, id)
+		WHERE id = ? AND (state IN ('queued', 'awaiting-approval', 'running') OR (state = 'interrupted' AND owner = ?))
+		AND (state <> 'running' OR owner = ? OR NOT `+liveOwner("deployments.owner")+`)`,
+		state, d.now(), exitCode, errText, id, d.owner.ID, d.owner.ID, d.now())
 	if err != nil {
 		return fmt.Errorf("finish deployment %d: %w", id, err)
 	}
@@ -229,7 +237,13 @@ func checkOne(res sql.Result, what string) error {
 func (d *DB) recoverInterrupted(ctx context.Context) ([]nixdeploy.Deployment, error) {
 	var out []nixdeploy.Deployment
 	err := d.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+deploymentCols+` FROM deployments WHERE state IN ('queued', 'running') ORDER BY id`)
+		// In flight under a lapsed owner; or approved (no pending
+		// approval left) but never started by a lapsed owner, which would
+		// otherwise wait for ever: nothing re-offers an approved request.
+		rows, err := tx.QueryContext(ctx, `SELECT `+deploymentCols+` FROM deployments
+			WHERE (state IN ('queued', 'running') OR (state = 'awaiting-approval'
+				AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.deployment_id = deployments.id AND a.state = 'pending')))
+			AND NOT `+liveOwner("deployments.owner")+` ORDER BY id`, d.now())
 		if err != nil {
 			return err
 		}
@@ -247,11 +261,16 @@ func (d *DB) recoverInterrupted(ctx context.Context) ([]nixdeploy.Deployment, er
 		}
 		now := d.now()
 		for i := range out {
+			why := "nixdeploy restarted while this deployment was in flight"
+			if out[i].State == nixdeploy.StateAwaiting {
+				why = "nixdeploy restarted after this request was approved and before it started, so it did not run; request it again"
+			}
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET state = 'interrupted', ended_at = ?,
-				error = CASE WHEN error = '' THEN 'nixdeploy restarted while this deployment was in flight' ELSE error END
-				WHERE id = ?`, now, out[i].ID); err != nil {
+				error = CASE WHEN error = '' THEN ? ELSE error END
+				WHERE id = ?`, now, why, out[i].ID); err != nil {
 				return err
 			}
+			out[i].Error = why
 			out[i].State = nixdeploy.StateInterrupted
 			out[i].EndedAt = fromNanos(now)
 		}

@@ -37,6 +37,15 @@ type Store interface {
 	SetRevision(ctx context.Context, id int64, revision string) error
 }
 
+// Claims is what a Store may offer to share host exclusion with every
+// process on the same database (*db.DB does): a claim is a row with an
+// owner whose lease the owner renews, taken for all hosts or none in one
+// transaction. Without it the exclusion is this process's alone.
+type Claims interface {
+	ClaimHosts(ctx context.Context, id int64, hosts []string) error
+	ReleaseHosts(ctx context.Context, id int64, hosts []string) error
+}
+
 // HostKeys is the pre-generated key store: a host's pinned public key and
 // its private key (OpenSSH PEM), decrypted in memory when needed.
 type HostKeys interface {
@@ -247,9 +256,42 @@ func (d *Deployer) Cancel(id int64) bool {
 	return ok
 }
 
-// lock takes every host of a deployment or none. The error wraps
+// lock takes every host of a deployment or none, in this process and,
+// when the store offers Claims, in the database. The error wraps
 // nixdeploy.ErrHostBusy and names the holder.
-func (d *Deployer) lock(hosts []string, id int64) (func(), error) {
+func (d *Deployer) lock(ctx context.Context, hosts []string, id int64) (func(), error) {
+	release, err := d.lockLocal(hosts, id)
+	if err != nil {
+		return nil, err
+	}
+	c, ok := d.opts.Store.(Claims)
+	if !ok {
+		return release, nil
+	}
+	if err := c.ClaimHosts(ctx, id, hosts); err != nil {
+		release()
+		return nil, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		// Released before the local lock, so no deployment of this
+		// process can claim the host in between and lose its row here.
+		if err := c.ReleaseHosts(ctx, d.holder(hosts), hosts); err != nil {
+			d.log.Error("release host claims", "hosts", strings.Join(hosts, ","), "err", err)
+		}
+		release()
+	}, nil
+}
+
+// holder is the deployment holding the first of hosts (0 while created).
+func (d *Deployer) holder(hosts []string) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.busy[hosts[0]]
+}
+
+func (d *Deployer) lockLocal(hosts []string, id int64) (func(), error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, h := range hosts {
@@ -272,12 +314,16 @@ func (d *Deployer) lock(hosts []string, id int64) (func(), error) {
 	}, nil
 }
 
-func (d *Deployer) setHolder(hosts []string, id int64) {
+func (d *Deployer) setHolder(ctx context.Context, hosts []string, id int64) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, h := range hosts {
 		d.busy[h] = id
 	}
+	d.mu.Unlock()
+	if c, ok := d.opts.Store.(Claims); ok {
+		return c.ClaimHosts(ctx, id, hosts)
+	}
+	return nil
 }
 
 // Outcome is how a deployment ended for one host.
@@ -376,8 +422,10 @@ var ErrStepTimeout = errors.New("step timed out")
 
 // Run runs dep: its Action on its Hosts, in order, one at a time, halting
 // at the first failure. Host names must come from the fleet config. When
-// dep.ID is 0 the deployment is created in the store first; otherwise it
-// must be queued or awaiting approval there. Every line goes, redacted, to
+// dep.ID is 0 the deployment is created, started and finished in the store
+// by Run; otherwise the caller owns the deployment's state (it created the
+// row, marked it running and records its end, in its own words) and Run
+// writes only its steps, revision and log. Every line goes, redacted, to
 // sinks and the store.
 //
 // The report is returned whenever the deployment ran; the error is nil only
@@ -388,17 +436,15 @@ var ErrStepTimeout = errors.New("step timed out")
 func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...Sink) (*Report, error) {
 	plans, err := d.plans(dep)
 	if err != nil {
-		if dep.ID != 0 {
-			d.finishStore(ctx, dep.ID, nixdeploy.StateFailed, 1, err.Error())
-		}
 		return nil, err
 	}
-	release, err := d.lock(dep.Hosts, dep.ID)
+	release, err := d.lock(ctx, dep.Hosts, dep.ID)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	if dep.ID == 0 {
+	owned := dep.ID == 0
+	if owned {
 		if dep.Source == "" {
 			dep.Source = nixdeploy.SourceCLI
 		}
@@ -406,10 +452,13 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 		if err := d.opts.Store.CreateDeployment(ctx, dep); err != nil {
 			return nil, fmt.Errorf("record the deployment: %w", err)
 		}
-		d.setHolder(dep.Hosts, dep.ID)
-	}
-	if err := d.opts.Store.SetState(ctx, dep.ID, nixdeploy.StateRunning); err != nil {
-		return nil, fmt.Errorf("start deployment %d: %w", dep.ID, err)
+		if err := d.setHolder(ctx, dep.Hosts, dep.ID); err != nil {
+			d.finishStore(ctx, dep.ID, nixdeploy.StateFailed, 1, err.Error())
+			return nil, err
+		}
+		if err := d.opts.Store.SetState(ctx, dep.ID, nixdeploy.StateRunning); err != nil {
+			return nil, fmt.Errorf("start deployment %d: %w", dep.ID, err)
+		}
 	}
 	dep.State = nixdeploy.StateRunning
 
@@ -477,7 +526,9 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 		errText = r.red.plain(runErr.Error())
 	}
 	dep.Error = errText
-	d.finishStore(ctx, dep.ID, rep.State, dep.ExitCode, errText)
+	if owned {
+		d.finishStore(ctx, dep.ID, rep.State, dep.ExitCode, errText)
+	}
 	log.Info("deployment ended", "state", string(rep.State), "summary", rep.Summary())
 	return rep, runErr
 }

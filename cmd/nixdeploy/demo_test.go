@@ -119,6 +119,15 @@ wait
 	if strings.Contains(out, "#5 ") {
 		t.Error("a fifth deployment was started")
 	}
+	// The failed host's line in the channel summary is a sentence for
+	// people, never the deployer's Go error chain (issue 13: the
+	// deployer's Finish used to win over the bot's).
+	summary := out[strings.Index(out, "❌ *nightly-rk1*"):]
+	line, _, _ := strings.Cut(summary[strings.Index(summary, "❌ rk1-node2"):], "\n")
+	if !strings.Contains(line, "step nixos-rebuild on rk1-node2 failed with exit code 1") ||
+		strings.Contains(line, "failed: exited") || strings.Contains(line, "last output") {
+		t.Errorf("the summary's failed host is not one sentence for people: %q", line)
+	}
 
 	// The database, opened afterwards, says the same.
 	store, interrupted, err := db.Open(t.Context(), dbPath)
@@ -140,6 +149,9 @@ wait
 	for _, d := range deps {
 		if got := string(d.Action) + " " + strings.Join(d.Hosts, ",") + " " + string(d.State); got != want[d.ID] {
 			t.Errorf("deployment %d: %s, want %s", d.ID, got, want[d.ID])
+		}
+		if d.ID == 4 && strings.Contains(d.Error, "last output") {
+			t.Errorf("deployment 4 recorded the deployer's error chain, not the sentence people saw: %q", d.Error)
 		}
 	}
 	audit, err := store.AuditTrail(t.Context(), 2)

@@ -1,0 +1,75 @@
+package bot_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/bot"
+	"github.com/nixdeploy/nixdeploy/db"
+)
+
+// hookStore runs afterApprove once an approval is recorded as approved,
+// before the bot goes on to start the deployment: the window a cancel can
+// race into.
+type hookStore struct {
+	*db.DB
+	afterApprove func()
+}
+
+func (s *hookStore) DecideApproval(ctx context.Context, id int64, st nixdeploy.ApprovalState, by string) (bool, error) {
+	ok, err := s.DB.DecideApproval(ctx, id, st, by)
+	if ok && err == nil && st == nixdeploy.ApprovalApproved && s.afterApprove != nil {
+		s.afterApprove()
+	}
+	return ok, err
+}
+
+// A cancel that arrives between the approval and the start has one
+// outcome: the deployment is cancelled, nothing runs, and the approval
+// message, the reply and the record all say so. (The old bot replied
+// "Cancelled #1." and then ran the install.)
+func TestCancelRacingApproveHasOneOutcome(t *testing.T) {
+	started := make(chan nixdeploy.Deployment, 1)
+	var h *harness
+	hs := &hookStore{}
+	h = newHarness(t, harnessOptions{started: started, store: func(d *db.DB) bot.Store {
+		hs.DB = d
+		return hs
+	}})
+	h.command(alice, "install ganon")
+	msg := h.approvalMessage()
+	hs.afterApprove = func() {
+		h.slash(alice, "cancel 1")
+		deadline := time.Now().Add(30 * time.Second)
+		for len(h.ephemerals(alice)) == 0 {
+			if time.Now().After(deadline) {
+				t.Error("no reply to the cancel")
+				return
+			}
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-t.Context().Done():
+				return
+			}
+		}
+	}
+	h.react(bob, "white_check_mark", msg.Channel, msg.TS)
+	h.settle()
+
+	if len(started) != 0 {
+		t.Fatal("the install ran after the requester was told it was cancelled")
+	}
+	if dep := h.deployment(1); dep.State != nixdeploy.StateCancelled {
+		t.Errorf("deployment recorded %s, want cancelled", dep.State)
+	}
+	if got := h.ephemerals(alice); len(got) != 1 || !strings.Contains(got[0], "Cancelled #1") {
+		t.Errorf("replies to the cancel: %q", got)
+	}
+	m, _ := h.slack.Message(msg.Channel, msg.TS)
+	if text := m.Rendered(); strings.Contains(text, "running as #1") || !strings.Contains(text, "not started") {
+		t.Errorf("approval message disagrees with the cancel:\n%s", text)
+	}
+}
