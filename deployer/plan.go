@@ -220,7 +220,7 @@ func (d *Deployer) Plan(host string, action nixdeploy.Action) (*Plan, error) {
 		if i := h.InitrdSSH; i != nil {
 			rel := strings.TrimPrefix(i.HostKeyPath, "/")
 			p.Steps = append(p.Steps, Step{Name: "upload-initrd-key", Where: WhereRunner, Kind: KindCommand, Stdin: InputInitrdKey, Timeout: t.Command,
-				Argv: uploadArgv(extraFilesDir+"/"+rel, "0600", extraDirs(rel)...)})
+				Argv: uploadArgv(extraFilesDir+"/"+rel, "0600", publicDirs(rel)...)})
 		}
 		if h.LUKS() {
 			p.Steps = append(p.Steps, Step{Name: "upload-disk-key", Where: WhereRunner, Kind: KindCommand, Stdin: InputDiskKey, Timeout: t.Command,
@@ -284,9 +284,12 @@ func BootNote(h nixdeploy.Host) string {
 const UploadScript = uploadScript
 
 // uploadScript writes stdin to <tmp>/FILE with MODE under umask 077, after
-// creating the directories named after it (0755, as nixos-anywhere's
-// --extra-files copy keeps modes: tar -cpf- . | tar -xf- --no-same-owner).
-const uploadScript = `umask 077 && t=$1 && f=$2 && m=$3 && shift 3 && for d in "$@"; do mkdir -p "$t/$d" && chmod 0755 "$t/$d"; done && cat >"$t/$f" && chmod "$m" "$t/$f"`
+// creating the directories named after it 0755 (nixos-anywhere's
+// --extra-files copy keeps modes: tar -cpf- . | tar -xf- --no-same-owner,
+// so they become /, /etc and /etc/ssh on the target). Any other parent of
+// FILE is made under the umask, 0700: /etc/secrets/initrd is root's alone,
+// as nix/scripts/bootstrap-nixos.sh lays it out too.
+const uploadScript = `umask 077 && t=$1 && f=$2 && m=$3 && shift 3 && for d in "$@"; do mkdir -p "$t/$d" && chmod 0755 "$t/$d"; done && case $f in */*) mkdir -p "$t/${f%/*}";; esac && cat >"$t/$f" && chmod "$m" "$t/$f"`
 
 func uploadArgv(file, mode string, dirs ...string) []string {
 	return append([]string{"sh", "-c", uploadScript, "sh", TempDir, file, mode}, dirs...)
@@ -299,6 +302,18 @@ func extraDirs(rel string) []string {
 	parts := strings.Split(rel, "/")
 	for i := 1; i < len(parts); i++ {
 		out = append(out, extraFilesDir+"/"+strings.Join(parts[:i], "/"))
+	}
+	return out
+}
+
+// publicDirs is extraDirs(rel) without the private ones: those below
+// etc/, other than etc/ssh, are left to the upload script's umask (0700).
+func publicDirs(rel string) []string {
+	var out []string
+	for _, d := range extraDirs(rel) {
+		if d == extraFilesDir || d == extraFilesDir+"/etc" || d == extraFilesDir+"/etc/ssh" {
+			out = append(out, d)
+		}
 	}
 	return out
 }

@@ -50,10 +50,14 @@ const (
 	// decrypts, as the host, to the host's user age identity in the key
 	// store.
 	CheckUserKey CheckName = "user-key"
+	// CheckPassword: the secrets file has the user's password hash,
+	// <user>-password, which nix/ reads with neededForUsers; without it
+	// sops-nix fails the first activation after the install.
+	CheckPassword CheckName = "password"
 )
 
 // Checks lists every check in report order.
-var Checks = []CheckName{CheckKey, CheckPub, CheckMode, CheckUnique, CheckDiskKey, CheckInitrd, CheckSopsConfig, CheckRecipient, CheckDecrypt, CheckUserKey}
+var Checks = []CheckName{CheckKey, CheckPub, CheckMode, CheckUnique, CheckDiskKey, CheckInitrd, CheckSopsConfig, CheckRecipient, CheckDecrypt, CheckUserKey, CheckPassword}
 
 // Status is the outcome of one check.
 type Status int
@@ -362,6 +366,11 @@ func checkDecrypt(cfg *nixdeploy.Config, store *Store, sf *SopsFile, st hostStat
 	secret := UserKeysName + "/" + name
 	if !sf.has(UserKeysName, name) {
 		res[CheckUserKey] = Result{Fail, fmt.Sprintf("%s has no %s; add it with sops (nixdeploy keys secrets-template prints the value)", sf.Path, secret)}
+	}
+	if pw := PasswordSecretName(cfg.Secrets.User); sf.has(pw) {
+		res[CheckPassword] = Result{Status: Pass}
+	} else {
+		res[CheckPassword] = Result{Fail, fmt.Sprintf("%s has no %s, the password hash the host's first activation reads; add it with sops (nixdeploy keys secrets-template prints a locked one)", sf.Path, pw)}
 	}
 	if st.id == nil {
 		return

@@ -32,6 +32,7 @@ type sopsFile struct {
 	keyGroups  bool              // metadata under sops.key_groups[0].age: one group, all recipients
 	indent     int               // sops writes 4; hand-edited files often have 2
 	sopsFirst  bool              // metadata before the data, to prove order does not matter
+	noPassword bool              // leave out michael-password
 }
 
 const fixtureLastModified = "2026-11-26T22:42:57Z"
@@ -53,6 +54,10 @@ func (f sopsFile) write(t *testing.T, path string) {
 	}
 	mac.Write([]byte("hunter22"))
 	fmt.Fprintf(&data, "wifi:\n%spsk: %s\n", ind(1), encValue(t, dataKey, "hunter22", "wifi:psk:"))
+	if !f.noPassword {
+		mac.Write([]byte("!"))
+		fmt.Fprintf(&data, "michael-password: %s\n", encValue(t, dataKey, "!", "michael-password:"))
+	}
 
 	var meta strings.Builder
 	meta.WriteString("sops:\n")
@@ -267,6 +272,14 @@ func TestCheckFailures(t *testing.T) {
 			e.secrets.userKeys = without(e.secrets.userKeys, "michael-rk1-node1")
 			e.secrets.write(t, e.cfg.Secrets.File)
 		}, map[string]string{"rk1-node1 user-key": "has no user-age-keys/michael-rk1-node1"}},
+		{"missing password hash", func(t *testing.T, e *checkEnv) {
+			e.secrets.noPassword = true
+			e.secrets.write(t, e.cfg.Secrets.File)
+		}, map[string]string{
+			"ganon password":     "has no michael-password, the password hash the host's first activation reads",
+			"rk1-node1 password": "has no michael-password",
+			"rk1-node2 password": "has no michael-password",
+		}},
 		{".pub mismatch", func(t *testing.T, e *checkEnv) {
 			other := sshKeygen(t, t.TempDir(), "other", "ed25519")
 			writeFile(t, e.store.HostPubPath("rk1-node1"), readFile(t, other+".pub"), 0o644)
@@ -389,9 +402,9 @@ func TestReportPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"host       key  pub  mode  unique  disk-key  initrd  sops-config  recipient  decrypt  user-key\n" +
-		"ganon      ✓    ✗    -     -       -         -       -            -          -        -\n" +
-		"rk1-node1  -    -    -     -       -         -       -            -          -        -\n"
+		"host       key  pub  mode  unique  disk-key  initrd  sops-config  recipient  decrypt  user-key  password\n" +
+		"ganon      ✓    ✗    -     -       -         -       -            -          -        -         -\n" +
+		"rk1-node1  -    -    -     -       -         -       -            -          -        -         -\n"
 	if buf.String() != want {
 		t.Errorf("Print =\n%s\nwant\n%s", buf.String(), want)
 	}

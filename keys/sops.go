@@ -239,5 +239,15 @@ func SecretsTemplate(store *Store, user string, hosts []string) ([]byte, error) 
 		}
 		fmt.Fprintf(&buf, "    %s: %s\n", UserSecretName(user, h), id)
 	}
+	// nix/modules/nixos/sops.nix reads <user>-password (neededForUsers)
+	// for the user's hashedPasswordFile; without the key sops-nix fails
+	// the first activation. "!" is a hash nothing matches: the account has
+	// no password until the operator sets one (docs/operations.md).
+	fmt.Fprintf(&buf, "%s: '!'\n", PasswordSecretName(user))
 	return buf.Bytes(), nil
 }
+
+// PasswordSecretName is the top-level key of the user's password hash
+// (`mkpasswd -m yescrypt`) that nix/modules/nixos/sops.nix gives
+// users.users.<user>.hashedPasswordFile.
+func PasswordSecretName(user string) string { return user + "-password" }

@@ -209,16 +209,24 @@ func TestSecretsTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc map[string]map[string]string
+	var doc struct {
+		UserAgeKeys map[string]string `yaml:"user-age-keys"`
+		Password    *string           `yaml:"michael-password"`
+	}
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
+	}
+	// nix/modules/nixos/sops.nix reads michael-password (neededForUsers);
+	// the template's "!" locks the password until the operator sets one.
+	if doc.Password == nil || *doc.Password != "!" {
+		t.Errorf("michael-password = %v, want a locked hash \"!\"", doc.Password)
 	}
 	for _, h := range hostNames(cfg) {
 		id, err := store.UserIdentity(h)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := doc["user-age-keys"]["michael-"+h]; got != id.String() {
+		if got := doc.UserAgeKeys["michael-"+h]; got != id.String() {
 			t.Errorf("%s: entry does not hold the host's user identity", h)
 		}
 	}

@@ -311,6 +311,8 @@ The key preflight the bot runs before every install, for the named hosts
                the file's data key alone, and the file's MAC holds
   user-key     user-age-keys/<user>-<host> decrypts, as the host, to the
                host's user age key in the key store
+  password     the secrets file has <user>-password, the password hash
+               the host's first activation reads (nix/, neededForUsers)
 It prints one row per host (✓ passed, ✗ failed, - not checked) and exits 1
 with one line per failure.`)
 	if err := parseFlags(fs, args); err != nil {

@@ -103,6 +103,12 @@ func (f *Fleet) upload(p *proc) int {
 	for _, d := range a[7:] {
 		f.files[dir+"/"+d+"/"] = file{mode: 0o755}
 	}
+	// The script's mkdir -p of the file's parent runs under umask 077.
+	for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
+		if _, ok := f.files[dir+"/"+d+"/"]; !ok {
+			f.files[dir+"/"+d+"/"] = file{mode: 0o700}
+		}
+	}
 	f.files[dir+"/"+name] = file{data: data, mode: mode}
 	return 0
 }

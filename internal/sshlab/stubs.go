@@ -185,8 +185,15 @@ if has install; then
 		if ip=$(cat "$C/initrd.$ATTR.path" 2>/dev/null); then
 			[ "$(mode "$x$ip")" = 600 ] || bad "initrd host key $ip has mode $(mode "$x$ip"), want 600"
 		fi
+		# The tree's own modes land on the target (the tar pipe keeps them):
+		# /, /etc and /etc/ssh must stay world-readable (755); a directory
+		# that holds only root's secrets, such as /etc/secrets/initrd, 700.
 		for f in $(find "$x" -type d); do
-			[ "$(mode "$f")" = 755 ] || bad "directory ${f#$x} has mode $(mode "$f"), want 755"
+			case ${f#$x} in
+			''|/etc|/etc/ssh) want=755;;
+			*) want=700;;
+			esac
+			[ "$(mode "$f")" = $want ] || bad "directory ${f#$x} has mode $(mode "$f"), want $want"
 		done
 	fi
 	echo "### Uploading the system closure ###"

@@ -45,7 +45,7 @@ nixos-rebuild switch with its full configuration.
                also where the installed system answers)
   -b           build on the target (aarch64 hosts: no emulation on the runner)
   -K KEYS_DIR  the plaintext key store (default: <flake>/keys): the
-               \`nixdeploy keys unseal DIR\` output, or the [keys] dir when
+               \`nixdeploy keys unseal --out DIR HOST\` output, or the [keys] dir when
                nothing is sealed. It must hold HOST_ssh_host_ed25519_key(.pub),
                HOST_disk_key for a LUKS host (no trailing newline), and
                HOST_initrd_ssh_host_ed25519_key(.pub) for initrd SSH.

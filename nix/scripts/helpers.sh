@@ -103,7 +103,7 @@ valid_remote_path() { [[ $1 =~ ^(/[A-Za-z0-9._-]+)+$ && ! $1 =~ /\.\.?(/|$) ]]; 
 # passphrase typed at the console would not match.
 check_disk_key() {
 	local host=$1 key=$2 mode
-	[[ -f $key ]] || die "$host encrypts its disk, but $key is missing (run: nixdeploy keys init, or keys unseal DIR and -K DIR)"
+	[[ -f $key ]] || die "$host encrypts its disk, but $key is missing (run: nixdeploy keys init, or nixdeploy keys unseal --out DIR HOST and -K DIR)"
 	mode=$(stat -c '%a' "$key")
 	[[ $mode == 600 || $mode == 400 ]] || die "disk key $key has mode $mode; run: chmod 600 $key"
 	[[ -s $key ]] || die "disk key $key is empty"
