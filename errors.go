@@ -14,4 +14,32 @@ var (
 	// shutting down (SIGTERM): a deployment it stops is interrupted, not
 	// cancelled, since nobody asked for it to stop.
 	ErrShutdown = errors.New("nixdeploy is shutting down")
+	// ErrLocked is a host someone locked by hand ("/nixdeploy lock"). It
+	// is also an ErrHostBusy: a locked host is busy for every request.
+	ErrLocked error = lockedError{}
 )
+
+// The kinds of deployment failure the deployer reports, for errors.Is.
+// User wording for each is in one place: bot.DeployErrorForUsers.
+var (
+	// ErrHostKeyMismatch: a server presented a key other than its pinned
+	// one. Nothing was sent to it.
+	ErrHostKeyMismatch = errors.New("host key mismatch")
+	// ErrAuth: the server refused the bot's SSH key.
+	ErrAuth = errors.New("ssh key refused")
+	// ErrConnectionLost: an SSH connection died while a step used it.
+	ErrConnectionLost = errors.New("connection lost")
+	// ErrStepTimeout is a step stopped by its timeout.
+	ErrStepTimeout = errors.New("step timed out")
+	// ErrVerify is a deployment whose commands succeeded but whose result
+	// is wrong: a degraded system, or /run/current-system not as the
+	// action implies. Exit codes alone are never trusted (deploy-rs #214).
+	ErrVerify = errors.New("verification failed")
+	// ErrCancelled is the cause of a deployment stopped by a person.
+	ErrCancelled = errors.New("deployment cancelled")
+)
+
+type lockedError struct{}
+
+func (lockedError) Error() string        { return "host is locked" }
+func (lockedError) Is(target error) bool { return target == ErrHostBusy }

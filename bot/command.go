@@ -161,7 +161,7 @@ func (b *Bot) checkFree(ctx context.Context, user string, hosts []string) error 
 		return nil
 	}
 	for _, h := range hosts {
-		l, ok, err := b.locks.LockOf(ctx, h)
+		l, ok, err := b.locks.HostLockOf(ctx, h)
 		if err != nil {
 			return fmt.Errorf("check lock of %s: %w", h, err)
 		}
@@ -186,7 +186,7 @@ func (b *Bot) announceOwnLock(ctx context.Context, inv Invocation, dep nixdeploy
 	}
 	var held []string
 	for _, h := range dep.Hosts {
-		if l, ok, err := b.locks.LockOf(ctx, h); err == nil && ok && l.Holder == inv.User {
+		if l, ok, err := b.locks.HostLockOf(ctx, h); err == nil && ok && l.Holder == inv.User {
 			held = append(held, h)
 		}
 	}

@@ -80,21 +80,13 @@ type LockStore interface {
 	SetLock(ctx context.Context, id int64, l *nixdeploy.Lock) error
 }
 
-// HostLock is a manual lock on a host ("/nixdeploy lock").
-type HostLock struct {
-	Host      string
-	Holder    string
-	Reason    string
-	CreatedAt time.Time
-	ExpiresAt time.Time
-}
-
-// Locks keeps the manual host locks. Lock fails with an error wrapping
-// nixdeploy.ErrHostBusy when someone else holds a live lock.
+// Locks keeps the manual host locks ("/nixdeploy lock"); *db.DB satisfies
+// it. LockHost fails with an error wrapping nixdeploy.ErrLocked (itself an
+// ErrHostBusy) when someone else holds a live lock.
 type Locks interface {
-	Lock(ctx context.Context, l HostLock) error
-	Unlock(ctx context.Context, host string) (bool, error)
-	LockOf(ctx context.Context, host string) (HostLock, bool, error)
+	LockHost(ctx context.Context, l nixdeploy.HostLock) error
+	UnlockHost(ctx context.Context, host string) (bool, error)
+	HostLockOf(ctx context.Context, host string) (nixdeploy.HostLock, bool, error)
 }
 
 // ScheduleInfo is one schedule as "/nixdeploy schedules" shows it.

@@ -3,7 +3,6 @@ package bot_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -198,26 +197,6 @@ func (c *fakeClock) waited() []time.Duration {
 	return slices.Clone(c.waits)
 }
 
-// dbLocks adapts db's manual locks to bot.Locks, as cmd/nixdeploy does.
-type dbLocks struct{ d *db.DB }
-
-func (l dbLocks) Lock(ctx context.Context, h bot.HostLock) error {
-	err := l.d.LockHost(ctx, db.HostLock(h))
-	if errors.Is(err, db.ErrLocked) {
-		return fmt.Errorf("%w: %w", nixdeploy.ErrHostBusy, err)
-	}
-	return err
-}
-
-func (l dbLocks) Unlock(ctx context.Context, host string) (bool, error) {
-	return l.d.UnlockHost(ctx, host)
-}
-
-func (l dbLocks) LockOf(ctx context.Context, host string) (bot.HostLock, bool, error) {
-	h, ok, err := l.d.HostLockOf(ctx, host)
-	return bot.HostLock(h), ok, err
-}
-
 // script is what a fakeDeployer run does; emit stores and streams a line.
 type script func(ctx context.Context, dep nixdeploy.Deployment, emit func(step string, s nixdeploy.Stream, text string)) bot.Result
 
@@ -370,7 +349,7 @@ func (h *harness) open(interrupted []nixdeploy.Deployment) {
 		Store:          store,
 		Chat:           bot.NewSlackChat(api, bot.SlackChatOptions{Clock: clock, Logger: logger}),
 		Deployer:       dep,
-		Locks:          dbLocks{d},
+		Locks:          d,
 		BotUser:        slackfake.BotUserID,
 		Interrupted:    interrupted,
 		Clock:          clock,

@@ -91,7 +91,7 @@ func (b *Bot) status(ctx context.Context, inv Invocation, cmd commands.Command) 
 		}
 		b.mu.Unlock()
 		if b.locks != nil {
-			l, ok, err := b.locks.LockOf(ctx, h)
+			l, ok, err := b.locks.HostLockOf(ctx, h)
 			if err != nil {
 				return fmt.Errorf("status of %s: %w", h, err)
 			}
@@ -240,10 +240,10 @@ func (b *Bot) lock(ctx context.Context, inv Invocation, cmd commands.Command) er
 	now := b.clock.Now().UTC()
 	until := now.Add(cmd.Duration)
 	for _, h := range cmd.Hosts {
-		err := b.locks.Lock(ctx, HostLock{Host: h, Holder: inv.User, Reason: cmd.Reason, CreatedAt: now, ExpiresAt: until})
+		err := b.locks.LockHost(ctx, nixdeploy.HostLock{Host: h, Holder: inv.User, Reason: cmd.Reason, CreatedAt: now, ExpiresAt: until})
 		if errors.Is(err, nixdeploy.ErrHostBusy) {
 			b.audit(ctx, inv.User, "lock-refused", 0, h+" is locked by someone else")
-			l, _, _ := b.locks.LockOf(ctx, h)
+			l, _, _ := b.locks.HostLockOf(ctx, h)
 			return userf(nixdeploy.ErrHostBusy, "%s is already locked by %s until %s; ask them to unlock it", h, mention(l.Holder), utc(l.ExpiresAt))
 		}
 		if err != nil {
@@ -292,7 +292,7 @@ func (b *Bot) unlock(ctx context.Context, inv Invocation, cmd commands.Command) 
 	cfg := b.Config()
 	var freed []string
 	for _, h := range cmd.Hosts {
-		l, ok, err := b.locks.LockOf(ctx, h)
+		l, ok, err := b.locks.HostLockOf(ctx, h)
 		if err != nil {
 			return fmt.Errorf("unlock %s: %w", h, err)
 		}
@@ -303,7 +303,7 @@ func (b *Bot) unlock(ctx context.Context, inv Invocation, cmd commands.Command) 
 			b.audit(ctx, inv.User, "unlock-refused", 0, h+" is locked by "+l.Holder)
 			return userf(nixdeploy.ErrUnauthorized, "%s is locked by %s; only they or an approver can unlock it", h, mention(l.Holder))
 		}
-		if _, err := b.locks.Unlock(ctx, h); err != nil {
+		if _, err := b.locks.UnlockHost(ctx, h); err != nil {
 			return fmt.Errorf("unlock %s: %w", h, err)
 		}
 		b.audit(ctx, inv.User, "unlocked", 0, h)

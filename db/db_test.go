@@ -314,11 +314,11 @@ func TestSchedulePauseSurvivesRestart(t *testing.T) {
 	if err != nil || !s.Paused || s.PausedBy != "UA" {
 		t.Fatalf("after restart = %+v, %v", s, err)
 	}
-	run := db.ScheduleRun{Schedule: "nightly-rk1", Trigger: "cron"}
+	run := nixdeploy.ScheduleRun{Schedule: "nightly-rk1", Trigger: "cron"}
 	if err := d2.StartScheduleRun(ctx, &run); err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []db.ScheduleRunHost{{Host: "rk1-node1", Outcome: "succeeded"}, {Host: "rk1-node2", Outcome: "failed"}} {
+	for _, h := range []nixdeploy.ScheduleRunHost{{Host: "rk1-node1", Outcome: "succeeded"}, {Host: "rk1-node2", Outcome: "failed"}} {
 		if err := d2.RecordRunHost(ctx, run.ID, h); err != nil {
 			t.Fatal(err)
 		}
@@ -336,11 +336,11 @@ func TestHostLocks(t *testing.T) {
 	ctx := t.Context()
 	d, _ := mustOpen(t, filepath.Join(t.TempDir(), "x.db"))
 	now := time.Now()
-	if err := d.LockHost(ctx, db.HostLock{Host: "ganon", Holder: "UA", Reason: "gaming", ExpiresAt: now.Add(time.Hour)}); err != nil {
+	if err := d.LockHost(ctx, nixdeploy.HostLock{Host: "ganon", Holder: "UA", Reason: "gaming", ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	err := d.LockHost(ctx, db.HostLock{Host: "ganon", Holder: "UB", ExpiresAt: now.Add(time.Hour)})
-	if !errors.Is(err, db.ErrLocked) {
+	err := d.LockHost(ctx, nixdeploy.HostLock{Host: "ganon", Holder: "UB", ExpiresAt: now.Add(time.Hour)})
+	if !errors.Is(err, nixdeploy.ErrLocked) {
 		t.Fatalf("second holder: err = %v, want ErrLocked", err)
 	}
 	l, ok, err := d.HostLockOf(ctx, "ganon")
@@ -354,13 +354,13 @@ func TestHostLocks(t *testing.T) {
 		t.Fatal("lock still there after unlock")
 	}
 	// An expired lock does not block and is not reported.
-	if err := d.LockHost(ctx, db.HostLock{Host: "ganon", Holder: "UA", ExpiresAt: now.Add(-time.Second)}); err != nil {
+	if err := d.LockHost(ctx, nixdeploy.HostLock{Host: "ganon", Holder: "UA", ExpiresAt: now.Add(-time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, _ := d.HostLockOf(ctx, "ganon"); ok {
 		t.Fatal("an expired lock is reported as held")
 	}
-	if err := d.LockHost(ctx, db.HostLock{Host: "ganon", Holder: "UB", ExpiresAt: now.Add(time.Hour)}); err != nil {
+	if err := d.LockHost(ctx, nixdeploy.HostLock{Host: "ganon", Holder: "UB", ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Fatalf("an expired lock blocked a new one: %v", err)
 	}
 }

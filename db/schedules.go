@@ -6,15 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
-)
 
-// ScheduleState is the persisted runtime state of a schedule.
-type ScheduleState struct {
-	Name      string
-	Paused    bool
-	PausedBy  string
-	ChangedAt time.Time
-}
+	"github.com/nixdeploy/nixdeploy"
+)
 
 // SetPaused persists a schedule's pause flag.
 func (d *DB) SetPaused(ctx context.Context, name string, paused bool, by string) error {
@@ -28,8 +22,8 @@ func (d *DB) SetPaused(ctx context.Context, name string, paused bool, by string)
 }
 
 // Schedule returns a schedule's state; a schedule never paused is not paused.
-func (d *DB) Schedule(ctx context.Context, name string) (ScheduleState, error) {
-	s := ScheduleState{Name: name}
+func (d *DB) Schedule(ctx context.Context, name string) (nixdeploy.ScheduleState, error) {
+	s := nixdeploy.ScheduleState{Name: name}
 	var at int64
 	err := d.queryRow(ctx, `SELECT paused, paused_by, changed_at FROM schedule_state WHERE name = ?`, name).
 		Scan(&s.Paused, &s.PausedBy, &at)
@@ -40,30 +34,8 @@ func (d *DB) Schedule(ctx context.Context, name string) (ScheduleState, error) {
 	return s, err
 }
 
-// ScheduleRun is one run (or recorded skip) of a schedule.
-type ScheduleRun struct {
-	ID          int64
-	Schedule    string
-	Trigger     string // cron, manual, catch-up
-	ScheduledAt time.Time
-	StartedAt   time.Time
-	EndedAt     time.Time
-	Outcome     string // running, succeeded, failed, skipped, interrupted
-	Detail      string
-	Hosts       []ScheduleRunHost
-}
-
-// ScheduleRunHost is one host's outcome within a run.
-type ScheduleRunHost struct {
-	Host         string
-	Outcome      string // succeeded, failed, skipped, untouched
-	DeploymentID int64
-	Duration     time.Duration
-	Detail       string
-}
-
 // StartScheduleRun records the start of a run and sets r.ID.
-func (d *DB) StartScheduleRun(ctx context.Context, r *ScheduleRun) error {
+func (d *DB) StartScheduleRun(ctx context.Context, r *nixdeploy.ScheduleRun) error {
 	if r.StartedAt.IsZero() {
 		r.StartedAt = d.Now().UTC()
 	}
@@ -80,7 +52,7 @@ func (d *DB) StartScheduleRun(ctx context.Context, r *ScheduleRun) error {
 }
 
 // RecordRunHost stores (or replaces) one host's outcome within a run.
-func (d *DB) RecordRunHost(ctx context.Context, runID int64, h ScheduleRunHost) error {
+func (d *DB) RecordRunHost(ctx context.Context, runID int64, h nixdeploy.ScheduleRunHost) error {
 	_, err := d.sql.ExecContext(ctx, `INSERT INTO schedule_run_hosts (run_id, host, outcome, deployment_id, duration_ns, detail)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) DO UPDATE SET outcome = excluded.outcome,
 		deployment_id = excluded.deployment_id, duration_ns = excluded.duration_ns, detail = excluded.detail`,
@@ -102,7 +74,7 @@ func (d *DB) FinishScheduleRun(ctx context.Context, runID int64, outcome, detail
 }
 
 // ScheduleRuns lists a schedule's newest runs first, with their hosts.
-func (d *DB) ScheduleRuns(ctx context.Context, schedule string, limit int) ([]ScheduleRun, error) {
+func (d *DB) ScheduleRuns(ctx context.Context, schedule string, limit int) ([]nixdeploy.ScheduleRun, error) {
 	if limit <= 0 {
 		limit = 10
 	}
@@ -111,9 +83,9 @@ func (d *DB) ScheduleRuns(ctx context.Context, schedule string, limit int) ([]Sc
 	if err != nil {
 		return nil, fmt.Errorf("runs of schedule %s: %w", schedule, err)
 	}
-	var out []ScheduleRun
+	var out []nixdeploy.ScheduleRun
 	for rows.Next() {
-		var r ScheduleRun
+		var r nixdeploy.ScheduleRun
 		var sch, st, en int64
 		if err := rows.Scan(&r.ID, &r.Schedule, &r.Trigger, &sch, &st, &en, &r.Outcome, &r.Detail); err != nil {
 			rows.Close()
@@ -134,16 +106,16 @@ func (d *DB) ScheduleRuns(ctx context.Context, schedule string, limit int) ([]Sc
 	return out, nil
 }
 
-func (d *DB) runHosts(ctx context.Context, runID int64) ([]ScheduleRunHost, error) {
+func (d *DB) runHosts(ctx context.Context, runID int64) ([]nixdeploy.ScheduleRunHost, error) {
 	rows, err := d.query(ctx, `SELECT host, outcome, deployment_id, duration_ns, detail
 		FROM schedule_run_hosts WHERE run_id = ? ORDER BY rowid`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("hosts of run %d: %w", runID, err)
 	}
 	defer rows.Close()
-	var out []ScheduleRunHost
+	var out []nixdeploy.ScheduleRunHost
 	for rows.Next() {
-		var h ScheduleRunHost
+		var h nixdeploy.ScheduleRunHost
 		var dur int64
 		if err := rows.Scan(&h.Host, &h.Outcome, &h.DeploymentID, &dur, &h.Detail); err != nil {
 			return nil, err
@@ -154,21 +126,9 @@ func (d *DB) runHosts(ctx context.Context, runID int64) ([]ScheduleRunHost, erro
 	return out, rows.Err()
 }
 
-// HostLock is a manual lock on a host.
-type HostLock struct {
-	Host      string
-	Holder    string
-	Reason    string
-	CreatedAt time.Time
-	ExpiresAt time.Time
-}
-
-// ErrLocked is returned when a host is already locked by someone else.
-var ErrLocked = errors.New("host is locked")
-
 // LockHost takes a manual lock on host until l.ExpiresAt. An expired lock
 // is replaced; a live one held by another holder is an ErrLocked error.
-func (d *DB) LockHost(ctx context.Context, l HostLock) error {
+func (d *DB) LockHost(ctx context.Context, l nixdeploy.HostLock) error {
 	if l.CreatedAt.IsZero() {
 		l.CreatedAt = d.Now().UTC()
 	}
@@ -181,7 +141,7 @@ func (d *DB) LockHost(ctx context.Context, l HostLock) error {
 		case err != nil:
 			return err
 		case exp > d.now() && holder != l.Holder:
-			return fmt.Errorf("%s: %w by %s until %s", l.Host, ErrLocked, holder, fromNanos(exp).Format(time.RFC3339))
+			return fmt.Errorf("%s: %w by %s until %s", l.Host, nixdeploy.ErrLocked, holder, fromNanos(exp).Format(time.RFC3339))
 		}
 		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO host_locks (host, holder, reason, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
 			l.Host, l.Holder, l.Reason, nanos(l.CreatedAt), nanos(l.ExpiresAt))
@@ -200,16 +160,16 @@ func (d *DB) UnlockHost(ctx context.Context, host string) (bool, error) {
 }
 
 // HostLockOf returns host's live manual lock, if any.
-func (d *DB) HostLockOf(ctx context.Context, host string) (HostLock, bool, error) {
-	l := HostLock{Host: host}
+func (d *DB) HostLockOf(ctx context.Context, host string) (nixdeploy.HostLock, bool, error) {
+	l := nixdeploy.HostLock{Host: host}
 	var created, exp int64
 	err := d.queryRow(ctx, `SELECT holder, reason, created_at, expires_at FROM host_locks WHERE host = ? AND expires_at > ?`,
 		host, d.now()).Scan(&l.Holder, &l.Reason, &created, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
-		return HostLock{}, false, nil
+		return nixdeploy.HostLock{}, false, nil
 	}
 	if err != nil {
-		return HostLock{}, false, fmt.Errorf("lock of %s: %w", host, err)
+		return nixdeploy.HostLock{}, false, fmt.Errorf("lock of %s: %w", host, err)
 	}
 	l.CreatedAt, l.ExpiresAt = fromNanos(created), fromNanos(exp)
 	return l, true, nil

@@ -243,7 +243,7 @@ func (d *Deployer) Busy(host string) (id int64, busy bool) {
 }
 
 // ErrCancelled is the cause of a deployment stopped through Cancel.
-var ErrCancelled = errors.New("deployment cancelled")
+var ErrCancelled = nixdeploy.ErrCancelled
 
 // Cancel stops a running deployment. It reports whether id was running.
 func (d *Deployer) Cancel(id int64) bool {
@@ -418,7 +418,7 @@ func (e *StepError) Error() string {
 func (e *StepError) Unwrap() error { return e.Err }
 
 // ErrStepTimeout is a step stopped by its timeout.
-var ErrStepTimeout = errors.New("step timed out")
+var ErrStepTimeout = nixdeploy.ErrStepTimeout
 
 // Run runs dep: its Action on its Hosts, in order, one at a time, halting
 // at the first failure. Host names must come from the fleet config. When

@@ -16,17 +16,19 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/nixdeploy/nixdeploy"
 )
 
 // Sentinel errors of the SSH layer, for errors.Is.
 var (
 	// ErrHostKeyMismatch: a server presented a key other than its pinned
 	// one. Nothing was sent to it.
-	ErrHostKeyMismatch = errors.New("host key mismatch")
+	ErrHostKeyMismatch = nixdeploy.ErrHostKeyMismatch
 	// ErrConnectionLost: an SSH connection died while a step used it.
-	ErrConnectionLost = errors.New("connection lost")
+	ErrConnectionLost = nixdeploy.ErrConnectionLost
 	// ErrAuth: the server refused the bot's SSH key.
-	ErrAuth = errors.New("ssh key refused")
+	ErrAuth = nixdeploy.ErrAuth
 )
 
 // HostKeyError is a host-key mismatch. It names the host and both

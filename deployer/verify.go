@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/nixdeploy/nixdeploy"
 )
 
 // ErrVerify is a deployment whose commands succeeded but whose result is
 // wrong: a degraded system, or /run/current-system not as the action
 // implies. Exit codes alone are never trusted (deploy-rs #214).
-var ErrVerify = errors.New("verification failed")
+var ErrVerify = nixdeploy.ErrVerify
 
 // VerifyError says what verification found.
 type VerifyError struct {

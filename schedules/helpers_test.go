@@ -213,7 +213,7 @@ func (r *rig) tickAt(t *testing.T, at time.Time) {
 	r.s.Wait()
 }
 
-func (r *rig) runs(t *testing.T, name string) []db.ScheduleRun {
+func (r *rig) runs(t *testing.T, name string) []nixdeploy.ScheduleRun {
 	t.Helper()
 	runs, err := r.db.ScheduleRuns(t.Context(), name, 100)
 	if err != nil {

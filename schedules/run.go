@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
-	"github.com/nixdeploy/nixdeploy/db"
 )
 
 // Backoff between attempts on a busy host. It starts short because a
@@ -21,7 +20,7 @@ const (
 
 // execute runs a recorded run to its end, records the outcome and posts the
 // summary.
-func (s *Scheduler) execute(e *entry, r db.ScheduleRun, by string) {
+func (s *Scheduler) execute(e *entry, r nixdeploy.ScheduleRun, by string) {
 	defer s.runs.Done()
 	ctx := s.ctx
 	var hosts []HostSummary
@@ -89,7 +88,7 @@ func verdict(hosts []HostSummary) (outcome, detail string) {
 
 // rolling runs the hosts in order, one at a time, and leaves every host
 // after the first failure untouched.
-func (s *Scheduler) rolling(ctx context.Context, e *entry, r db.ScheduleRun, by string) []HostSummary {
+func (s *Scheduler) rolling(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) []HostSummary {
 	out := make([]HostSummary, len(e.hosts))
 	stop := ""
 	for i, host := range e.hosts {
@@ -112,7 +111,7 @@ func (s *Scheduler) rolling(ctx context.Context, e *entry, r db.ScheduleRun, by 
 // parallel runs up to e.cfg.Parallel hosts at a time, in order. After a
 // failure it starts no further host, for the same reason rolling halts: a
 // change that broke one node should not be pushed to the rest.
-func (s *Scheduler) parallel(ctx context.Context, e *entry, r db.ScheduleRun, by string) []HostSummary {
+func (s *Scheduler) parallel(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) []HostSummary {
 	out := make([]HostSummary, len(e.hosts))
 	slots := make(chan struct{}, e.cfg.Parallel)
 	var (
@@ -158,7 +157,7 @@ func untouched(host, why string) HostSummary {
 func (s *Scheduler) record(runID int64, h HostSummary) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), finishTimeout)
 	defer cancel()
-	err := s.store.RecordRunHost(ctx, runID, db.ScheduleRunHost{
+	err := s.store.RecordRunHost(ctx, runID, nixdeploy.ScheduleRunHost{
 		Host:         h.Host,
 		Outcome:      h.Outcome,
 		DeploymentID: h.DeploymentID,
@@ -171,7 +170,7 @@ func (s *Scheduler) record(runID int64, h HostSummary) {
 }
 
 // deployHost deploys one host, waiting on the clock while it is busy.
-func (s *Scheduler) deployHost(ctx context.Context, e *entry, r db.ScheduleRun, host, by string) HostSummary {
+func (s *Scheduler) deployHost(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, host, by string) HostSummary {
 	log := s.log.With("schedule", e.cfg.Name, "run", r.ID, "host", host)
 	req := HostRequest{Schedule: e.cfg.Name, RunID: r.ID, Host: host, Action: e.cfg.Action, Trigger: r.Trigger, By: by}
 	first := s.clock.Now()
@@ -237,7 +236,7 @@ func (s *Scheduler) notifyWaiting(ctx context.Context, w Wait) {
 
 // busy reports whether err means the host is taken and worth waiting for.
 func busy(err error) bool {
-	return errors.Is(err, nixdeploy.ErrHostBusy) || errors.Is(err, db.ErrLocked)
+	return errors.Is(err, nixdeploy.ErrHostBusy) || errors.Is(err, nixdeploy.ErrLocked)
 }
 
 func stateOrUnknown(s nixdeploy.State) string {

@@ -21,14 +21,13 @@ import (
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
-	"github.com/nixdeploy/nixdeploy/db"
 )
 
 // Deployer runs one action on one host. The bot wires the real deployer in.
 type Deployer interface {
 	// Deploy blocks until the deployment ends and returns its id and
 	// outcome. An error (returned, or in Result.Err) wrapping
-	// nixdeploy.ErrHostBusy or db.ErrLocked means the host is taken by a
+	// nixdeploy.ErrHostBusy or nixdeploy.ErrLocked means the host is taken by a
 	// manual deploy or lock: the scheduler tries again with backoff on its
 	// clock, up to the schedule's BusyWait, then skips the host.
 	Deploy(ctx context.Context, req HostRequest) (Result, error)
@@ -60,12 +59,12 @@ type Result struct {
 
 // Store is the part of *db.DB the scheduler uses.
 type Store interface {
-	Schedule(ctx context.Context, name string) (db.ScheduleState, error)
+	Schedule(ctx context.Context, name string) (nixdeploy.ScheduleState, error)
 	SetPaused(ctx context.Context, name string, paused bool, by string) error
-	StartScheduleRun(ctx context.Context, r *db.ScheduleRun) error
-	RecordRunHost(ctx context.Context, runID int64, h db.ScheduleRunHost) error
+	StartScheduleRun(ctx context.Context, r *nixdeploy.ScheduleRun) error
+	RecordRunHost(ctx context.Context, runID int64, h nixdeploy.ScheduleRunHost) error
 	FinishScheduleRun(ctx context.Context, runID int64, outcome, detail string) error
-	ScheduleRuns(ctx context.Context, schedule string, limit int) ([]db.ScheduleRun, error)
+	ScheduleRuns(ctx context.Context, schedule string, limit int) ([]nixdeploy.ScheduleRun, error)
 	Audit(ctx context.Context, e nixdeploy.AuditEvent) error
 }
 
@@ -475,7 +474,7 @@ func (s *Scheduler) missed(ctx context.Context, e *entry, at, now time.Time, n i
 // skip records a tick that did not run, and says so in the channel.
 func (s *Scheduler) skip(ctx context.Context, e *entry, trigger string, at time.Time, detail string) {
 	now := s.clock.Now()
-	r := db.ScheduleRun{
+	r := nixdeploy.ScheduleRun{
 		Schedule:    e.cfg.Name,
 		Trigger:     trigger,
 		ScheduledAt: at,
@@ -526,7 +525,7 @@ func (s *Scheduler) launch(ctx context.Context, e *entry, trigger string, at tim
 	s.runs.Add(1)
 	s.mu.Unlock()
 
-	r := db.ScheduleRun{
+	r := nixdeploy.ScheduleRun{
 		Schedule:    name,
 		Trigger:     trigger,
 		ScheduledAt: at,
@@ -569,7 +568,7 @@ type Status struct {
 	// RunningID is the run in flight, 0 if none.
 	RunningID int64
 	// Last is the newest recorded run or skip, nil before the first.
-	Last *db.ScheduleRun
+	Last *nixdeploy.ScheduleRun
 }
 
 // List returns every configured schedule, in config order.

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
-	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
@@ -176,7 +175,7 @@ func TestBusyHost(t *testing.T) {
 		waited    time.Duration
 	}{
 		{"manual deploy in flight", fmt.Errorf("rk1-node2: %w", nixdeploy.ErrHostBusy), 0, "skipped", 10 * time.Minute},
-		{"manual lock", fmt.Errorf("rk1-node2: %w by U0BOB0001", db.ErrLocked), 0, "skipped", 10 * time.Minute},
+		{"manual lock", fmt.Errorf("rk1-node2: %w by U0BOB0001", nixdeploy.ErrLocked), 0, "skipped", 10 * time.Minute},
 		{"frees up", fmt.Errorf("rk1-node2: %w", nixdeploy.ErrHostBusy), 3, "succeeded", 105 * time.Second},
 	}
 	for _, tt := range tests {
@@ -412,7 +411,7 @@ func TestMissedRuns(t *testing.T) {
 			sc := nightly()
 			sc.Missed = tt.missed
 			r := newRig(t, tt.restart, fleet(sc))
-			last := db.ScheduleRun{Schedule: "nightly-rk1", Trigger: schedules.TriggerCron, ScheduledAt: day(13, 3, 0),
+			last := nixdeploy.ScheduleRun{Schedule: "nightly-rk1", Trigger: schedules.TriggerCron, ScheduledAt: day(13, 3, 0),
 				StartedAt: day(13, 3, 0), EndedAt: day(13, 3, 20), Outcome: schedules.OutcomeSucceeded}
 			if err := r.db.StartScheduleRun(t.Context(), &last); err != nil {
 				t.Fatal(err)
@@ -473,7 +472,7 @@ func TestLateTick(t *testing.T) {
 func TestRestartInterruptsRunningRun(t *testing.T) {
 	loc := berlin(t)
 	r := newRig(t, time.Date(2026, 5, 13, 3, 30, 0, 0, loc), fleet(nightly()))
-	stale := db.ScheduleRun{Schedule: "nightly-rk1", Trigger: schedules.TriggerCron, ScheduledAt: time.Date(2026, 5, 13, 3, 0, 0, 0, loc)}
+	stale := nixdeploy.ScheduleRun{Schedule: "nightly-rk1", Trigger: schedules.TriggerCron, ScheduledAt: time.Date(2026, 5, 13, 3, 0, 0, 0, loc)}
 	if err := r.db.StartScheduleRun(t.Context(), &stale); err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, o depsOptions, logg
 	if err != nil {
 		return nil, err
 	}
-	d := &botDeps{store: store, interrupted: interrupted, locks: botLocks{store}, schedules: &botSchedules{}, cfg: cfg, log: logger}
+	d := &botDeps{store: store, interrupted: interrupted, locks: store, schedules: &botSchedules{}, cfg: cfg, log: logger}
 	ks, err := keys.OpenStore(cfg)
 	if err != nil {
 		store.Close()
@@ -308,26 +308,6 @@ type unavailableDeployer struct{ why error }
 
 func (u unavailableDeployer) Run(_ context.Context, dep nixdeploy.Deployment, _ bot.Sink) bot.Result {
 	return bot.Result{State: nixdeploy.StateFailed, ExitCode: 1, Host: dep.Hosts[0], Step: "connect", Err: u.why}
-}
-
-// botLocks adapts db's manual host locks.
-type botLocks struct{ d *db.DB }
-
-func (l botLocks) Lock(ctx context.Context, h bot.HostLock) error {
-	err := l.d.LockHost(ctx, db.HostLock(h))
-	if errors.Is(err, db.ErrLocked) {
-		return fmt.Errorf("%w: %w", nixdeploy.ErrHostBusy, err)
-	}
-	return err
-}
-
-func (l botLocks) Unlock(ctx context.Context, host string) (bool, error) {
-	return l.d.UnlockHost(ctx, host)
-}
-
-func (l botLocks) LockOf(ctx context.Context, host string) (bot.HostLock, bool, error) {
-	h, ok, err := l.d.HostLockOf(ctx, host)
-	return bot.HostLock(h), ok, err
 }
 
 // botKeys runs the key preflight for "/nixdeploy keys check".

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nixdeploy/nixdeploy"
-	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
@@ -25,7 +24,7 @@ import (
 // approvals and the last nightly successes right across restarts.
 type Store interface {
 	PendingApprovals(ctx context.Context) ([]nixdeploy.Approval, error)
-	ScheduleRuns(ctx context.Context, schedule string, limit int) ([]db.ScheduleRun, error)
+	ScheduleRuns(ctx context.Context, schedule string, limit int) ([]nixdeploy.ScheduleRun, error)
 }
 
 // MetricsOptions configure NewMetrics. Store is required.
@@ -152,7 +151,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 // lastSuccesses maps each host to the end of the newest run (runs come
 // newest first) in which it succeeded; a run still going counts from its
 // start.
-func lastSuccesses(runs []db.ScheduleRun) map[string]time.Time {
+func lastSuccesses(runs []nixdeploy.ScheduleRun) map[string]time.Time {
 	out := map[string]time.Time{}
 	for _, r := range runs {
 		at := r.EndedAt

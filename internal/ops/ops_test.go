@@ -93,12 +93,12 @@ func TestMetrics(t *testing.T) {
 		{old, map[string]string{"rk1-node1": "succeeded", "rk1-node2": "failed"}},
 		{recent, map[string]string{"rk1-node1": "untouched", "rk1-node2": "failed", "rk1-node3": "succeeded"}},
 	} {
-		r := db.ScheduleRun{Schedule: "nightly-rk1", Trigger: "cron", StartedAt: run.at}
+		r := nixdeploy.ScheduleRun{Schedule: "nightly-rk1", Trigger: "cron", StartedAt: run.at}
 		if err := store.StartScheduleRun(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
 		for h, o := range run.hosts {
-			if err := store.RecordRunHost(ctx, r.ID, db.ScheduleRunHost{Host: h, Outcome: o}); err != nil {
+			if err := store.RecordRunHost(ctx, r.ID, nixdeploy.ScheduleRunHost{Host: h, Outcome: o}); err != nil {
 				t.Fatal(err)
 			}
 		}

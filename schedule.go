@@ -1,0 +1,45 @@
+package nixdeploy
+
+import "time"
+
+// The shared records of schedules and manual host locks: db stores them,
+// schedules writes and reads them, internal/ops and bot show them.
+
+// ScheduleState is the persisted runtime state of a schedule.
+type ScheduleState struct {
+	Name      string
+	Paused    bool
+	PausedBy  string
+	ChangedAt time.Time
+}
+
+// ScheduleRun is one run (or recorded skip) of a schedule.
+type ScheduleRun struct {
+	ID          int64
+	Schedule    string
+	Trigger     string // cron, manual, catch-up
+	ScheduledAt time.Time
+	StartedAt   time.Time
+	EndedAt     time.Time
+	Outcome     string // running, succeeded, failed, skipped, interrupted
+	Detail      string
+	Hosts       []ScheduleRunHost
+}
+
+// ScheduleRunHost is one host's outcome within a run.
+type ScheduleRunHost struct {
+	Host         string
+	Outcome      string // succeeded, failed, skipped, untouched
+	DeploymentID int64
+	Duration     time.Duration
+	Detail       string
+}
+
+// HostLock is a manual lock on a host.
+type HostLock struct {
+	Host      string
+	Holder    string
+	Reason    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
