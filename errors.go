@@ -35,6 +35,9 @@ var (
 	// is wrong: a degraded system, or /run/current-system not as the
 	// action implies. Exit codes alone are never trusted (deploy-rs #214).
 	ErrVerify = errors.New("verification failed")
+	// ErrPlanChanged: the plan of an approved install is not the one that
+	// was approved, so the disk was not touched.
+	ErrPlanChanged = errors.New("the plan changed since it was approved")
 	// ErrCancelled is the cause of a deployment stopped by a person.
 	ErrCancelled = errors.New("deployment cancelled")
 )

@@ -115,6 +115,12 @@ type Deployment struct {
 	// flakes resolved to when the request was approved; the run uses it
 	// instead of resolving again.
 	Lock *Lock
+	// Fingerprint, when set (an approved install), is the deployer's plan
+	// fingerprint the approval was given for. The deployer refuses to run
+	// the step that wipes a disk when the plan it would run has another.
+	// It lives with the run, not in the database: an approved request that
+	// did not start before a restart is ended, never started later.
+	Fingerprint string
 }
 
 // Lock is what the fleet's flakes resolved to on the runner

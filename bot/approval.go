@@ -56,20 +56,16 @@ func Fingerprint(cfg *nixdeploy.Config, dep nixdeploy.Deployment) (string, error
 	return fingerprint(dep.Action, hosts), nil
 }
 
-// planFingerprint is fingerprint, combined with the deployer's digest of
-// every step it will run when the deployer offers one.
+// planFingerprint is the deployer's plan fingerprint when it offers one
+// (every step's argv, host, address, disk, action and locked revisions:
+// the plan that runs is the plan approved), else fingerprint of the
+// config's view of the hosts.
 func (b *Bot) planFingerprint(dep nixdeploy.Deployment, hosts []planHost) (string, error) {
-	fp := fingerprint(dep.Action, hosts)
 	r, ok := b.deployer.(Resolver)
 	if !ok {
-		return fp, nil
+		return fingerprint(dep.Action, hosts), nil
 	}
-	steps, err := r.Fingerprint(dep)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256([]byte(fp + "\x00" + steps))
-	return hex.EncodeToString(sum[:]), nil
+	return r.Fingerprint(dep)
 }
 
 // bootNote says what an installed host needs at boot.
@@ -364,6 +360,11 @@ func (b *Bot) reaction(ctx context.Context, r Reaction) error {
 	b.disarm(a.ID)
 	b.audit(ctx, r.User, "approved", dep.ID, fmt.Sprintf("approval %d, fingerprint %s", a.ID, a.Fingerprint))
 	log.Info("approved")
+	// The run carries the fingerprint approved when it is the deployer's;
+	// the deployer refuses to wipe a disk with any other plan.
+	if _, ok := b.deployer.(Resolver); ok {
+		dep.Fingerprint = a.Fingerprint
+	}
 	// Mark it running before saying so: a cancel may have ended the
 	// request between the approval and now, and then every message says
 	// that instead.

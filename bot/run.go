@@ -128,6 +128,9 @@ func (b *Bot) execRun(_ context.Context, r *run, channel, approvedBy string) {
 	}()
 
 	res := b.safeRun(runCtx, dep, st)
+	if res.Err != nil {
+		res.Err = deployErrorForUsers(res.Err, res)
+	}
 	close(done)
 	<-updaterDone
 

@@ -476,6 +476,9 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	log := d.log.With("deployment", dep.ID, "action", string(dep.Action))
 	log.Info("deployment started", "hosts", strings.Join(dep.Hosts, ","))
 	r := d.newRun(ctx, dep, sinks, log)
+	if dep.Fingerprint != "" {
+		r.planFingerprint = fingerprint(dep, plans)
+	}
 	rep := &Report{DeploymentID: dep.ID}
 	var runErr error
 	for _, p := range plans {

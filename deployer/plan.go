@@ -112,6 +112,9 @@ type Step struct {
 	// Cleanup steps run whatever happened before them, cancel included,
 	// under a context of their own.
 	Cleanup bool
+	// Wipes marks the step that formats the target's disk: an approved
+	// deployment runs it only with the approved plan (see approvedPlan).
+	Wipes bool
 }
 
 // Expect is what verification requires of /run/current-system.
@@ -227,7 +230,7 @@ func (d *Deployer) Plan(host string, action nixdeploy.Action) (*Plan, error) {
 				Argv: uploadArgv(diskKeyFile, "0600")})
 		}
 		p.Steps = append(p.Steps,
-			Step{Name: "nixos-anywhere", Kind: KindCommand, Where: WhereRunner, Timeout: t.Install, Agent: true,
+			Step{Name: "nixos-anywhere", Kind: KindCommand, Where: WhereRunner, Timeout: t.Install, Agent: true, Wipes: true,
 				BuildOnRemoteIfForeign: !h.BuildOnTarget, Argv: d.anywhereArgv(h)},
 			Step{Name: "remove-keys", Kind: KindCommand, Where: WhereRunner, Timeout: t.Command, Cleanup: true,
 				Argv: []string{"rm", "-rf", "--", TempDir + "/" + extraFilesDir, TempDir + "/" + diskKeyFile}},

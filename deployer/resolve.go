@@ -102,6 +102,11 @@ func (d *Deployer) Fingerprint(dep nixdeploy.Deployment) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return fingerprint(&dep, plans), nil
+}
+
+// fingerprint digests plans, the plans of dep.
+func fingerprint(dep *nixdeploy.Deployment, plans []*Plan) string {
 	h := sha256.New()
 	field := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
 	l := dep.Lock
@@ -136,5 +141,5 @@ func (d *Deployer) Fingerprint(dep nixdeploy.Deployment) (string, error) {
 		}
 		h.Write([]byte{0, 0})
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -27,6 +27,10 @@ type run struct {
 	log *slog.Logger
 
 	runner executor // nil until the first runner step
+
+	// planFingerprint is the fingerprint of the plans this run runs, set
+	// when the deployment carries an approved one to compare it with.
+	planFingerprint string
 }
 
 func (d *Deployer) newRun(ctx context.Context, dep *nixdeploy.Deployment, sinks []Sink, log *slog.Logger) *run {
@@ -162,6 +166,13 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 			// Resolved before the approval: what was approved runs.
 			continue
 		}
+		if st.Wipes {
+			if err := h.approvedPlan(); err != nil {
+				h.em.event(h.host.Name, st.Name, "%s not run: %v", st.Name, err)
+				rep.Outcome, rep.Step, rep.ExitCode, rep.Err = OutcomeFailed, st.Name, -1, err
+				continue
+			}
+		}
 		code, err := h.step(ctx, st)
 		if err == nil {
 			continue
@@ -179,6 +190,23 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 	rep.Before, rep.After, rep.Warnings = h.before, h.after, h.warnings
 	rep.Revision = h.locked.Revision
 	return rep
+}
+
+// approvedPlan checks, right before the step that wipes the disk, that an
+// approved deployment runs the plan that was approved: the fingerprint of
+// the plans this run was built from must be the one the approval carries.
+func (h *hostRun) approvedPlan() error {
+	want := h.dep.Fingerprint
+	if want == "" {
+		// Not approved in chat: the terminal's typed confirmation stands
+		// for the approval.
+		return nil
+	}
+	if h.planFingerprint != want {
+		h.log.Warn("approved plan differs from the plan to run; disk not touched", "approved", want, "plan", h.planFingerprint)
+		return fmt.Errorf("%w: %s was not touched", nixdeploy.ErrPlanChanged, h.host.Disk)
+	}
+	return nil
 }
 
 func usesTemp(argv []string) bool {

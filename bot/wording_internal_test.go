@@ -1,4 +1,4 @@
-package main
+package bot
 
 import (
 	"errors"
@@ -6,8 +6,6 @@ import (
 	"net"
 	"strings"
 	"testing"
-
-	"github.com/nixdeploy/nixdeploy/bot"
 )
 
 // TestDeployErrorForUsersConnection: a step that ended without an exit
@@ -23,14 +21,14 @@ func TestDeployErrorForUsersConnection(t *testing.T) {
 	if dialErr == nil {
 		t.Skip("the closed port accepted a connection")
 	}
-	err = deployErrorForUsers(fmt.Errorf("connect: dial %s: %w", addr, dialErr), bot.Result{Step: "connect", Host: "ganon", ExitCode: -1})
-	got := bot.UserMessage(err)
+	err = deployErrorForUsers(fmt.Errorf("connect: dial %s: %w", addr, dialErr), Result{Step: "connect", Host: "ganon", ExitCode: -1})
+	got := UserMessage(err)
 	want := "step connect on ganon could not reach " + addr + ": connection refused; check that it is up"
 	if !strings.Contains(got, want) || strings.Contains(got, "-1") {
 		t.Errorf("message %q, want it to contain %q and no exit code", got, want)
 	}
-	err = deployErrorForUsers(fmt.Errorf("step upload: %w", errors.New("session closed")), bot.Result{Step: "upload", Host: "ganon", ExitCode: -1})
-	if got := bot.UserMessage(err); got != "step upload on ganon ended without an exit status: session closed" {
+	err = deployErrorForUsers(fmt.Errorf("step upload: %w", errors.New("session closed")), Result{Step: "upload", Host: "ganon", ExitCode: -1})
+	if got := UserMessage(err); got != "step upload on ganon ended without an exit status: session closed" {
 		t.Errorf("message %q", got)
 	}
 }

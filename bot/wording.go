@@ -1,0 +1,83 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/nixdeploy/nixdeploy"
+)
+
+// deployErrorForUsers words a deployer error as one sentence: the one
+// place that maps each of the deployer's error kinds (root sentinels) to
+// what people read. The raw error (which may quote output) stays in the
+// log and the stored log.
+func deployErrorForUsers(err error, r Result) error {
+	var um interface{ UserMessage() string }
+	var ue *userError
+	switch {
+	case errors.Is(err, nixdeploy.ErrHostBusy), errors.Is(err, nixdeploy.ErrUnknownHost), errors.As(err, &um), errors.As(err, &ue):
+		return err
+	case errors.Is(err, nixdeploy.ErrPlanChanged):
+		return UserError(fmt.Sprintf("the plan for %s changed after it was approved, so its disk was not touched; request the install again", r.Host), err)
+	case errors.Is(err, nixdeploy.ErrShutdown):
+		return UserError(fmt.Sprintf("nixdeploy shut down during step %s on %s; check the host with /nixdeploy status and run it again", r.Step, r.Host), err)
+	case errors.Is(err, nixdeploy.ErrCancelled), errors.Is(err, context.Canceled):
+		return UserError("the deployment was cancelled; cleanup steps still ran", err)
+	case errors.Is(err, nixdeploy.ErrHostKeyMismatch):
+		return UserError(fmt.Sprintf("%s did not present its pinned host key, so nothing was sent to it; check it with /nixdeploy keys check %s", r.Host, r.Host), err)
+	case errors.Is(err, nixdeploy.ErrAuth):
+		return UserError("the SSH key of nixdeploy was refused; check the authorized keys of the runner and the targets", err)
+	case errors.Is(err, nixdeploy.ErrConnectionLost):
+		return UserError(fmt.Sprintf("the connection to %s was lost during step %s; check that it is up and run it again", r.Host, r.Step), err)
+	case errors.Is(err, nixdeploy.ErrStepTimeout):
+		return UserError(fmt.Sprintf("step %s on %s timed out; the log in the thread shows where it stopped", r.Step, r.Host), err)
+	case errors.Is(err, nixdeploy.ErrVerify):
+		return UserError(fmt.Sprintf("%s did not pass verification after the change; the log lists the failed units", r.Host), err)
+	case r.Step != "" && r.ExitCode < 0:
+		// No exit status: the command never ran or its connection broke,
+		// so "exit code -1" would say nothing. Say what failed instead.
+		var op *net.OpError
+		if errors.As(err, &op) {
+			return UserError(fmt.Sprintf("step %s on %s could not reach %s: %s; check that it is up and that its address and port in the fleet config are right", r.Step, r.Host, opTarget(op), opCause(op)), err)
+		}
+		return UserError(fmt.Sprintf("step %s on %s ended without an exit status: %s", r.Step, r.Host, lastCause(err)), err)
+	case r.Step != "":
+		return UserError(fmt.Sprintf("step %s on %s failed with exit code %d; the last lines and the log in the thread say why", r.Step, r.Host, r.ExitCode), err)
+	}
+	return err
+}
+
+// opTarget is the address a failed dial was for.
+func opTarget(op *net.OpError) string {
+	if op.Addr != nil {
+		return op.Addr.String()
+	}
+	return "the host"
+}
+
+// opCause is the system's reason, such as "connection refused", without
+// Go's "dial tcp …:" prefix.
+func opCause(op *net.OpError) string {
+	var se *os.SyscallError
+	if errors.As(op.Err, &se) {
+		return se.Err.Error()
+	}
+	return op.Err.Error()
+}
+
+// lastCause is the innermost error's message on one line: the
+// deployer's wrapping says where, this says what.
+func lastCause(err error) string {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			break
+		}
+		err = u
+	}
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
