@@ -130,9 +130,9 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	srv, lln := ops.NewServer(mux, ln, ops.DefaultServerLimits)
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(lln) }()
 	ready := false
 	defer func() {
 		if !ready {

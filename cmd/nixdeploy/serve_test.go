@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -313,4 +316,33 @@ func httpGet(t *testing.T, url string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// TestServeDropsSlowClients: the real serve closes a client that trickles
+// its body, and answers a signed command meanwhile.
+func TestServeDropsSlowClients(t *testing.T) {
+	fake := slackfake.New(slackfake.Options{BotToken: testBotToken})
+	defer fake.Close()
+	addr, stop := serveRun(t, fake, map[string]string{envBotToken: testBotToken, envSigningSecret: testSecret})
+	defer stop()
+	var slow []net.Conn
+	for range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "POST /slack/commands HTTP/1.1\r\nHost: x\r\nX-Slack-Request-Timestamp: 1\r\nX-Slack-Signature: v0=00\r\nContent-Length: 100\r\n\r\nt")
+		slow = append(slow, c)
+	}
+	send := &slackfake.Sender{BaseURL: "http://" + addr, Secret: testSecret}
+	if r, err := send.Slash(t.Context(), slackfake.SlashCommand{UserID: "U0ALICE01", ChannelID: "C0FLEET01", Text: "status"}); err != nil || r.Status != 200 {
+		t.Fatalf("signed slash during the slow clients: %v", err)
+	}
+	for _, c := range slow {
+		_ = c.SetReadDeadline(time.Now().Add(6 * time.Second))
+		if _, err := io.Copy(io.Discard, c); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("serve kept a slow client's connection open for 6 s")
+		}
+		c.Close()
+	}
 }
