@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -134,6 +136,12 @@ type emitter struct {
 
 	stderrMu   sync.Mutex
 	lastStderr map[string]string
+
+	// maxLine is the length at which the readers split a line; carry
+	// holds, per stream, the tail of a split line's piece that waits for
+	// the next piece, so a secret across the split is still redacted.
+	maxLine int
+	carry   map[string]string
 }
 
 type emitMsg struct {
@@ -143,6 +151,8 @@ type emitMsg struct {
 	// queue's buffer until the emitter takes the queue.
 	text     string
 	off, end int
+	// split marks the first pieces of a line longer than maxLine.
+	split bool
 	// sync, when set, is closed once every earlier message was handled.
 	sync chan struct{}
 }
@@ -181,6 +191,8 @@ func newEmitter(ctx context.Context, o *Options, id int64, red *redactor, sinks 
 		dbDone:     make(chan struct{}),
 		done:       make(chan struct{}),
 		lastStderr: map[string]string{},
+		maxLine:    o.MaxLineBytes,
+		carry:      map[string]string{},
 	}
 	e.space.L = &e.mu
 	e.batch = make([]nixdeploy.LogLine, 0, e.flushLines)
@@ -221,13 +233,14 @@ func (e *emitter) put(m emitMsg, b []byte) {
 
 // line queues one output line; b is copied.
 func (e *emitter) line(host, step string, stream nixdeploy.Stream, b []byte) {
+	split := e.maxLine > 0 && len(b) >= e.maxLine
 	if !utf8.Valid(b) {
 		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
 	}
 	if b == nil {
 		b = []byte{}
 	}
-	e.put(emitMsg{host: host, step: step, stream: stream}, b)
+	e.put(emitMsg{host: host, step: step, stream: stream, split: split}, b)
 }
 
 // event queues a line of the deployer's own.
@@ -318,11 +331,15 @@ func (e *emitter) loop() {
 		now := e.now().UTC()
 		for _, m := range q {
 			if m.sync != nil {
+				e.flushCarry(now)
 				e.show()
 				close(m.sync)
 				continue
 			}
 			e.handle(m, now)
+		}
+		if closed {
+			e.flushCarry(now)
 		}
 		e.show()
 		clear(q)
@@ -340,22 +357,56 @@ func (e *emitter) loop() {
 
 func (e *emitter) handle(m emitMsg, now time.Time) {
 	text := m.text
+	if m.stream != nixdeploy.StreamEvent && (m.split || len(e.carry) > 0) {
+		key := m.host + "\x00" + m.step + "\x00" + string(m.stream)
+		if c, ok := e.carry[key]; ok {
+			text = c + text
+			delete(e.carry, key)
+		}
+		if m.split {
+			var tail string
+			text, tail = e.red.cut(text)
+			e.carry[key] = tail
+			if text == "" {
+				return
+			}
+		}
+	}
+	e.output(m.host, m.step, m.stream, text, now)
+}
+
+// flushCarry emits the held-back tails of split lines whose next piece
+// never came: the stream ended right at a split.
+func (e *emitter) flushCarry(now time.Time) {
+	if len(e.carry) == 0 {
+		return
+	}
+	keys := slices.Sorted(maps.Keys(e.carry))
+	for _, k := range keys {
+		f := strings.SplitN(k, "\x00", 3)
+		e.output(f[0], f[1], nixdeploy.Stream(f[2]), e.carry[k], now)
+	}
+	clear(e.carry)
+}
+
+// output redacts and emits one output line or event.
+func (e *emitter) output(host, step string, stream nixdeploy.Stream, text string, now time.Time) {
 	switch {
-	case m.stream == nixdeploy.StreamEvent, e.red.stateless(text):
+	case stream == nixdeploy.StreamEvent, e.red.stateless(text):
 		text = e.red.plain(text)
 	default:
-		text = e.red.line(m.host+"\x00"+m.step+"\x00"+string(m.stream), text)
+		text = e.red.line(host+"\x00"+step+"\x00"+string(stream), text)
 	}
-	e.emit(m.host, m.step, m.stream, text, now)
-	switch m.stream {
+	e.emit(host, step, stream, text, now)
+	switch stream {
 	case nixdeploy.StreamStdout:
 		if p, ok := phaseMarker(text); ok {
-			e.emit(m.host, m.step, nixdeploy.StreamEvent, PhasePrefix+p, now)
+			e.emit(host, step, nixdeploy.StreamEvent, PhasePrefix+p, now)
 		}
 	case nixdeploy.StreamStderr:
 		if strings.TrimSpace(text) != "" {
 			e.stderrMu.Lock()
-			e.lastStderr[m.host+"\x00"+m.step] = text
+			e.lastStderr[host+"\x00"+step] = text
 			e.stderrMu.Unlock()
 		}
 	}
