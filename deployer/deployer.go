@@ -495,6 +495,7 @@ func (d *Deployer) plans(dep *nixdeploy.Deployment) ([]*Plan, error) {
 // after New is honoured.
 func (d *Deployer) secrets() []string {
 	out := append([]string(nil), d.opts.RedactValues...)
+	out = append(out, botSecrets()...)
 	for _, name := range d.cfg.Secrets.RedactEnv {
 		v := os.Getenv(name)
 		if v == "" {

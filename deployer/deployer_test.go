@@ -755,3 +755,55 @@ func TestLocalRunner(t *testing.T) {
 		t.Error("local processes survived the cancel")
 	}
 }
+
+// TestLocalRunnerEnvironment: a local child sees only the allow-listed
+// environment, never the bot's secrets, and a secret of the bot's that a
+// child prints anyway is redacted in the sink and the stored log. Issue
+// 15, attack 3: a nixos-rebuild that prints its environment.
+func TestLocalRunnerEnvironment(t *testing.T) {
+	e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) { c.Runner.Address = "local" }})
+	secrets := map[string]string{
+		"SLACK_BOT_TOKEN":        "xoxb-9999-8888-env-test-token",
+		"SLACK_SIGNING_SECRET":   "env-test-signing-secret-0123456789",
+		"SLACK_APP_TOKEN":        "xapp-1-A0ENV-7777-env-test",
+		"NIXDEPLOY_SSH_KEY":      "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAenvtestkeybody\n-----END OPENSSH PRIVATE KEY-----\n",
+		"NIXDEPLOY_AGE_IDENTITY": "# created: 2026-01-01\nAGE-SECRET-KEY-1ENVTESTQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ",
+		"UNRELATED_TOKEN":        "some-other-credential-42",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	t.Setenv("NIX_PATH", "nixpkgs=/env/test/nixpkgs")
+	t.Setenv("LC_TIME", "C.UTF-8")
+	stubs := t.TempDir()
+	script := "#!/bin/sh\nenv\necho \"leaked: " + secrets["SLACK_BOT_TOKEN"] + " " + secrets["SLACK_SIGNING_SECRET"] + "\"\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(stubs, "nixos-rebuild"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", stubs+string(os.PathListSeparator)+os.Getenv("PATH"))
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	if err == nil {
+		t.Fatal("the failing stub passed")
+	}
+	var stored strings.Builder
+	for _, l := range e.storedLog(dep.ID) {
+		stored.WriteString(l.Text + "\n")
+	}
+	for name, out := range map[string]string{"sink": e.sink.text(), "store": stored.String()} {
+		for _, want := range []string{"NIX_PATH=nixpkgs=/env/test/nixpkgs", "LC_TIME=C.UTF-8", "PATH=" + stubs, "leaked: " + deployer.Redacted + " " + deployer.Redacted} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s lacks %q:\n%s", name, want, out)
+			}
+		}
+		for k, v := range secrets {
+			if strings.Contains(out, k+"=") {
+				t.Errorf("%s: the child got %s", name, k)
+			}
+			for _, line := range strings.Split(v, "\n") {
+				if len(line) > 8 && !strings.HasPrefix(line, "-----") && !strings.HasPrefix(line, "#") && strings.Contains(out, line) {
+					t.Errorf("%s holds the value of %s", name, k)
+				}
+			}
+		}
+	}
+}

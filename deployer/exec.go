@@ -35,6 +35,10 @@ func (e *ExitError) Error() string {
 type command struct {
 	argv  []string
 	stdin io.Reader
+	// env are NAME=value settings the deployer makes for this command on
+	// purpose; a local child gets them on top of the allow-listed
+	// environment (childEnv).
+	env []string
 	// out gets each output line; it is called from two goroutines, one
 	// per stream, and must copy b.
 	out func(stream nixdeploy.Stream, b []byte)

@@ -31,6 +31,7 @@ func (e *localExec) run(ctx context.Context, cmd command) error {
 		return errors.New("empty command")
 	}
 	c := exec.Command(cmd.argv[0], cmd.argv[1:]...)
+	c.Env = childEnv(os.Environ(), cmd.env)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Stdin = cmd.stdin
 	outR, outW, err := os.Pipe()
