@@ -109,9 +109,10 @@ echo gone`
 )
 
 // remoteCommand is the command string for the remote login shell. Each
-// argv element is quoted exactly once; the wrapper script is a constant.
+// argv element is quoted exactly once; the wrapper script is a constant;
+// remoteScript gets it past any login shell.
 func remoteCommand(argv []string) string {
-	return "exec sh -c " + shellQuote(WrapScript) + " sh " + shellJoin(argv)
+	return remoteScript("exec sh -c " + shellQuote(WrapScript) + " sh " + shellJoin(argv))
 }
 
 // sshExec runs commands over an SSH connection.
@@ -270,7 +271,7 @@ func (e *sshExec) killGroup(pg int) (bool, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		out, err := s.CombinedOutput("sh -c " + shellQuote(KillScript) + " sh " + strconv.Itoa(pg) + " " + strconv.Itoa(ticks))
+		out, err := s.CombinedOutput(remoteScript("sh -c " + shellQuote(KillScript) + " sh " + strconv.Itoa(pg) + " " + strconv.Itoa(ticks)))
 		done <- result{out, err}
 	}()
 	select {
