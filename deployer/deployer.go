@@ -417,6 +417,10 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	rep := &Report{DeploymentID: dep.ID}
 	var runErr error
 	for _, p := range plans {
+		if le := r.em.storeFailed(); le != nil && runErr == nil {
+			// A host not started yet stays untouched once the log fails.
+			runErr = &StepError{Host: p.Host.Name, Step: "log", ExitCode: -1, Err: le}
+		}
 		if runErr != nil || ctx.Err() != nil {
 			rep.Hosts = append(rep.Hosts, HostReport{Host: p.Host.Name, Outcome: OutcomeUntouched, ExitCode: -1})
 			continue
@@ -451,6 +455,10 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	r.em.event("", "", "deployment %d %s: %s", dep.ID, rep.State, rep.Summary())
 	r.close()
 	rep.LogErr = r.em.close()
+	if rep.LogErr != nil && runErr == nil {
+		runErr = &StepError{Host: dep.Hosts[len(dep.Hosts)-1], Step: "log", ExitCode: -1, Err: rep.LogErr}
+		rep.State, dep.ExitCode = nixdeploy.StateFailed, 1
+	}
 	dep.State = rep.State
 	errText := ""
 	if runErr != nil {

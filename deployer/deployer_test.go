@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -805,5 +806,47 @@ func TestLocalRunnerEnvironment(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// failingLogStore is the database with a disk that fills up: AppendLogs
+// fails once it has stored after lines.
+type failingLogStore struct {
+	deployer.Store
+	mu          sync.Mutex
+	after, seen int
+}
+
+func (s *failingLogStore) AppendLogs(ctx context.Context, id int64, lines []nixdeploy.LogLine) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen+len(lines) > s.after {
+		return errors.New("database or disk is full")
+	}
+	s.seen += len(lines)
+	return s.Store.AppendLogs(ctx, id, lines)
+}
+
+// TestLogWriteFailureFailsDeployment: a switch that itself goes well but
+// whose log stops being stored ends failed, in the report, the returned
+// error (with a sentence for the channel) and the stored row; it is not
+// reported a success with a partial log (issue 15, attack 5).
+func TestLogWriteFailureFailsDeployment(t *testing.T) {
+	var fs *failingLogStore
+	e := newEnv(t, envConfig{opts: func(o *deployer.Options) {
+		fs = &failingLogStore{Store: o.Store, after: 3}
+		o.Store = fs
+		o.FlushLines = 1
+	}})
+	dep, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	var le *deployer.LogError
+	if !errors.As(err, &le) || !strings.Contains(le.UserMessage(), "could not be stored completely") {
+		t.Fatalf("err = %v, want a LogError", err)
+	}
+	if rep == nil || rep.State != nixdeploy.StateFailed || rep.LogErr == nil {
+		t.Fatalf("report = %+v", rep)
+	}
+	if got := e.stored(dep.ID); got.State != nixdeploy.StateFailed || !strings.Contains(got.Error, "store the log") {
+		t.Errorf("stored row: state %s, error %q", got.State, got.Error)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -132,6 +133,9 @@ type emitter struct {
 	free   chan []nixdeploy.LogLine // batches the writer is done with
 	dbDone chan struct{}
 	dbErr  error
+	// failed is dbErr for the deployment's goroutine, which checks it
+	// between hosts while the writer may still set it.
+	failed atomic.Pointer[LogError]
 	done   chan struct{}
 
 	stderrMu   sync.Mutex
@@ -254,6 +258,22 @@ func (e *emitter) barrier() {
 	e.put(emitMsg{sync: c}, nil)
 	<-c
 }
+
+// LogError is a deployment whose log could not be stored completely (a
+// full disk, a broken database). It fails the deployment: a record with
+// lines missing is not a record of what happened (issue 15, attack 5).
+type LogError struct{ Err error }
+
+func (e *LogError) Error() string { return "store the log: " + e.Err.Error() }
+func (e *LogError) Unwrap() error { return e.Err }
+
+// UserMessage is what the channel reads.
+func (e *LogError) UserMessage() string {
+	return "the log of this deployment could not be stored completely (is the bot's disk full?), so it counts as failed; check the host with /nixdeploy status"
+}
+
+// storeFailed is the store's failure so far, or nil.
+func (e *emitter) storeFailed() *LogError { return e.failed.Load() }
 
 // lastError is the last non-empty stderr line of a step, redacted.
 func (e *emitter) lastError(host, step string) string {
@@ -489,7 +509,9 @@ func (e *emitter) writer(ctx context.Context) {
 			err = e.store.AppendLogs(ctx, e.id, lines)
 		}
 		if err != nil && e.dbErr == nil {
-			e.dbErr = err
+			le := &LogError{Err: err}
+			e.dbErr = le
+			e.failed.Store(le)
 			e.log.Error("store log lines", "deployment", e.id, "lines", len(lines), "err", err)
 		}
 		// The store is done with the lines (db.DB copies what it keeps),
