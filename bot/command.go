@@ -19,6 +19,10 @@ type Invocation struct {
 	// Text is what followed the slash command (a leading "/nixdeploy" is
 	// accepted too).
 	Text string
+	// ResponseURL is Slack's response_url for the command: the way to
+	// answer where chat.postEphemeral cannot (a DM, a channel the bot is
+	// not in).
+	ResponseURL string
 }
 
 // Reply is the immediate acknowledgement of a command, shown only to the

@@ -3,6 +3,7 @@ package slackfake
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -46,8 +47,16 @@ func (c SlashCommand) fields() map[string]string {
 		"text":         c.Text,
 		"api_app_id":   "A0FAKE0001",
 		"response_url": "https://hooks.slack.invalid/commands/T0FAKE0001/1/x",
-		"trigger_id":   def(c.TriggerID, "1.2.trigger"),
+		"trigger_id":   def(c.TriggerID, newTriggerID()),
 	}
+}
+
+// newTriggerID is unique per command, as Slack's are: the bot drops a
+// trigger_id it has seen.
+func newTriggerID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%d.%d.%x", time.Now().Unix(), 1000+int(b[0]), b)
 }
 
 // Form is the command as the urlencoded body Slack posts.
