@@ -90,11 +90,6 @@ func (b *Bot) execute(ctx context.Context, inv Invocation, cmd commands.Command)
 	}
 }
 
-// tell shows m to the user who typed the command.
-func (b *Bot) tell(ctx context.Context, inv Invocation, m Message) error {
-	return b.chat.Ephemeral(context.WithoutCancel(ctx), inv.Channel, inv.User, m)
-}
-
 func (b *Bot) requireDeployer(ctx context.Context, inv Invocation, what string, cmd commands.Command) error {
 	if isDeployer(b.Config(), inv.User) {
 		return nil

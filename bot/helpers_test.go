@@ -306,6 +306,8 @@ type harnessOptions struct {
 	// started, when set, receives each deployment as the deployer starts it.
 	started chan nixdeploy.Deployment
 	perLine time.Duration
+	// members, when set, are the fake Slack's channels and their members.
+	members map[string][]string
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
@@ -314,7 +316,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	if h.cfg == nil {
 		h.cfg = testConfig(t, nil)
 	}
-	h.slack = slackfake.New(slackfake.Options{BotToken: token})
+	h.slack = slackfake.New(slackfake.Options{BotToken: token, Members: o.members})
 	t.Cleanup(h.slack.Close)
 	h.deployer = &fakeDeployer{clock: h.clock, script: o.script, started: o.started, perLine: o.perLine}
 	h.opts = o

@@ -26,6 +26,9 @@ type SlashCommand struct {
 	ChannelID string
 	TeamID    string
 	TriggerID string
+	// ResponseURL defaults to an address that answers nothing; take one
+	// from Server.ResponseURL for a command whose answer matters.
+	ResponseURL string
 }
 
 func (c SlashCommand) fields() map[string]string {
@@ -46,7 +49,7 @@ func (c SlashCommand) fields() map[string]string {
 		"command":      def(c.Command, "/nixdeploy"),
 		"text":         c.Text,
 		"api_app_id":   "A0FAKE0001",
-		"response_url": "https://hooks.slack.invalid/commands/T0FAKE0001/1/x",
+		"response_url": def(c.ResponseURL, "https://hooks.slack.invalid/commands/T0FAKE0001/1/x"),
 		"trigger_id":   def(c.TriggerID, newTriggerID()),
 	}
 }
