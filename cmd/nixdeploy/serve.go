@@ -118,6 +118,9 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkLocalRunnerOnPath(cfg); err != nil {
+		return err
+	}
 	logger := newLogger(s.err, slog.LevelInfo)
 
 	// Listen first, so probes see the bot getting ready: /readyz answers

@@ -32,6 +32,10 @@ const serveFleet = `
 flake = "/srv/dots/nix"
 installer_flake = "/srv/dots/nix/nixos-installer"
 
+[runner]
+address = "builder@runner.invalid:22"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGTrdkayN6vx4WZslAz+0maaFv3awOTiXbI87EfzNhUW runner"
+
 [slack]
 channel = "C0FLEET01"
 deployers = ["U0ALICE01"]
