@@ -145,6 +145,14 @@ func (c *fakeClock) Advance(d time.Duration) {
 	}
 }
 
+// Jump moves the clock without firing any timer: a timer that is late,
+// as a real one can be when the process was suspended or busy.
+func (c *fakeClock) Jump(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 // waitTimer blocks until a timer of exactly d is pending.
 func (c *fakeClock) waitTimer(t testing.TB, d time.Duration) {
 	t.Helper()
