@@ -850,3 +850,27 @@ func TestLogWriteFailureFailsDeployment(t *testing.T) {
 		t.Errorf("stored row: state %s, error %q", got.State, got.Error)
 	}
 }
+
+// TestJumpHostKeyMismatch: a wrong pinned key for the jump host aborts in
+// its handshake: the error names the jump host and both fingerprints,
+// nobody logged in on the jump host, and nothing ran on the runner or the
+// target behind it.
+func TestJumpHostKeyMismatch(t *testing.T) {
+	t.Parallel()
+	wrong := sshlab.NewPublicKey(t)
+	e := newEnv(t, envConfig{lab: sshlab.Options{Jump: true}, cfg: func(c *nixdeploy.Config) {
+		c.Runner.Jump.HostKey = string(ssh.MarshalAuthorizedKey(wrong))
+		c.Runner.Jump.KnownHosts = ""
+	}})
+	_, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	checkMismatch(t, err, "jump host", ssh.FingerprintSHA256(wrong), ssh.FingerprintSHA256(e.lab.Jump.HostKey))
+	if n := e.lab.Jump.Logins(); n != 0 {
+		t.Errorf("%d logins on the mismatched jump host", n)
+	}
+	if e.lab.Runner.Logins() != 0 || e.lab.Target("node1").Logins() != 0 {
+		t.Error("the runner or the target was reached past a mismatched jump host")
+	}
+	if c := e.lab.Calls(); len(c) != 0 {
+		t.Errorf("stubs ran: %q", c)
+	}
+}
