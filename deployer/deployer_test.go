@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -873,4 +874,83 @@ func TestJumpHostKeyMismatch(t *testing.T) {
 	if c := e.lab.Calls(); len(c) != 0 {
 		t.Errorf("stubs ran: %q", c)
 	}
+}
+
+// silentListener accepts TCP connections on loopback and never says a
+// word, as a host whose sshd hangs before its banner; it counts them.
+func silentListener(t *testing.T) (host string, port int, accepted *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int32)
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	a := ln.Addr().(*net.TCPAddr)
+	return a.IP.String(), a.Port, accepted
+}
+
+// TestHandshakeTimeout: a target that accepts the connection and stays
+// silent fails the connect with the handshake timeout, and wait-for-ssh
+// retries it rather than spending its whole budget on one attempt.
+func TestHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	host, port, accepted := silentListener(t)
+	silent := func(c *nixdeploy.Config) {
+		for i := range c.Hosts {
+			if c.Hosts[i].Name == "node1" {
+				c.Hosts[i].Address, c.Hosts[i].Port = host, port
+			}
+		}
+	}
+	short := func(o *deployer.Options) {
+		o.ConnectTimeout = 300 * time.Millisecond
+		o.Timeouts.WaitSSH = 4 * time.Second
+	}
+	t.Run("connect", func(t *testing.T) {
+		e := newEnv(t, envConfig{cfg: silent, opts: short})
+		_, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+		if err == nil || !strings.Contains(err.Error(), "no SSH handshake within 300ms") {
+			t.Fatalf("err = %v, want the handshake timeout", err)
+		}
+		if c := e.lab.CallsTo("nixos-rebuild"); len(c) != 0 {
+			t.Errorf("nixos-rebuild ran: %q", c)
+		}
+	})
+	t.Run("wait-for-ssh", func(t *testing.T) {
+		before := accepted.Load()
+		e := newEnv(t, envConfig{cfg: silent, opts: short})
+		_, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"})
+		var se *deployer.StepError
+		if !errors.As(err, &se) || se.Step != "wait-for-ssh" {
+			t.Fatalf("err = %v, want a failure in wait-for-ssh", err)
+		}
+		// 4 s of budget, 0.3 s per silent attempt plus backoff: several
+		// attempts, where a missing handshake timeout makes one.
+		if n := accepted.Load() - before; n < 3 {
+			t.Errorf("wait-for-ssh tried %d times in its budget, want it to retry", n)
+		}
+		if !strings.Contains(e.sink.text(), "no SSH handshake within 300ms") {
+			t.Errorf("no attempt reported the handshake timeout:\n%s", e.sink.text())
+		}
+	})
 }
