@@ -954,3 +954,37 @@ func TestHandshakeTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestKeyUploadUmask: the host key is never readable by others, not even
+// between its creation and its chmod: a cat shim first on the runner's
+// PATH records the mode of the file it is about to fill, and it is 0600
+// for every upload (umask 077 at creation, not only the final chmod).
+func TestKeyUploadUmask(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	realCat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	modes := filepath.Join(t.TempDir(), "modes")
+	shim := "#!/bin/sh\nif [ -f /proc/$$/fd/1 ]; then stat -L -c %a /proc/$$/fd/1 >>" + modes + "; fi\nexec " + realCat + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(e.lab.StubDir, "cat"), []byte(shim), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"}); err != nil {
+		t.Fatalf("%v\n%s", err, e.sink.text())
+	}
+	b, err := os.ReadFile(modes)
+	if err != nil {
+		t.Fatalf("the cat shim never wrote a file: %v", err)
+	}
+	got := strings.Fields(string(b))
+	if len(got) < 2 {
+		t.Fatalf("modes recorded: %q, want one per uploaded file", got)
+	}
+	for _, m := range got {
+		if m != "600" {
+			t.Errorf("an uploaded file was created with mode %s before its chmod, want 600 (all: %q)", m, got)
+		}
+	}
+}
