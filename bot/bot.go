@@ -92,6 +92,9 @@ type Bot struct {
 	closed bool
 	runs   map[int64]*run
 	timers map[int64]func() bool // approval id → stop its expiry timer
+	// firstApprover is the first of two approvers, by approval id
+	// (slack.multi_host_install = "two_approvers").
+	firstApprover map[int64]string
 }
 
 // run is a deployment in flight.

@@ -113,22 +113,32 @@ func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command)
 		b.audit(ctx, inv.User, "refused-busy", 0, cmd.String()+": "+UserMessage(err))
 		return err
 	}
-	dep := nixdeploy.Deployment{
-		Hosts: cmd.Hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack,
-		State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
+	groups := hostGroups(cfg, cmd)
+	for i, hosts := range groups {
+		dep := nixdeploy.Deployment{
+			Hosts: hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack,
+			State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
+		}
+		if cmd.Action.Destructive() {
+			dep.State = nixdeploy.StateAwaiting
+		}
+		what := cmd.String()
+		if len(groups) > 1 {
+			what = fmt.Sprintf("%s %s (%d of %d: one approval per host)", cmd.Action, hosts[0], i+1, len(groups))
+		}
+		if err := b.store.CreateDeployment(ctx, &dep); err != nil {
+			return fmt.Errorf("request %s: %w", cmd, err)
+		}
+		b.audit(ctx, inv.User, "requested", dep.ID, what)
+		b.log.Info("deployment requested", "deployment", dep.ID, "action", dep.Action, "hosts", dep.Hosts, "user", inv.User)
+		if !cmd.Action.Destructive() {
+			return b.startRun(ctx, dep, b.channelFor(inv), "")
+		}
+		if err := b.askApproval(ctx, dep, b.channelFor(inv)); err != nil {
+			return err
+		}
 	}
-	if cmd.Action.Destructive() {
-		dep.State = nixdeploy.StateAwaiting
-	}
-	if err := b.store.CreateDeployment(ctx, &dep); err != nil {
-		return fmt.Errorf("request %s: %w", cmd, err)
-	}
-	b.audit(ctx, inv.User, "requested", dep.ID, cmd.String())
-	b.log.Info("deployment requested", "deployment", dep.ID, "action", dep.Action, "hosts", dep.Hosts, "user", inv.User)
-	if cmd.Action.Destructive() {
-		return b.askApproval(ctx, dep, b.channelFor(inv))
-	}
-	return b.startRun(ctx, dep, b.channelFor(inv), "")
+	return nil
 }
 
 // checkFree refuses hosts that are locked by someone else or have a
