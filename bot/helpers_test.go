@@ -316,6 +316,9 @@ type harnessOptions struct {
 	perLine time.Duration
 	// members, when set, are the fake Slack's channels and their members.
 	members map[string][]string
+	// limits is the bot's Slack rate budget; nil: none, so the fake
+	// clock alone decides when updates go out.
+	limits map[string]bot.Limit
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
@@ -327,6 +330,9 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	h.slack = slackfake.New(slackfake.Options{BotToken: token, Members: o.members})
 	t.Cleanup(h.slack.Close)
 	h.deployer = &fakeDeployer{clock: h.clock, script: o.script, started: o.started, perLine: o.perLine}
+	if o.limits == nil {
+		o.limits = map[string]bot.Limit{}
+	}
 	h.opts = o
 	h.srv = httptest.NewServer(&h.handler)
 	t.Cleanup(h.srv.Close)
@@ -377,6 +383,7 @@ func (h *harness) open(interrupted []nixdeploy.Deployment) {
 		Clock:          clock,
 		Logger:         logger,
 		UpdateInterval: h.opts.interval,
+		RateLimits:     h.opts.limits,
 	})
 	if err != nil {
 		t.Fatal(err)
