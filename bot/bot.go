@@ -31,13 +31,13 @@ const (
 
 // Options configure a Bot. Config, Store, Chat and Deployer are required.
 type Options struct {
-	Config   *nixdeploy.Config
-	Store    Store
-	Chat     Chat
+	Config *nixdeploy.Config
+	Store  Store
+	Chat   Chat
 	// RateLimits is the Slack rate budget all deployments share; nil:
 	// DefaultLimits for a SlackChat, none for another Chat (a terminal).
 	RateLimits map[string]Limit
-	Deployer Deployer
+	Deployer   Deployer
 	// Locks, Schedules and Keys are optional; without them the commands
 	// that need them answer that the feature is not available.
 	Locks     Locks

@@ -45,8 +45,8 @@ type bucket struct {
 	tokens float64
 	at     time.Time
 	urgent int // urgent callers waiting
-	perSec  float64
-	burst   float64
+	perSec float64
+	burst  float64
 }
 
 func newBudget(clock Clock, limits map[string]Limit) *budget {
