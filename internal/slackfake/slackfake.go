@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -63,8 +64,9 @@ type Message struct {
 	Ephemeral bool
 	User      string
 	// Versions holds the rendered text after the post and after every
-	// update, oldest first.
+	// update, oldest first; Times when each arrived.
 	Versions  []string
+	Times     []time.Time
 	Reactions []string
 }
 
@@ -113,6 +115,8 @@ type Server struct {
 	limits   map[string]*rateLimit
 	changed  chan struct{}
 	members  map[string][]string
+	perMin   map[string]int
+	recent   map[string][]time.Time
 	// responses are the response_urls handed out, by their id.
 	responses map[string]*responseURL
 
@@ -137,6 +141,10 @@ type Options struct {
 	// methods/chat/*.json). When nil, the bot is in every channel but DMs
 	// (D…), which are between people.
 	Members map[string][]string
+	// PerMinute, when set, are Slack's rate limits to enforce: calls of
+	// a method within any 60 s beyond its number get a 429 with
+	// Retry-After, as from Slack (Tier 3 is about 50 a minute).
+	PerMinute map[string]int
 }
 
 // New starts a fake. Close it when done (tests: t.Cleanup(s.Close)).
@@ -234,6 +242,7 @@ func (s *Server) Changed() <-chan struct{} {
 func copyMessage(m *Message) Message {
 	c := *m
 	c.Versions = slices.Clone(m.Versions)
+	c.Times = slices.Clone(m.Times)
 	c.Reactions = slices.Clone(m.Reactions)
 	return c
 }
@@ -293,6 +302,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", strconv.Itoa(l.retryAfter))
 		http.Error(w, "rate limited", http.StatusTooManyRequests)
 		return
+	}
+	if n := s.perMin[method]; n > 0 {
+		now := time.Now()
+		win := s.recent[method]
+		for len(win) > 0 && now.Sub(win[0]) >= time.Minute {
+			win = win[1:]
+		}
+		s.recent[method] = win
+		if len(win) >= n {
+			call.Status = http.StatusTooManyRequests
+			retry := int(math.Ceil((time.Minute - now.Sub(win[0])).Seconds()))
+			w.Header().Set("Retry-After", strconv.Itoa(max(retry, 1)))
+			http.Error(w, "rate limited", http.StatusTooManyRequests)
+			return
+		}
+		s.recent[method] = append(win, now)
 	}
 	resp, code := s.dispatch(method, params, token)
 	if code != "" {
@@ -372,7 +397,7 @@ func (s *Server) dispatch(method string, p url.Values, token string) (map[string
 			return nil, "no_text"
 		}
 		m := &Message{Channel: ch, TS: s.nextTS(), ThreadTS: p.Get("thread_ts"), Text: p.Get("text"), Blocks: p.Get("blocks"), User: BotUserID}
-		m.Versions = []string{m.Rendered()}
+		m.Versions, m.Times = []string{m.Rendered()}, []time.Time{time.Now()}
 		s.messages = append(s.messages, m)
 		return map[string]any{"channel": ch, "ts": m.TS, "message": map[string]any{
 			"type": "message", "text": m.Text, "ts": m.TS, "user": BotUserID, "bot_id": BotID}}, ""
@@ -387,7 +412,7 @@ func (s *Server) dispatch(method string, p url.Values, token string) (map[string
 		if p.Has("blocks") {
 			m.Blocks = p.Get("blocks")
 		}
-		m.Versions = append(m.Versions, m.Rendered())
+		m.Versions, m.Times = append(m.Versions, m.Rendered()), append(m.Times, time.Now())
 		return map[string]any{"channel": m.Channel, "ts": m.TS, "text": m.Text}, ""
 	case "chat.postEphemeral":
 		ch, user := p.Get("channel"), p.Get("user")
@@ -398,7 +423,7 @@ func (s *Server) dispatch(method string, p url.Values, token string) (map[string
 			return nil, code
 		}
 		m := &Message{Channel: ch, TS: s.nextTS(), Text: p.Get("text"), Blocks: p.Get("blocks"), Ephemeral: true, User: user}
-		m.Versions = []string{m.Rendered()}
+		m.Versions, m.Times = []string{m.Rendered()}, []time.Time{time.Now()}
 		s.messages = append(s.messages, m)
 		return map[string]any{"message_ts": m.TS}, ""
 	case "reactions.add":
@@ -613,7 +638,7 @@ func (s *Server) serveResponse(w http.ResponseWriter, r *http.Request) {
 	if !m.Ephemeral {
 		m.User = BotUserID
 	}
-	m.Versions = []string{m.Rendered()}
+	m.Versions, m.Times = []string{m.Rendered()}, []time.Time{time.Now()}
 	s.messages = append(s.messages, m)
 	_, _ = io.WriteString(w, "ok")
 }

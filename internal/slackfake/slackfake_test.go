@@ -169,3 +169,24 @@ func TestMembershipAndResponseURL(t *testing.T) {
 		t.Errorf("%d answers kept, want 5", n)
 	}
 }
+
+// TestPerMinuteLimit: past its calls per minute a method answers 429 with
+// Retry-After, which slack-go turns into a RateLimitedError.
+func TestPerMinuteLimit(t *testing.T) {
+	s := slackfake.New(slackfake.Options{BotToken: "xoxb-fake", PerMinute: map[string]int{"chat.postMessage": 3}})
+	defer s.Close()
+	api := slack.New("xoxb-fake", slack.OptionAPIURL(s.APIURL()))
+	for i := range 4 {
+		_, _, err := api.PostMessageContext(t.Context(), "C1", slack.MsgOptionText("hi", false))
+		var rl *slack.RateLimitedError
+		switch {
+		case i < 3 && err != nil:
+			t.Fatalf("call %d: %v", i+1, err)
+		case i == 3 && (!errors.As(err, &rl) || rl.RetryAfter < time.Second || rl.RetryAfter > time.Minute):
+			t.Fatalf("call 4: %v, want a 429 with Retry-After", err)
+		}
+	}
+	if c := s.Calls("chat.postMessage"); len(c) != 4 || c[3].Status != http.StatusTooManyRequests {
+		t.Errorf("calls %+v", c)
+	}
+}
