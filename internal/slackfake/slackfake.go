@@ -156,6 +156,8 @@ func New(o Options) *Server {
 		limits:    map[string]*rateLimit{},
 		changed:   make(chan struct{}),
 		members:   o.Members,
+		perMin:    o.PerMinute,
+		recent:    map[string][]time.Time{},
 		responses: map[string]*responseURL{},
 	}
 	s.socket = newSocketHub(s)
