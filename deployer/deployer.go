@@ -417,9 +417,12 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	rep := &Report{DeploymentID: dep.ID}
 	var runErr error
 	for _, p := range plans {
-		if le := r.em.storeFailed(); le != nil && runErr == nil {
-			// A host not started yet stays untouched once the log fails.
-			runErr = &StepError{Host: p.Host.Name, Step: "log", ExitCode: -1, Err: le}
+		if runErr == nil && len(rep.Hosts) > 0 {
+			// A host not started yet stays untouched once the log is
+			// known to be incomplete.
+			if le := r.em.syncStore(); le != nil {
+				runErr = &StepError{Host: p.Host.Name, Step: "log", ExitCode: -1, Err: le}
+			}
 		}
 		if runErr != nil || ctx.Err() != nil {
 			rep.Hosts = append(rep.Hosts, HostReport{Host: p.Host.Name, Outcome: OutcomeUntouched, ExitCode: -1})

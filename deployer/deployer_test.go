@@ -990,3 +990,23 @@ func TestKeyUploadUmask(t *testing.T) {
 		}
 	}
 }
+
+// TestLogWriteFailureHaltsBatch: once the first host's log could not be
+// stored, a batch does not start the next host.
+func TestLogWriteFailureHaltsBatch(t *testing.T) {
+	e := newEnv(t, envConfig{lab: sshlab.Options{Hosts: []string{"node1", "node2"}}, opts: func(o *deployer.Options) {
+		o.Store = &failingLogStore{Store: o.Store, after: 3}
+		o.FlushLines = 1
+	}})
+	_, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1", "node2"})
+	var le *deployer.LogError
+	if !errors.As(err, &le) {
+		t.Fatalf("err = %v, want a LogError", err)
+	}
+	if rep == nil || len(rep.Hosts) != 2 || rep.Hosts[1].Outcome != deployer.OutcomeUntouched || rep.State != nixdeploy.StateFailed {
+		t.Fatalf("report = %+v", rep)
+	}
+	if e.lab.Target("node2").Logins() != 0 || len(e.lab.CallsTo("nixos-rebuild")) != 1 {
+		t.Errorf("node2 was touched after node1's log failed: %q", e.lab.CallsTo("nixos-rebuild"))
+	}
+}

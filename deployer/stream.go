@@ -129,7 +129,7 @@ type emitter struct {
 	// shown is how many lines of batch the sinks have seen: they get the
 	// lines of a hand-over together, at its end.
 	shown  int
-	dbq    chan []nixdeploy.LogLine
+	dbq    chan dbItem
 	free   chan []nixdeploy.LogLine // batches the writer is done with
 	dbDone chan struct{}
 	dbErr  error
@@ -157,8 +157,11 @@ type emitMsg struct {
 	off, end int
 	// split marks the first pieces of a line longer than maxLine.
 	split bool
-	// sync, when set, is closed once every earlier message was handled.
-	sync chan struct{}
+	// sync, when set, is closed once every earlier message was handled;
+	// with store set, also once every earlier line was stored (or the
+	// store refused it).
+	sync  chan struct{}
+	store bool
 }
 
 const (
@@ -190,7 +193,7 @@ func newEmitter(ctx context.Context, o *Options, id int64, red *redactor, sinks 
 		log:        log,
 		wake:       make(chan struct{}, 1),
 		maxQueue:   queueBytes,
-		dbq:        make(chan []nixdeploy.LogLine, storeQueue),
+		dbq:        make(chan dbItem, storeQueue),
 		free:       make(chan []nixdeploy.LogLine, storeQueue+2),
 		dbDone:     make(chan struct{}),
 		done:       make(chan struct{}),
@@ -275,6 +278,23 @@ func (e *LogError) UserMessage() string {
 // storeFailed is the store's failure so far, or nil.
 func (e *emitter) storeFailed() *LogError { return e.failed.Load() }
 
+// syncStore waits until every line queued so far was stored, or refused,
+// and returns the store's failure so far: between hosts, so a batch stops
+// before the next host once its log is known to be incomplete.
+func (e *emitter) syncStore() *LogError {
+	c := make(chan struct{})
+	e.put(emitMsg{sync: c, store: true}, nil)
+	<-c
+	return e.storeFailed()
+}
+
+// dbItem is one entry of the store queue: a batch of lines, or a mark
+// that the writer closes once everything before it was stored.
+type dbItem struct {
+	lines []nixdeploy.LogLine
+	mark  chan struct{}
+}
+
 // lastError is the last non-empty stderr line of a step, redacted.
 func (e *emitter) lastError(host, step string) string {
 	e.stderrMu.Lock()
@@ -353,6 +373,12 @@ func (e *emitter) loop() {
 			if m.sync != nil {
 				e.flushCarry(now)
 				e.show()
+				if m.store {
+					// The writer closes it after the batches before it.
+					e.flush()
+					e.dbq <- dbItem{mark: m.sync}
+					continue
+				}
 				close(m.sync)
 				continue
 			}
@@ -467,7 +493,7 @@ func (e *emitter) flush() {
 	}
 	e.show()
 	e.shown = 0
-	e.dbq <- e.batch
+	e.dbq <- dbItem{lines: e.batch}
 	select {
 	case b := <-e.free:
 		e.batch = b
@@ -484,15 +510,26 @@ func (e *emitter) flush() {
 func (e *emitter) writer(ctx context.Context) {
 	defer close(e.dbDone)
 	var merged []nixdeploy.LogLine
-	for b := range e.dbq {
+	for item := range e.dbq {
+		if item.mark != nil {
+			close(item.mark)
+			continue
+		}
+		b := item.lines
+		var mark chan struct{}
 		lines, done := b, [][]nixdeploy.LogLine{b}
 	more:
 		for len(done) <= cap(e.dbq) {
 			select {
-			case next, ok := <-e.dbq:
+			case ni, ok := <-e.dbq:
 				if !ok {
 					break more
 				}
+				if ni.mark != nil {
+					mark = ni.mark
+					break more
+				}
+				next := ni.lines
 				if len(done) == 1 {
 					merged = append(merged[:0], b...)
 				}
@@ -513,6 +550,9 @@ func (e *emitter) writer(ctx context.Context) {
 			e.dbErr = le
 			e.failed.Store(le)
 			e.log.Error("store log lines", "deployment", e.id, "lines", len(lines), "err", err)
+		}
+		if mark != nil {
+			close(mark)
 		}
 		// The store is done with the lines (db.DB copies what it keeps),
 		// so the batches go back to the emitter to be filled again.
