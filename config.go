@@ -186,7 +186,22 @@ type Slack struct {
 	ApprovalTTL     Duration `toml:"approval_ttl"`
 	ApproveReaction string   `toml:"approve_reaction"`
 	RejectReaction  string   `toml:"reject_reaction"`
+	// MultiHostInstall is how an install of several hosts is approved:
+	// MultiInstallPerHost (the default) or MultiInstallTwoApprovers.
+	MultiHostInstall string `toml:"multi_host_install"`
 }
+
+// Policies for an install request that names several hosts, such as
+// "install @rk1": no single reaction wipes several disks by default.
+const (
+	// MultiInstallPerHost splits the request into one deployment per host,
+	// each with its own approval message naming its one disk.
+	MultiInstallPerHost = "per_host"
+	// MultiInstallTwoApprovers keeps one deployment whose approval message
+	// lists every host and disk, and needs two approvers, neither of them
+	// the requester.
+	MultiInstallTwoApprovers = "two_approvers"
+)
 
 // Schedule is a cron-driven request.
 type Schedule struct {
@@ -373,6 +388,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Slack.RejectReaction == "" {
 		c.Slack.RejectReaction = DefaultRejectReaction
+	}
+	if c.Slack.MultiHostInstall == "" {
+		c.Slack.MultiHostInstall = MultiInstallPerHost
 	}
 	for i := range c.Schedules {
 		s := &c.Schedules[i]

@@ -153,6 +153,15 @@ func (c *Config) validateSlack(p *problems) {
 	if s.ApprovalTTL.Duration < 0 {
 		p.add("slack.approval_ttl: must be positive")
 	}
+	switch s.MultiHostInstall {
+	case MultiInstallPerHost:
+	case MultiInstallTwoApprovers:
+		if s.Destructive && len(s.Approvers) < 2 {
+			p.add("slack.multi_host_install = %q needs at least two approvers", s.MultiHostInstall)
+		}
+	default:
+		p.add("slack.multi_host_install %q must be %s or %s", s.MultiHostInstall, MultiInstallPerHost, MultiInstallTwoApprovers)
+	}
 	if s.ApproveReaction == s.RejectReaction {
 		p.add("slack: approve_reaction and reject_reaction are both %q", s.ApproveReaction)
 	}

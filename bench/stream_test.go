@@ -60,7 +60,12 @@ func BenchmarkRow1Stream(b *testing.B) {
 		}
 
 		dbPath := filepath.Join(dir, fmt.Sprintf("run%d.db", run))
-		cmd := exec.Command(bin, "-config", cfgPath, "-ssh-key", l.ClientKeyPath, "-db", dbPath, "-host", host)
+		args := []string{"-config", cfgPath, "-ssh-key", l.ClientKeyPath, "-db", dbPath, "-host", host}
+		if p := os.Getenv("NIXDEPLOY_BENCH_CPUPROFILE"); p != "" {
+			// One profile of the last run, for bench/README.md's notes.
+			args = append(args, "-cpuprofile", p)
+		}
+		cmd := exec.Command(bin, args...)
 		stderr.Reset()
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

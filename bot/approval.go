@@ -353,6 +353,11 @@ func (b *Bot) reaction(ctx context.Context, r Reaction) error {
 		}
 		return b.tell(ctx, inv, reply("The plan changed since this was requested, so the approval was refused; the requester must ask again."))
 	}
+	if needsTwoApprovers(cfg, dep) {
+		if pending, err := b.firstOfTwo(ctx, a, dep, r.User); pending || err != nil {
+			return err
+		}
+	}
 	ok, err := b.store.DecideApproval(ctx, a.ID, nixdeploy.ApprovalApproved, r.User)
 	if err != nil || !ok {
 		return err

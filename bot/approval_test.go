@@ -330,3 +330,33 @@ func TestFingerprintCoversPlan(t *testing.T) {
 		t.Error("the action is not covered")
 	}
 }
+
+// TestApprovalExpiredWhenTheReactionArrives: the expiry timer has not
+// fired yet (late, as after a suspend), but the approval's time is over
+// when an approver reacts: nothing starts, the approval ends expired, and
+// the refusal is audited with the approver as actor. This reaches the
+// expiry check on the reaction itself, which the timer otherwise hides.
+func TestApprovalExpiredWhenTheReactionArrives(t *testing.T) {
+	started := make(chan nixdeploy.Deployment, 1)
+	h := newHarness(t, harnessOptions{started: started})
+	h.command(alice, "install ganon")
+	msg := h.approvalMessage()
+	h.clock.Jump(15*time.Minute + time.Second)
+	h.react(bob, "white_check_mark", msg.Channel, msg.TS)
+	h.settle()
+	if len(started) != 0 {
+		t.Fatal("a reaction after ExpiresAt started the install")
+	}
+	if a := h.approval(msg.Channel, msg.TS); a.State != nixdeploy.ApprovalExpired {
+		t.Errorf("approval %s, want expired", a.State)
+	}
+	if dep := h.deployment(1); dep.State != nixdeploy.StateExpired {
+		t.Errorf("deployment %s, want expired", dep.State)
+	}
+	if kinds := h.auditKinds(1); !contains(kinds, bob+" approval-refused-expired") || contains(kinds, bob+" approved") {
+		t.Errorf("audit = %v", kinds)
+	}
+	if got := h.ephemerals(bob); !anyContains(got, "This approval expired at 2026-11-26 22:15 UTC") {
+		t.Errorf("bob was told %q", got)
+	}
+}

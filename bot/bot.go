@@ -31,10 +31,13 @@ const (
 
 // Options configure a Bot. Config, Store, Chat and Deployer are required.
 type Options struct {
-	Config   *nixdeploy.Config
-	Store    Store
-	Chat     Chat
-	Deployer Deployer
+	Config *nixdeploy.Config
+	Store  Store
+	Chat   Chat
+	// RateLimits is the Slack rate budget all deployments share; nil:
+	// DefaultLimits for a SlackChat, none for another Chat (a terminal).
+	RateLimits map[string]Limit
+	Deployer   Deployer
 	// Locks, Schedules and Keys are optional; without them the commands
 	// that need them answer that the feature is not available.
 	Locks     Locks
@@ -98,6 +101,13 @@ type Bot struct {
 	timers map[int64]func() bool // approval id → stop its expiry timer
 	// held are hosts a power operation holds: host → what (power.go).
 	held map[string]string
+	// rawChat is Chat without the budget: progress updates wait for the
+	// budget themselves, behind urgent calls.
+	rawChat Chat
+	budget  *budget
+	// firstApprover is the first of two approvers, by approval id
+	// (slack.multi_host_install = "two_approvers").
+	firstApprover map[int64]string
 }
 
 // run is a deployment in flight.
@@ -139,6 +149,11 @@ func New(o Options) (*Bot, error) {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
+	if _, slack := o.Chat.(*SlackChat); slack && o.RateLimits == nil {
+		o.RateLimits = DefaultLimits
+	}
+	b.budget = newBudget(b.clock, o.RateLimits)
+	b.rawChat, b.chat = o.Chat, budgetChat{Chat: o.Chat, budget: b.budget}
 	if b.interval <= 0 {
 		b.interval = DefaultUpdateInterval
 	}

@@ -19,6 +19,10 @@ type Invocation struct {
 	// Text is what followed the slash command (a leading "/nixdeploy" is
 	// accepted too).
 	Text string
+	// ResponseURL is Slack's response_url for the command: the way to
+	// answer where chat.postEphemeral cannot (a DM, a channel the bot is
+	// not in).
+	ResponseURL string
 }
 
 // Reply is the immediate acknowledgement of a command, shown only to the
@@ -92,11 +96,6 @@ func (b *Bot) execute(ctx context.Context, inv Invocation, cmd commands.Command)
 	}
 }
 
-// tell shows m to the user who typed the command.
-func (b *Bot) tell(ctx context.Context, inv Invocation, m Message) error {
-	return b.chat.Ephemeral(context.WithoutCancel(ctx), inv.Channel, inv.User, m)
-}
-
 func (b *Bot) requireDeployer(ctx context.Context, inv Invocation, what string, cmd commands.Command) error {
 	if isDeployer(b.Config(), inv.User) {
 		return nil
@@ -120,23 +119,33 @@ func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command)
 		b.audit(ctx, inv.User, "refused-busy", 0, cmd.String()+": "+UserMessage(err))
 		return err
 	}
-	dep := nixdeploy.Deployment{
-		Hosts: cmd.Hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack,
-		State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
+	groups := hostGroups(cfg, cmd)
+	for i, hosts := range groups {
+		dep := nixdeploy.Deployment{
+			Hosts: hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack,
+			State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
+		}
+		if cmd.Action.Destructive() {
+			dep.State = nixdeploy.StateAwaiting
+		}
+		what := cmd.String()
+		if len(groups) > 1 {
+			what = fmt.Sprintf("%s %s (%d of %d: one approval per host)", cmd.Action, hosts[0], i+1, len(groups))
+		}
+		if err := b.store.CreateDeployment(ctx, &dep); err != nil {
+			return fmt.Errorf("request %s: %w", cmd, err)
+		}
+		b.audit(ctx, inv.User, "requested", dep.ID, what)
+		b.log.Info("deployment requested", "deployment", dep.ID, "action", dep.Action, "hosts", dep.Hosts, "user", inv.User)
+		b.announceOwnLock(ctx, inv, dep)
+		if !cmd.Action.Destructive() {
+			return b.startRun(ctx, dep, b.channelFor(inv), "", nil)
+		}
+		if err := b.askApproval(ctx, dep, b.channelFor(inv)); err != nil {
+			return err
+		}
 	}
-	if cmd.Action.Destructive() {
-		dep.State = nixdeploy.StateAwaiting
-	}
-	if err := b.store.CreateDeployment(ctx, &dep); err != nil {
-		return fmt.Errorf("request %s: %w", cmd, err)
-	}
-	b.audit(ctx, inv.User, "requested", dep.ID, cmd.String())
-	b.log.Info("deployment requested", "deployment", dep.ID, "action", dep.Action, "hosts", dep.Hosts, "user", inv.User)
-	b.announceOwnLock(ctx, inv, dep)
-	if cmd.Action.Destructive() {
-		return b.askApproval(ctx, dep, b.channelFor(inv))
-	}
-	return b.startRun(ctx, dep, b.channelFor(inv), "", nil)
+	return nil
 }
 
 // checkFree refuses hosts that are locked by someone else or have a

@@ -144,6 +144,14 @@ func (c *fakeClock) Advance(d time.Duration) {
 	}
 }
 
+// Jump moves the clock without firing any timer: a timer that is late,
+// as a real one can be when the process was suspended or busy.
+func (c *fakeClock) Jump(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 // waitTimer blocks until a timer of exactly d is pending.
 func (c *fakeClock) waitTimer(t testing.TB, d time.Duration) {
 	t.Helper()
@@ -290,6 +298,11 @@ type harnessOptions struct {
 	// bmc and observer are passed to the bot as they are.
 	bmc      bot.BMC
 	observer bot.Observer
+	// members, when set, are the fake Slack's channels and their members.
+	members map[string][]string
+	// limits is the bot's Slack rate budget; nil: none, so the fake
+	// clock alone decides when updates go out.
+	limits map[string]bot.Limit
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
@@ -298,9 +311,12 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	if h.cfg == nil {
 		h.cfg = testConfig(t, nil)
 	}
-	h.slack = slackfake.New(slackfake.Options{BotToken: token})
+	h.slack = slackfake.New(slackfake.Options{BotToken: token, Members: o.members})
 	t.Cleanup(h.slack.Close)
 	h.deployer = &fakeDeployer{clock: h.clock, script: o.script, started: o.started, perLine: o.perLine}
+	if o.limits == nil {
+		o.limits = map[string]bot.Limit{}
+	}
 	h.opts = o
 	h.srv = httptest.NewServer(&h.handler)
 	t.Cleanup(h.srv.Close)
@@ -357,6 +373,7 @@ func (h *harness) open(interrupted []nixdeploy.Deployment) {
 		UpdateInterval: h.opts.interval,
 		BMC:            h.opts.bmc,
 		Observer:       h.opts.observer,
+		RateLimits:     h.opts.limits,
 	})
 	if err != nil {
 		t.Fatal(err)

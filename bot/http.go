@@ -83,7 +83,19 @@ func (h *httpAPI) commands(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "malformed form", http.StatusBadRequest)
 		return
 	}
-	rep := h.b.Command(Invocation{User: form.Get("user_id"), Channel: form.Get("channel_id"), Text: form.Get("text")})
+	// A signed request can be replayed for five minutes, and Slack never
+	// retries a slash command: a trigger_id seen before is a replay, and
+	// doing it again would be a second deployment (issue 15, attack 6).
+	if first, err := h.b.FirstTrigger(r.Context(), form.Get("trigger_id")); err != nil {
+		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+		return
+	} else if !first {
+		h.b.log.Warn("replayed slash command dropped", "trigger_id", form.Get("trigger_id"), "remote", r.RemoteAddr)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(slashAck{ResponseType: "ephemeral", Text: "This command was already received."})
+		return
+	}
+	rep := h.b.Command(Invocation{User: form.Get("user_id"), Channel: form.Get("channel_id"), Text: form.Get("text"), ResponseURL: form.Get("response_url")})
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(slashAck{ResponseType: "ephemeral", Text: rep.Text})
 }
@@ -130,6 +142,23 @@ func (h *httpAPI) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// triggerPrefix keeps trigger ids apart from event ids in the store's one
+// table of seen Slack ids, which is pruned the same way.
+const triggerPrefix = "trigger:"
+
+// FirstTrigger records a slash command's trigger_id and reports whether
+// it is new. A command without one (a chat that is not Slack) is new.
+func (b *Bot) FirstTrigger(ctx context.Context, triggerID string) (bool, error) {
+	if triggerID == "" {
+		return true, nil
+	}
+	first, err := b.store.FirstSeen(ctx, triggerPrefix+triggerID)
+	if err != nil {
+		b.log.Error("record trigger id", "err", err)
+	}
+	return first, err
 }
 
 // Event handles one Events API callback, from HTTP or Socket Mode: a

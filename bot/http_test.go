@@ -2,12 +2,14 @@ package bot_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/internal/slackfake"
 )
 
@@ -141,5 +143,42 @@ func TestMalformedEvents(t *testing.T) {
 	}
 	if resp.Status != http.StatusOK {
 		t.Errorf("other event: status %d, want 200", resp.Status)
+	}
+}
+
+// TestReplayedSlashCommandRunsOnce: one signed slash command posted twice
+// within Slack's five minutes, byte for byte, makes one deployment; the
+// replay is answered and dropped, also after a restart (issue 15, attack 6).
+func TestReplayedSlashCommandRunsOnce(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	fixed := time.Now()
+	send := &slackfake.Sender{BaseURL: h.srv.URL, Secret: secret, Now: func() time.Time { return fixed }}
+	body := []byte(slackfake.SlashCommand{UserID: alice, ChannelID: channel, Text: "install ganon", TriggerID: "1337.4242.replayme"}.Form().Encode())
+	post := func() {
+		t.Helper()
+		r, err := send.Post(t.Context(), "/slack/commands", "application/x-www-form-urlencoded", body, nil)
+		if err != nil || r.Status != http.StatusOK {
+			t.Fatalf("post: %v %d %s", err, r.Status, r.Body)
+		}
+		h.settle()
+	}
+	post()
+	post()
+	h.restart()
+	post()
+	if d := h.deployment(1); d.Action != nixdeploy.ActionInstall {
+		t.Fatalf("deployment 1 = %+v", d)
+	}
+	if _, err := h.db.Deployment(t.Context(), 2); !errors.Is(err, nixdeploy.ErrNotFound) {
+		t.Errorf("a replay made a second deployment (err %v)", err)
+	}
+	n := 0
+	for _, m := range h.slack.Messages() {
+		if strings.Contains(m.Versions[0], "Approval needed") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d approval messages, want 1", n)
 	}
 }

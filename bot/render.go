@@ -294,6 +294,15 @@ type planHost struct {
 // replaces the instructions with what became of it.
 func approvalMessage(dep nixdeploy.Deployment, plan []planHost, a nixdeploy.Approval, cfg *nixdeploy.Config, decision string) Message {
 	sections := []string{fmt.Sprintf(":warning: *Approval needed: %s* — destructive: the disk is wiped and NixOS installed from scratch.", title(dep))}
+	if len(plan) > 1 {
+		// Every host and disk in the first section too: the per-host
+		// sections below stop at Slack's block limit on a big fleet.
+		var list strings.Builder
+		for _, h := range plan {
+			fmt.Fprintf(&list, "\n• *%s*: `%s`", escape(h.Name), escape(h.Disk))
+		}
+		sections[0] = fmt.Sprintf(":warning: *Approval needed: %s* — destructive: *%d disks* are wiped and NixOS installed from scratch on each:%s", title(dep), len(plan), list.String())
+	}
 	if decision != "" {
 		sections[0] = decision + "\n~Approval needed: " + title(dep) + "~"
 	}
@@ -317,10 +326,10 @@ func approvalMessage(dep nixdeploy.Deployment, plan []planHost, a nixdeploy.Appr
 	}
 	if decision == "" {
 		sections = append(sections, fmt.Sprintf("Requested by %s.\n"+
-			"*Approve:* react :%s: — an approver other than the requester: %s.\n"+
+			"*Approve:* react :%s: — %s other than the requester: %s.\n"+
 			"*Reject:* react :%s: (an approver or the requester).\n"+
 			"Expires %s (%s after the request). Plan fingerprint `%s`.",
-			mention(a.Requester), cfg.Slack.ApproveReaction, mentions(cfg.Slack.Approvers), cfg.Slack.RejectReaction,
+			mention(a.Requester), cfg.Slack.ApproveReaction, approversNeeded(cfg, dep), mentions(cfg.Slack.Approvers), cfg.Slack.RejectReaction,
 			utc(a.ExpiresAt), human(a.ExpiresAt.Sub(a.CreatedAt)), short))
 	} else {
 		sections = append(sections, fmt.Sprintf("Requested by %s. Plan fingerprint `%s`.", mention(a.Requester), short))

@@ -48,7 +48,7 @@ func (b *Bot) socketEvent(ctx context.Context, client *socketmode.Client, evt so
 		if !ok || evt.Request == nil {
 			return nil
 		}
-		rep := b.Command(Invocation{User: cmd.UserID, Channel: cmd.ChannelID, Text: cmd.Text})
+		rep := b.Command(Invocation{User: cmd.UserID, Channel: cmd.ChannelID, Text: cmd.Text, ResponseURL: cmd.ResponseURL})
 		if err := client.AckCtx(ctx, evt.Request.EnvelopeID, slashAck{ResponseType: "ephemeral", Text: rep.Text}); err != nil {
 			b.log.Error("socket mode ack", "err", err)
 		}

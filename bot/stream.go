@@ -175,13 +175,35 @@ func (s *Streamer) updates(ctx context.Context, last time.Time, done <-chan stru
 				return
 			}
 		}
+		if s.ts == "" {
+			last = s.b.clock.Now()
+			continue
+		}
+		// The shared budget decides when, behind the calls that must
+		// happen; the deployment's end stops the wait.
+		if err := s.waitBudget(ctx, done); err != nil {
+			return
+		}
 		last = s.b.clock.Now()
-		if s.ts != "" {
-			if err := s.b.chat.Update(ctx, s.channel, s.ts, runningMessage(s.snapshot())); err != nil {
-				s.b.log.Warn("update status message", "deployment", s.dep.ID, "err", err)
-			}
+		if err := s.b.rawChat.Update(ctx, s.channel, s.ts, runningMessage(s.snapshot())); err != nil {
+			s.b.log.Warn("update status message", "deployment", s.dep.ID, "err", err)
 		}
 	}
+}
+
+// waitBudget takes a progress update's share of the Slack budget, or
+// gives up when done is closed.
+func (s *Streamer) waitBudget(ctx context.Context, done <-chan struct{}) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return s.b.budget.wait(ctx, "chat.update", s.channel, false)
 }
 
 // finish delivers the final message, retrying with backoff, and uploads

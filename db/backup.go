@@ -84,7 +84,13 @@ func Restore(from, dbPath string) error {
 	if !strings.HasPrefix(string(src[:min(len(src), 16)]), "SQLite format 3") {
 		return fmt.Errorf("restore: %s is not a SQLite database", from)
 	}
-	if _, err := os.Stat(dbPath); err == nil {
+	// The restored file takes the owner and mode of the one it replaces:
+	// a restore run as root must not leave the bot's user locked out of
+	// its own database (issue 11, §7).
+	mode, uid, gid, owned := os.FileMode(0o600), -1, -1, false
+	if fi, err := os.Stat(dbPath); err == nil {
+		mode = fi.Mode().Perm()
+		uid, gid, owned = fileOwner(fi)
 		if err := os.Rename(dbPath, dbPath+".before-restore"); err != nil {
 			return fmt.Errorf("restore: keep old database: %w", err)
 		}
@@ -98,8 +104,38 @@ func Restore(from, dbPath string) error {
 	if err := os.WriteFile(tmp, src, 0o600); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	if owned {
+		if err := os.Chown(tmp, uid, gid); err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("restore: give the database its owner back: %w", err)
+		}
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore: %w", err)
+	}
 	if err := os.Rename(tmp, dbPath); err != nil {
 		return fmt.Errorf("restore: %w", err)
+	}
+	return nil
+}
+
+// MatchOwner gives the files SQLite keeps beside dbPath (-wal, -shm), when
+// they exist, the owner of dbPath: opening the database as root after a
+// restore creates them as root's.
+func MatchOwner(dbPath string) error {
+	fi, err := os.Stat(dbPath)
+	if err != nil {
+		return err
+	}
+	uid, gid, ok := fileOwner(fi)
+	if !ok {
+		return nil
+	}
+	for _, ext := range []string{"-wal", "-shm"} {
+		if err := os.Chown(dbPath+ext, uid, gid); err != nil && !os.IsNotExist(err) {
+			return err
+		}
 	}
 	return nil
 }

@@ -482,6 +482,13 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	rep := &Report{DeploymentID: dep.ID}
 	var runErr error
 	for _, p := range plans {
+		if runErr == nil && len(rep.Hosts) > 0 {
+			// A host not started yet stays untouched once the log is
+			// known to be incomplete.
+			if le := r.em.syncStore(); le != nil {
+				runErr = &StepError{Host: p.Host.Name, Step: "log", ExitCode: -1, Err: le}
+			}
+		}
 		if runErr != nil || ctx.Err() != nil {
 			rep.Hosts = append(rep.Hosts, HostReport{Host: p.Host.Name, Outcome: OutcomeUntouched, ExitCode: -1})
 			continue
@@ -523,6 +530,10 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	r.em.event("", "", "deployment %d finished: %s", dep.ID, rep.Summary())
 	r.close()
 	rep.LogErr = r.em.close()
+	if rep.LogErr != nil && runErr == nil {
+		runErr = &StepError{Host: dep.Hosts[len(dep.Hosts)-1], Step: "log", ExitCode: -1, Err: rep.LogErr}
+		rep.State, dep.ExitCode = nixdeploy.StateFailed, 1
+	}
 	dep.State = rep.State
 	errText := ""
 	if runErr != nil {
@@ -577,6 +588,7 @@ func (d *Deployer) plans(dep *nixdeploy.Deployment) ([]*Plan, error) {
 // after New is honoured.
 func (d *Deployer) secrets() []string {
 	out := append([]string(nil), d.opts.RedactValues...)
+	out = append(out, botSecrets()...)
 	for _, name := range d.cfg.Secrets.RedactEnv {
 		v := os.Getenv(name)
 		if v == "" {

@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -777,5 +780,290 @@ func TestLocalRunner(t *testing.T) {
 	}
 	if sshlab.Alive(pid) || sshlab.Alive(child) {
 		t.Error("local processes survived the cancel")
+	}
+}
+
+// TestLocalRunnerEnvironment: a local child sees only the allow-listed
+// environment, never the bot's secrets, and a secret of the bot's that a
+// child prints anyway is redacted in the sink and the stored log. Issue
+// 15, attack 3: a nixos-rebuild that prints its environment.
+func TestLocalRunnerEnvironment(t *testing.T) {
+	e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) { c.Runner.Address = "local" }})
+	secrets := map[string]string{
+		"SLACK_BOT_TOKEN":        "xoxb-9999-8888-env-test-token",
+		"SLACK_SIGNING_SECRET":   "env-test-signing-secret-0123456789",
+		"SLACK_APP_TOKEN":        "xapp-1-A0ENV-7777-env-test",
+		"NIXDEPLOY_SSH_KEY":      "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAenvtestkeybody\n-----END OPENSSH PRIVATE KEY-----\n",
+		"NIXDEPLOY_AGE_IDENTITY": "# created: 2026-01-01\nAGE-SECRET-KEY-1ENVTESTQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ",
+		"UNRELATED_TOKEN":        "some-other-credential-42",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	t.Setenv("NIX_PATH", "nixpkgs=/env/test/nixpkgs")
+	t.Setenv("LC_TIME", "C.UTF-8")
+	stubs := t.TempDir()
+	script := "#!/bin/sh\nenv\necho \"leaked: " + secrets["SLACK_BOT_TOKEN"] + " " + secrets["SLACK_SIGNING_SECRET"] + "\"\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(stubs, "nixos-rebuild"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The lab's stubs (its nix answers the flake lock) behind this one.
+	t.Setenv("PATH", stubs+string(os.PathListSeparator)+e.lab.StubDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	if err == nil {
+		t.Fatal("the failing stub passed")
+	}
+	var stored strings.Builder
+	for _, l := range e.storedLog(dep.ID) {
+		stored.WriteString(l.Text + "\n")
+	}
+	for name, out := range map[string]string{"sink": e.sink.text(), "store": stored.String()} {
+		for _, want := range []string{"NIX_PATH=nixpkgs=/env/test/nixpkgs", "LC_TIME=C.UTF-8", "PATH=" + stubs, "leaked: " + deployer.Redacted + " " + deployer.Redacted} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s lacks %q:\n%s", name, want, out)
+			}
+		}
+		for k, v := range secrets {
+			if strings.Contains(out, k+"=") {
+				t.Errorf("%s: the child got %s", name, k)
+			}
+			for _, line := range strings.Split(v, "\n") {
+				if len(line) > 8 && !strings.HasPrefix(line, "-----") && !strings.HasPrefix(line, "#") && strings.Contains(out, line) {
+					t.Errorf("%s holds the value of %s", name, k)
+				}
+			}
+		}
+	}
+}
+
+// failingLogStore is the database with a disk that fills up: AppendLogs
+// fails once it has stored after lines.
+type failingLogStore struct {
+	deployer.Store
+	mu          sync.Mutex
+	after, seen int
+}
+
+func (s *failingLogStore) AppendLogs(ctx context.Context, id int64, lines []nixdeploy.LogLine) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen+len(lines) > s.after {
+		return errors.New("database or disk is full")
+	}
+	s.seen += len(lines)
+	return s.Store.AppendLogs(ctx, id, lines)
+}
+
+// TestLogWriteFailureFailsDeployment: a switch that itself goes well but
+// whose log stops being stored ends failed, in the report, the returned
+// error (with a sentence for the channel) and the stored row; it is not
+// reported a success with a partial log (issue 15, attack 5).
+func TestLogWriteFailureFailsDeployment(t *testing.T) {
+	var fs *failingLogStore
+	e := newEnv(t, envConfig{opts: func(o *deployer.Options) {
+		fs = &failingLogStore{Store: o.Store, after: 3}
+		o.Store = fs
+		o.FlushLines = 1
+	}})
+	dep, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	var le *deployer.LogError
+	if !errors.As(err, &le) || !strings.Contains(le.UserMessage(), "could not be stored completely") {
+		t.Fatalf("err = %v, want a LogError", err)
+	}
+	if rep == nil || rep.State != nixdeploy.StateFailed || rep.LogErr == nil {
+		t.Fatalf("report = %+v", rep)
+	}
+	if got := e.stored(dep.ID); got.State != nixdeploy.StateFailed || !strings.Contains(got.Error, "store the log") {
+		t.Errorf("stored row: state %s, error %q", got.State, got.Error)
+	}
+}
+
+// TestJumpHostKeyMismatch: a wrong pinned key for the jump host aborts in
+// its handshake: the error names the jump host and both fingerprints,
+// nobody logged in on the jump host, and nothing ran on the runner or the
+// target behind it.
+func TestJumpHostKeyMismatch(t *testing.T) {
+	t.Parallel()
+	wrong := sshlab.NewPublicKey(t)
+	e := newEnv(t, envConfig{lab: sshlab.Options{Jump: true}, cfg: func(c *nixdeploy.Config) {
+		c.Runner.Jump.HostKey = string(ssh.MarshalAuthorizedKey(wrong))
+		c.Runner.Jump.KnownHosts = ""
+	}})
+	_, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	checkMismatch(t, err, "jump host", ssh.FingerprintSHA256(wrong), ssh.FingerprintSHA256(e.lab.Jump.HostKey))
+	if n := e.lab.Jump.Logins(); n != 0 {
+		t.Errorf("%d logins on the mismatched jump host", n)
+	}
+	if e.lab.Runner.Logins() != 0 || e.lab.Target("node1").Logins() != 0 {
+		t.Error("the runner or the target was reached past a mismatched jump host")
+	}
+	if c := e.lab.Calls(); len(c) != 0 {
+		t.Errorf("stubs ran: %q", c)
+	}
+}
+
+// silentListener accepts TCP connections on loopback and never says a
+// word, as a host whose sshd hangs before its banner; it counts them.
+func silentListener(t *testing.T) (host string, port int, accepted *atomic.Int32) {
+	return silentAfter(t, "", 0)
+}
+
+// silentAfter is silentListener that first forwards n connections to
+// target, as a host that answers nixos-anywhere's ssh and then hangs in
+// its new system's boot.
+func silentAfter(t *testing.T, target string, n int) (host string, port int, accepted *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int32)
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+			if n > 0 {
+				n--
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					continue
+				}
+				conns = append(conns, up)
+				go func() { io.Copy(up, c); up.Close() }()
+				go func() { io.Copy(c, up); c.Close() }()
+				continue
+			}
+			accepted.Add(1)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	a := ln.Addr().(*net.TCPAddr)
+	return a.IP.String(), a.Port, accepted
+}
+
+// TestHandshakeTimeout: a target that accepts the connection and stays
+// silent fails the connect with the handshake timeout, and wait-for-ssh
+// retries it rather than spending its whole budget on one attempt.
+func TestHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	host, port, _ := silentListener(t)
+	silent := func(c *nixdeploy.Config) {
+		for i := range c.Hosts {
+			if c.Hosts[i].Name == "node1" {
+				c.Hosts[i].Address, c.Hosts[i].Port = host, port
+			}
+		}
+	}
+	// The real sshds of the lab (the runner) must pass the same timeout
+	// on a loaded machine, so it is not tiny.
+	short := func(o *deployer.Options) {
+		o.ConnectTimeout = 1500 * time.Millisecond
+		o.Timeouts.WaitSSH = 10 * time.Second
+	}
+	t.Run("connect", func(t *testing.T) {
+		e := newEnv(t, envConfig{cfg: silent, opts: short})
+		_, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+		if err == nil || !strings.Contains(err.Error(), "connect to node1") || !strings.Contains(err.Error(), "no SSH handshake within 1.5s") {
+			t.Fatalf("err = %v, want the handshake timeout", err)
+		}
+		if c := e.lab.CallsTo("nixos-rebuild"); len(c) != 0 {
+			t.Errorf("nixos-rebuild ran: %q", c)
+		}
+	})
+	t.Run("wait-for-ssh", func(t *testing.T) {
+		// The lab's nixos-anywhere reaches the target with real ssh, as
+		// the real one does: its one connection gets the real sshd, and
+		// the host stays silent from then on.
+		var host string
+		var port int
+		var accepted *atomic.Int32
+		e := newEnv(t, envConfig{cfg: func(c *nixdeploy.Config) {}, opts: short})
+		host, port, accepted = silentAfter(t, e.lab.Target("node1").Addr, 1)
+		for i := range e.cfg.Hosts {
+			if e.cfg.Hosts[i].Name == "node1" {
+				e.cfg.Hosts[i].Address, e.cfg.Hosts[i].Port = host, port
+			}
+		}
+		before := accepted.Load()
+		_, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"})
+		var se *deployer.StepError
+		if !errors.As(err, &se) || se.Step != "wait-for-ssh" {
+			t.Fatalf("err = %v, want a failure in wait-for-ssh", err)
+		}
+		// 10 s of budget, 1.5 s per silent attempt plus backoff: several
+		// attempts, where a missing handshake timeout makes one.
+		if n := accepted.Load() - before; n < 3 {
+			t.Errorf("wait-for-ssh tried %d times in its budget, want it to retry", n)
+		}
+		if !strings.Contains(e.sink.text(), "no SSH handshake within 1.5s") {
+			t.Errorf("no attempt reported the handshake timeout:\n%s", e.sink.text())
+		}
+	})
+}
+
+// TestKeyUploadUmask: the host key is never readable by others, not even
+// between its creation and its chmod: a cat shim first on the runner's
+// PATH records the mode of the file it is about to fill, and it is 0600
+// for every upload (umask 077 at creation, not only the final chmod).
+func TestKeyUploadUmask(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	realCat, err := exec.LookPath("cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	modes := filepath.Join(t.TempDir(), "modes")
+	shim := "#!/bin/sh\nif [ -f /proc/$$/fd/1 ]; then stat -L -c %a /proc/$$/fd/1 >>" + modes + "; fi\nexec " + realCat + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(e.lab.StubDir, "cat"), []byte(shim), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.run(t.Context(), nixdeploy.ActionInstall, []string{"node1"}); err != nil {
+		t.Fatalf("%v\n%s", err, e.sink.text())
+	}
+	b, err := os.ReadFile(modes)
+	if err != nil {
+		t.Fatalf("the cat shim never wrote a file: %v", err)
+	}
+	got := strings.Fields(string(b))
+	if len(got) < 2 {
+		t.Fatalf("modes recorded: %q, want one per uploaded file", got)
+	}
+	for _, m := range got {
+		if m != "600" {
+			t.Errorf("an uploaded file was created with mode %s before its chmod, want 600 (all: %q)", m, got)
+		}
+	}
+}
+
+// TestLogWriteFailureHaltsBatch: once the first host's log could not be
+// stored, a batch does not start the next host.
+func TestLogWriteFailureHaltsBatch(t *testing.T) {
+	e := newEnv(t, envConfig{lab: sshlab.Options{Hosts: []string{"node1", "node2"}}, opts: func(o *deployer.Options) {
+		o.Store = &failingLogStore{Store: o.Store, after: 3}
+		o.FlushLines = 1
+	}})
+	_, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1", "node2"})
+	var le *deployer.LogError
+	if !errors.As(err, &le) {
+		t.Fatalf("err = %v, want a LogError", err)
+	}
+	if rep == nil || len(rep.Hosts) != 2 || rep.Hosts[1].Outcome != deployer.OutcomeUntouched || rep.State != nixdeploy.StateFailed {
+		t.Fatalf("report = %+v", rep)
+	}
+	if e.lab.Target("node2").Logins() != 0 || len(e.lab.CallsTo("nixos-rebuild")) != 1 {
+		t.Errorf("node2 was touched after node1's log failed: %q", e.lab.CallsTo("nixos-rebuild"))
 	}
 }

@@ -36,6 +36,10 @@ func (e *ExitError) Error() string {
 type command struct {
 	argv  []string
 	stdin io.Reader
+	// env are NAME=value settings the deployer makes for this command on
+	// purpose; a local child gets them on top of the allow-listed
+	// environment (childEnv).
+	env []string
 	// out gets each output line; it is called from two goroutines, one
 	// per stream, and must copy b.
 	out func(stream nixdeploy.Stream, b []byte)
@@ -43,9 +47,8 @@ type command struct {
 	// killing a cancelled command.
 	note func(text string)
 	// agent, when set, is forwarded to the command's session (remote
-	// runner); env is added to a local command's environment.
+	// runner).
 	agent agent.Agent
-	env   []string
 }
 
 // executor runs commands somewhere: over an SSH connection or locally.
@@ -110,9 +113,10 @@ echo gone`
 )
 
 // remoteCommand is the command string for the remote login shell. Each
-// argv element is quoted exactly once; the wrapper script is a constant.
+// argv element is quoted exactly once; the wrapper script is a constant;
+// remoteScript gets it past any login shell.
 func remoteCommand(argv []string) string {
-	return "exec sh -c " + shellQuote(WrapScript) + " sh " + shellJoin(argv)
+	return remoteScript("exec sh -c " + shellQuote(WrapScript) + " sh " + shellJoin(argv))
 }
 
 // sshExec runs commands over an SSH connection.
@@ -279,7 +283,7 @@ func (e *sshExec) killGroup(pg int) (bool, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		out, err := s.CombinedOutput("sh -c " + shellQuote(KillScript) + " sh " + strconv.Itoa(pg) + " " + strconv.Itoa(ticks))
+		out, err := s.CombinedOutput(remoteScript("sh -c " + shellQuote(KillScript) + " sh " + strconv.Itoa(pg) + " " + strconv.Itoa(ticks)))
 		done <- result{out, err}
 	}()
 	select {

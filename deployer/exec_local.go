@@ -31,11 +31,9 @@ func (e *localExec) run(ctx context.Context, cmd command) error {
 		return errors.New("empty command")
 	}
 	c := exec.Command(cmd.argv[0], cmd.argv[1:]...)
+	c.Env = childEnv(os.Environ(), cmd.env)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Stdin = cmd.stdin
-	if len(cmd.env) > 0 {
-		c.Env = append(os.Environ(), cmd.env...)
-	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // Redacted replaces secret text in every line a sink or the store sees.
@@ -111,6 +112,49 @@ func (r *redactor) line(key, s string) string {
 		}
 	}
 	return r.plain(s)
+}
+
+// splitWindow is the least tail of a split line held back for the next
+// piece: an age identity is 74 characters, the PEM markers less.
+const splitWindow = 80
+
+// cut divides s, the first piece of an output line the reader split (at
+// MaxLineBytes), into a head to emit now and a tail to put before the
+// line's next piece. No secret that fits on one line spans the cut: the
+// tail is at least the longest secret's length less one, and the cut moves
+// back before any secret that would span it. Redacting head and tail+next
+// apart then finds every secret the whole line holds (issue 15, attack 2).
+func (r *redactor) cut(s string) (head, tail string) {
+	r.mu.Lock()
+	secrets := r.secrets
+	r.mu.Unlock()
+	w := splitWindow
+	for _, sec := range secrets {
+		w = max(w, len(sec))
+	}
+	cut := len(s) - (w - 1)
+	for moved := true; moved && cut > 0; {
+		moved = false
+		for _, sec := range secrets {
+			lo, hi := max(0, cut-len(sec)+1), min(len(s), cut+len(sec)-1)
+			if i := strings.Index(s[lo:hi], sec); i >= 0 && lo+i < cut {
+				cut, moved = lo+i, true
+			}
+		}
+		lo := max(0, cut-2*splitWindow)
+		for _, m := range ageSecret.FindAllStringIndex(s[lo:], -1) {
+			if lo+m[0] < cut && lo+m[1] > cut {
+				cut, moved = lo+m[0], true
+			}
+		}
+	}
+	if cut <= 0 {
+		return "", s
+	}
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut], s[cut:]
 }
 
 // plain redacts the secrets that fit on one line.

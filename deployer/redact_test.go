@@ -1,6 +1,10 @@
 package deployer
 
 import (
+	"log/slog"
+	"time"
+
+	"github.com/nixdeploy/nixdeploy"
 	"strings"
 	"testing"
 )
@@ -85,6 +89,49 @@ func TestPhaseMarker(t *testing.T) {
 		got, ok := phaseMarker(in)
 		if got != want || ok != (want != "") {
 			t.Errorf("phaseMarker(%q) = %q, %v", in, got, ok)
+		}
+	}
+}
+
+// TestRedactAcrossLineSplit: a secret that straddles the reader's 64 KiB
+// split, at every offset of the split within it, reaches neither a sink
+// nor the store, not even a piece of it; the output around it is kept
+// byte for byte. Issue 15, attack 2: 65,528 bytes, then the secret.
+func TestRedactAcrossLineSplit(t *testing.T) {
+	const maxLine = 64 << 10
+	ageKey := "AGE-SECRET-KEY-1" + strings.Repeat("QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 2)[:58]
+	envValue := "redact-env-value-9f8e7d6c5b4a39281706"
+	for _, secret := range []string{ageKey, envValue} {
+		for _, off := range []int{1, 7, 8, len(secret) / 2, len(secret) - 1} {
+			o := Options{Now: time.Now, FlushLines: 100, FlushInterval: time.Hour, MaxLineBytes: maxLine}
+			store := &recStore{}
+			o.Store = store
+			sink := &batchRec{}
+			e := newEmitter(t.Context(), &o, 1, newRedactor([]string{envValue}), []Sink{sink}, slog.New(slog.DiscardHandler))
+			head := strings.Repeat("x", maxLine-off)
+			out := head + secret + " tail\nnext line " + secret + "\n" + strings.Repeat("y", 2*maxLine-off) + secret
+			readLines(strings.NewReader(out), maxLine, func(b []byte) { e.line("h", "s", nixdeploy.StreamStdout, b) })
+			e.barrier()
+			if err := e.close(); err != nil {
+				t.Fatal(err)
+			}
+			for name, got := range map[string][]nixdeploy.LogLine{"sink": sink.lines, "store": store.lines} {
+				var all strings.Builder
+				for _, l := range got {
+					all.WriteString(l.Text)
+				}
+				s := all.String()
+				// No piece of the secret long enough to mean anything.
+				for i := 0; i+8 <= len(secret); i++ {
+					if strings.Contains(s, secret[i:i+8]) {
+						t.Fatalf("offset %d: %s holds %q of the secret", off, name, secret[i:i+8])
+					}
+				}
+				want := head + Redacted + " tail" + "next line " + Redacted + strings.Repeat("y", 2*maxLine-off) + Redacted
+				if s != want {
+					t.Errorf("offset %d: %s text differs from the redacted output (%d bytes, want %d)", off, name, len(s), len(want))
+				}
+			}
 		}
 	}
 }

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -126,14 +129,23 @@ type emitter struct {
 	// shown is how many lines of batch the sinks have seen: they get the
 	// lines of a hand-over together, at its end.
 	shown  int
-	dbq    chan []nixdeploy.LogLine
+	dbq    chan dbItem
 	free   chan []nixdeploy.LogLine // batches the writer is done with
 	dbDone chan struct{}
 	dbErr  error
+	// failed is dbErr for the deployment's goroutine, which checks it
+	// between hosts while the writer may still set it.
+	failed atomic.Pointer[LogError]
 	done   chan struct{}
 
 	stderrMu   sync.Mutex
 	lastStderr map[string]string
+
+	// maxLine is the length at which the readers split a line; carry
+	// holds, per stream, the tail of a split line's piece that waits for
+	// the next piece, so a secret across the split is still redacted.
+	maxLine int
+	carry   map[string]string
 }
 
 type emitMsg struct {
@@ -143,8 +155,13 @@ type emitMsg struct {
 	// queue's buffer until the emitter takes the queue.
 	text     string
 	off, end int
-	// sync, when set, is closed once every earlier message was handled.
-	sync chan struct{}
+	// split marks the first pieces of a line longer than maxLine.
+	split bool
+	// sync, when set, is closed once every earlier message was handled;
+	// with store set, also once every earlier line was stored (or the
+	// store refused it).
+	sync  chan struct{}
+	store bool
 }
 
 const (
@@ -176,11 +193,13 @@ func newEmitter(ctx context.Context, o *Options, id int64, red *redactor, sinks 
 		log:        log,
 		wake:       make(chan struct{}, 1),
 		maxQueue:   queueBytes,
-		dbq:        make(chan []nixdeploy.LogLine, storeQueue),
+		dbq:        make(chan dbItem, storeQueue),
 		free:       make(chan []nixdeploy.LogLine, storeQueue+2),
 		dbDone:     make(chan struct{}),
 		done:       make(chan struct{}),
 		lastStderr: map[string]string{},
+		maxLine:    o.MaxLineBytes,
+		carry:      map[string]string{},
 	}
 	e.space.L = &e.mu
 	e.batch = make([]nixdeploy.LogLine, 0, e.flushLines)
@@ -221,13 +240,14 @@ func (e *emitter) put(m emitMsg, b []byte) {
 
 // line queues one output line; b is copied.
 func (e *emitter) line(host, step string, stream nixdeploy.Stream, b []byte) {
+	split := e.maxLine > 0 && len(b) >= e.maxLine
 	if !utf8.Valid(b) {
 		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
 	}
 	if b == nil {
 		b = []byte{}
 	}
-	e.put(emitMsg{host: host, step: step, stream: stream}, b)
+	e.put(emitMsg{host: host, step: step, stream: stream, split: split}, b)
 }
 
 // event queues a line of the deployer's own.
@@ -240,6 +260,39 @@ func (e *emitter) barrier() {
 	c := make(chan struct{})
 	e.put(emitMsg{sync: c}, nil)
 	<-c
+}
+
+// LogError is a deployment whose log could not be stored completely (a
+// full disk, a broken database). It fails the deployment: a record with
+// lines missing is not a record of what happened (issue 15, attack 5).
+type LogError struct{ Err error }
+
+func (e *LogError) Error() string { return "store the log: " + e.Err.Error() }
+func (e *LogError) Unwrap() error { return e.Err }
+
+// UserMessage is what the channel reads.
+func (e *LogError) UserMessage() string {
+	return "the log of this deployment could not be stored completely (is the bot's disk full?), so it counts as failed; check the host with /nixdeploy status"
+}
+
+// storeFailed is the store's failure so far, or nil.
+func (e *emitter) storeFailed() *LogError { return e.failed.Load() }
+
+// syncStore waits until every line queued so far was stored, or refused,
+// and returns the store's failure so far: between hosts, so a batch stops
+// before the next host once its log is known to be incomplete.
+func (e *emitter) syncStore() *LogError {
+	c := make(chan struct{})
+	e.put(emitMsg{sync: c, store: true}, nil)
+	<-c
+	return e.storeFailed()
+}
+
+// dbItem is one entry of the store queue: a batch of lines, or a mark
+// that the writer closes once everything before it was stored.
+type dbItem struct {
+	lines []nixdeploy.LogLine
+	mark  chan struct{}
 }
 
 // lastError is the last non-empty stderr line of a step, redacted.
@@ -318,11 +371,21 @@ func (e *emitter) loop() {
 		now := e.now().UTC()
 		for _, m := range q {
 			if m.sync != nil {
+				e.flushCarry(now)
 				e.show()
+				if m.store {
+					// The writer closes it after the batches before it.
+					e.flush()
+					e.dbq <- dbItem{mark: m.sync}
+					continue
+				}
 				close(m.sync)
 				continue
 			}
 			e.handle(m, now)
+		}
+		if closed {
+			e.flushCarry(now)
 		}
 		e.show()
 		clear(q)
@@ -340,22 +403,56 @@ func (e *emitter) loop() {
 
 func (e *emitter) handle(m emitMsg, now time.Time) {
 	text := m.text
+	if m.stream != nixdeploy.StreamEvent && (m.split || len(e.carry) > 0) {
+		key := m.host + "\x00" + m.step + "\x00" + string(m.stream)
+		if c, ok := e.carry[key]; ok {
+			text = c + text
+			delete(e.carry, key)
+		}
+		if m.split {
+			var tail string
+			text, tail = e.red.cut(text)
+			e.carry[key] = tail
+			if text == "" {
+				return
+			}
+		}
+	}
+	e.output(m.host, m.step, m.stream, text, now)
+}
+
+// flushCarry emits the held-back tails of split lines whose next piece
+// never came: the stream ended right at a split.
+func (e *emitter) flushCarry(now time.Time) {
+	if len(e.carry) == 0 {
+		return
+	}
+	keys := slices.Sorted(maps.Keys(e.carry))
+	for _, k := range keys {
+		f := strings.SplitN(k, "\x00", 3)
+		e.output(f[0], f[1], nixdeploy.Stream(f[2]), e.carry[k], now)
+	}
+	clear(e.carry)
+}
+
+// output redacts and emits one output line or event.
+func (e *emitter) output(host, step string, stream nixdeploy.Stream, text string, now time.Time) {
 	switch {
-	case m.stream == nixdeploy.StreamEvent, e.red.stateless(text):
+	case stream == nixdeploy.StreamEvent, e.red.stateless(text):
 		text = e.red.plain(text)
 	default:
-		text = e.red.line(m.host+"\x00"+m.step+"\x00"+string(m.stream), text)
+		text = e.red.line(host+"\x00"+step+"\x00"+string(stream), text)
 	}
-	e.emit(m.host, m.step, m.stream, text, now)
-	switch m.stream {
+	e.emit(host, step, stream, text, now)
+	switch stream {
 	case nixdeploy.StreamStdout:
 		if p, ok := phaseMarker(text); ok {
-			e.emit(m.host, m.step, nixdeploy.StreamEvent, PhasePrefix+p, now)
+			e.emit(host, step, nixdeploy.StreamEvent, PhasePrefix+p, now)
 		}
 	case nixdeploy.StreamStderr:
 		if strings.TrimSpace(text) != "" {
 			e.stderrMu.Lock()
-			e.lastStderr[m.host+"\x00"+m.step] = text
+			e.lastStderr[host+"\x00"+step] = text
 			e.stderrMu.Unlock()
 		}
 	}
@@ -396,7 +493,7 @@ func (e *emitter) flush() {
 	}
 	e.show()
 	e.shown = 0
-	e.dbq <- e.batch
+	e.dbq <- dbItem{lines: e.batch}
 	select {
 	case b := <-e.free:
 		e.batch = b
@@ -413,15 +510,26 @@ func (e *emitter) flush() {
 func (e *emitter) writer(ctx context.Context) {
 	defer close(e.dbDone)
 	var merged []nixdeploy.LogLine
-	for b := range e.dbq {
+	for item := range e.dbq {
+		if item.mark != nil {
+			close(item.mark)
+			continue
+		}
+		b := item.lines
+		var mark chan struct{}
 		lines, done := b, [][]nixdeploy.LogLine{b}
 	more:
 		for len(done) <= cap(e.dbq) {
 			select {
-			case next, ok := <-e.dbq:
+			case ni, ok := <-e.dbq:
 				if !ok {
 					break more
 				}
+				if ni.mark != nil {
+					mark = ni.mark
+					break more
+				}
+				next := ni.lines
 				if len(done) == 1 {
 					merged = append(merged[:0], b...)
 				}
@@ -438,8 +546,13 @@ func (e *emitter) writer(ctx context.Context) {
 			err = e.store.AppendLogs(ctx, e.id, lines)
 		}
 		if err != nil && e.dbErr == nil {
-			e.dbErr = err
+			le := &LogError{Err: err}
+			e.dbErr = le
+			e.failed.Store(le)
 			e.log.Error("store log lines", "deployment", e.id, "lines", len(lines), "err", err)
+		}
+		if mark != nil {
+			close(mark)
 		}
 		// The store is done with the lines (db.DB copies what it keeps),
 		// so the batches go back to the emitter to be filled again.

@@ -542,3 +542,62 @@ func TestNewRejectsBadSchedules(t *testing.T) {
 		})
 	}
 }
+
+// TestParallelHalts: under strategy = "parallel", a host that fails while
+// another is still running stops the run from starting any further host:
+// those stay untouched, the one in flight finishes, and the run is
+// reported failed.
+func TestParallelHalts(t *testing.T) {
+	sc := nightly()
+	sc.Strategy, sc.Parallel = "parallel", 2
+	r := newRig(t, time.Date(2026, 5, 13, 12, 0, 0, 0, berlin(t)), fleet(sc))
+	release := make(chan struct{})
+	r.dep.fn = func(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
+		switch req.Host {
+		case "rk1-node1":
+			res := r.dep.ok()
+			res.State, res.Err = nixdeploy.StateFailed, errors.New("nixos-rebuild switch exited 1")
+			return res, nil
+		case "rk1-node2":
+			<-release
+		}
+		return r.dep.ok(), nil
+	}
+	if _, err := r.s.RunNow(t.Context(), "nightly-rk1", "U0ALICE01"); err != nil {
+		t.Fatal(err)
+	}
+	// rk1-node1 fails while rk1-node2 is still running; the slot it frees
+	// must not start rk1-node3. Wait until the run has recorded what it
+	// did with rk1-node3 before letting rk1-node2 finish.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runs := r.runs(t, "nightly-rk1")
+		if len(runs) == 1 && slices.ContainsFunc(runs[0].Hosts, func(h nixdeploy.ScheduleRunHost) bool { return h.Host == "rk1-node3" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the run never decided about rk1-node3 while rk1-node2 was running")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the database; no event to wait on
+	}
+	close(release)
+	r.s.Wait()
+	if got := r.dep.hosts(); !slices.Equal(got, []string{"rk1-node1", "rk1-node2"}) && !slices.Equal(got, []string{"rk1-node2", "rk1-node1"}) {
+		t.Errorf("deployed %v, want rk1-node1 and rk1-node2 only", got)
+	}
+	runs := r.runs(t, "nightly-rk1")
+	if len(runs) != 1 || runs[0].Outcome != schedules.OutcomeFailed {
+		t.Fatalf("runs = %+v, want one failed", runs)
+	}
+	var got []string
+	for _, h := range runs[0].Hosts {
+		got = append(got, h.Host+"="+h.Outcome)
+	}
+	slices.Sort(got)
+	if want := []string{"rk1-node1=failed", "rk1-node2=succeeded", "rk1-node3=untouched", "rk1-node4=untouched"}; !slices.Equal(got, want) {
+		t.Errorf("run hosts = %v, want %v", got, want)
+	}
+	if sums := r.notes.all(); len(sums) != 1 || !strings.Contains(sums[0].Text(), "halted: rk1-node1 failed") {
+		t.Errorf("summaries: %+v", sums)
+	}
+}

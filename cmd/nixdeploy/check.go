@@ -36,6 +36,9 @@ func cmdCheck(ctx context.Context, s stdio, args []string) error {
 		}
 		return &exitError{code: 1, msg: fmt.Sprintf("%s: %d problem(s)", *path, len(ce.Problems))}
 	}
+	if err == nil {
+		err = checkLocalRunnerOnPath(cfg)
+	}
 	if err != nil {
 		return err
 	}

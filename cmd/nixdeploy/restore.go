@@ -81,7 +81,12 @@ func cmdRestore(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return &exitError{code: 1, msg: fmt.Sprintf("restore: %s was restored but does not open: %v; the previous database is %s.before-restore", *dbPath, err, *dbPath)}
 	}
-	defer store.Close()
+	defer func() {
+		store.Close()
+		if err := db.MatchOwner(*dbPath); err != nil {
+			fmt.Fprintf(s.err, "nixdeploy: restore: %v\n", err)
+		}
+	}()
 	deps, err := store.Deployments(ctx, "", 1)
 	if err != nil {
 		return err

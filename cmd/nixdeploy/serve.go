@@ -35,7 +35,7 @@ const (
 )
 
 const serveUsage = `serve [--config FILE] [--listen ADDR] [--ssh-key FILE] [--shutdown-grace D]
-      [--backup-dir DIR] [--backup-keep N] [--backup-every D]
+      [--backup-dir DIR] [--backup-keep N] [--backup-every D] [--slack-timeout D]
 
 Runs the Slack bot and the schedules. Slack credentials come from the
 environment: SLACK_BOT_TOKEN (xoxb-…) always; SLACK_SIGNING_SECRET for HTTP
@@ -94,6 +94,7 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 	backupDir := fs.String("backup-dir", os.Getenv(envBackupDir), "`directory` of the daily database backups (env "+envBackupDir+"; empty: none)")
 	backupKeep := fs.Int("backup-keep", 7, "how many backups to keep")
 	backupEvery := fs.Duration("backup-every", 24*time.Hour, "time between two backups")
+	slackTimeout := fs.Duration("slack-timeout", defaultSlackTimeout, "bound on each call to Slack's Web API, auth.test at start included")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -106,6 +107,8 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 		return usageErrorf("serve: --backup-keep must be at least 1")
 	case *backupEvery <= 0:
 		return usageErrorf("serve: --backup-every must be positive")
+	case *slackTimeout <= 0:
+		return usageErrorf("serve: --slack-timeout must be positive")
 	}
 	creds, err := slackCredsFromEnv()
 	if err != nil {
@@ -113,6 +116,9 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
+		return err
+	}
+	if err := checkLocalRunnerOnPath(cfg); err != nil {
 		return err
 	}
 	logger := newLogger(s.err, slog.LevelInfo)
@@ -130,9 +136,9 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	srv, lln := ops.NewServer(mux, ln, ops.DefaultServerLimits)
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(lln) }()
 	ready := false
 	defer func() {
 		if !ready {
@@ -140,7 +146,10 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 		}
 	}()
 
-	opts := []slack.Option{}
+	// Every Web API call is bounded: a Slack that accepts the connection
+	// and never answers must not hang serve (auth.test) or a deployment's
+	// messages for ever (issue 15, attack 7).
+	opts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: *slackTimeout})}
 	if creds.apiURL != "" {
 		opts = append(opts, slack.OptionAPIURL(creds.apiURL))
 	}
@@ -148,9 +157,11 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 		opts = append(opts, slack.OptionAppLevelToken(creds.appToken))
 	}
 	api := slack.New(creds.botToken, opts...)
-	auth, err := api.AuthTestContext(ctx)
+	actx, cancelAuth := context.WithTimeout(ctx, *slackTimeout)
+	auth, err := api.AuthTestContext(actx)
+	cancelAuth()
 	if err != nil {
-		return &exitError{code: 1, msg: fmt.Sprintf("Slack refused %s (%s): check the token and the app's installation", envBotToken, slackErrCode(err))}
+		return slackStartError(err, *slackTimeout)
 	}
 	logger.Info("slack bot identified", "bot_user", auth.UserID, "team", auth.Team)
 	health.Ready("slack")
@@ -286,6 +297,29 @@ func pruneEvents(ctx context.Context, store *db.DB, logger *slog.Logger) {
 	}
 }
 
+// defaultSlackTimeout bounds one Web API call. A file upload is one call
+// of a few MB at most; everything else is small.
+const defaultSlackTimeout = 30 * time.Second
+
+// slackStartError says in one line why auth.test failed: Slack refused the
+// token (fix the token), Slack answered with an HTTP error (Slack's
+// trouble), or Slack could not be reached (the network's): only the first
+// is about the token.
+func slackStartError(err error, timeout time.Duration) error {
+	var se slack.SlackErrorResponse
+	var sc slack.StatusCodeError
+	var ne net.Error
+	switch {
+	case errors.As(err, &se):
+		return &exitError{code: 1, msg: fmt.Sprintf("Slack refused %s (%s): check the token and the app's installation", envBotToken, se.Err)}
+	case errors.As(err, &sc):
+		return &exitError{code: 1, msg: fmt.Sprintf("Slack answered auth.test with HTTP %d: Slack is having trouble, try again later", sc.Code)}
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return &exitError{code: 1, msg: fmt.Sprintf("Slack did not answer auth.test within %s: check this machine's network and DNS, or raise --slack-timeout", timeout)}
+	}
+	return &exitError{code: 1, msg: fmt.Sprintf("could not reach Slack (%s): check this machine's network and DNS", slackErrCode(err))}
+}
+
 // slackErrCode is the Slack error code of err ("invalid_auth"), never
 // anything that could hold a token.
 func slackErrCode(err error) string {
@@ -299,6 +333,10 @@ func slackErrCode(err error) string {
 	}
 	if msg := err.Error(); len(msg) < 40 && !strings.ContainsAny(msg, " /:") {
 		return msg
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe.Op + " failed"
 	}
 	return "no answer"
 }

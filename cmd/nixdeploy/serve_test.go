@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,6 +31,10 @@ const (
 const serveFleet = `
 flake = "/srv/dots/nix"
 installer_flake = "/srv/dots/nix/nixos-installer"
+
+[runner]
+address = "builder@runner.invalid:22"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGTrdkayN6vx4WZslAz+0maaFv3awOTiXbI87EfzNhUW runner"
 
 [slack]
 channel = "C0FLEET01"
@@ -313,4 +321,85 @@ func httpGet(t *testing.T, url string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// TestServeDropsSlowClients: the real serve closes a client that trickles
+// its body, and answers a signed command meanwhile.
+func TestServeDropsSlowClients(t *testing.T) {
+	fake := slackfake.New(slackfake.Options{BotToken: testBotToken})
+	defer fake.Close()
+	addr, stop := serveRun(t, fake, map[string]string{envBotToken: testBotToken, envSigningSecret: testSecret})
+	defer stop()
+	var slow []net.Conn
+	for range 8 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "POST /slack/commands HTTP/1.1\r\nHost: x\r\nX-Slack-Request-Timestamp: 1\r\nX-Slack-Signature: v0=00\r\nContent-Length: 100\r\n\r\nt")
+		slow = append(slow, c)
+	}
+	send := &slackfake.Sender{BaseURL: "http://" + addr, Secret: testSecret}
+	if r, err := send.Slash(t.Context(), slackfake.SlashCommand{UserID: "U0ALICE01", ChannelID: "C0FLEET01", Text: "status"}); err != nil || r.Status != 200 {
+		t.Fatalf("signed slash during the slow clients: %v", err)
+	}
+	for _, c := range slow {
+		_ = c.SetReadDeadline(time.Now().Add(6 * time.Second))
+		if _, err := io.Copy(io.Discard, c); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("serve kept a slow client's connection open for 6 s")
+		}
+		c.Close()
+	}
+}
+
+// TestServeSlackUnreachable: serve gives up on a Slack that never answers
+// within --slack-timeout, and says whether the token was refused or Slack
+// could not be reached, in one line without the token (issue 15, attack 7).
+func TestServeSlackUnreachable(t *testing.T) {
+	hang := make(chan struct{})
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer silent.Close()
+	defer close(hang)
+	refusing := slackfake.New(slackfake.Options{BotToken: "xoxb-some-other-token"})
+	defer refusing.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedURL := "http://" + ln.Addr().String() + "/api/"
+	ln.Close()
+
+	for _, tc := range []struct{ name, url, want, not string }{
+		{"never answers", silent.URL + "/api/", "Slack did not answer auth.test within 300ms", "refused"},
+		{"refuses the token", refusing.APIURL(), "Slack refused SLACK_BOT_TOKEN (invalid_auth)", "network"},
+		{"connection refused", closedURL, "could not reach Slack", "refused SLACK_BOT_TOKEN"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("NIXDEPLOY_DB", filepath.Join(t.TempDir(), "nixdeploy.db"))
+			t.Setenv(envSlackAPIURL, tc.url)
+			t.Setenv(envBotToken, testBotToken)
+			t.Setenv(envSigningSecret, testSecret)
+			t.Setenv(envAppToken, "")
+			var stderr strings.Builder
+			done := make(chan int, 1)
+			go func() {
+				err := run(t.Context(), []string{"serve", "--config", writeFleet(t), "--listen", "127.0.0.1:0", "--slack-timeout", "300ms"}, strings.NewReader(""), io.Discard, &stderr)
+				done <- exitCode(err, &stderr)
+			}()
+			select {
+			case code := <-done:
+				out := stderr.String()
+				if code != 1 || !strings.Contains(out, tc.want) || strings.Contains(out, tc.not) || strings.Contains(out, testBotToken) {
+					t.Errorf("exit %d, stderr %q, want %q and not %q", code, out, tc.want, tc.not)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("serve hangs on a Slack that does not answer")
+			}
+		})
+	}
 }

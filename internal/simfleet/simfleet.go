@@ -438,6 +438,9 @@ func (q quiet) Write(b []byte) (int, error) {
 // run interprets a command line: the deployer's wrapper around a command,
 // which reports a process group and runs the command; or its kill script.
 func (s *server) run(ctx context.Context, p *proc, line string) int {
+	if script, ok := deployer.DecodeRemote(line); ok {
+		line = script
+	}
 	words, err := splitWords(line)
 	if err != nil {
 		fmt.Fprintf(p.stderr, "sh: 1: %v\n", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -25,6 +26,9 @@ type SlashCommand struct {
 	ChannelID string
 	TeamID    string
 	TriggerID string
+	// ResponseURL defaults to an address that answers nothing; take one
+	// from Server.ResponseURL for a command whose answer matters.
+	ResponseURL string
 }
 
 func (c SlashCommand) fields() map[string]string {
@@ -45,9 +49,17 @@ func (c SlashCommand) fields() map[string]string {
 		"command":      def(c.Command, "/nixdeploy"),
 		"text":         c.Text,
 		"api_app_id":   "A0FAKE0001",
-		"response_url": "https://hooks.slack.invalid/commands/T0FAKE0001/1/x",
-		"trigger_id":   def(c.TriggerID, "1.2.trigger"),
+		"response_url": def(c.ResponseURL, "https://hooks.slack.invalid/commands/T0FAKE0001/1/x"),
+		"trigger_id":   def(c.TriggerID, newTriggerID()),
 	}
+}
+
+// newTriggerID is unique per command, as Slack's are: the bot drops a
+// trigger_id it has seen.
+func newTriggerID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%d.%d.%x", time.Now().Unix(), 1000+int(b[0]), b)
 }
 
 // Form is the command as the urlencoded body Slack posts.

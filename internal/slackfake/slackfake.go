@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -63,8 +64,9 @@ type Message struct {
 	Ephemeral bool
 	User      string
 	// Versions holds the rendered text after the post and after every
-	// update, oldest first.
+	// update, oldest first; Times when each arrived.
 	Versions  []string
+	Times     []time.Time
 	Reactions []string
 }
 
@@ -112,6 +114,11 @@ type Server struct {
 	uploads  map[string]*upload
 	limits   map[string]*rateLimit
 	changed  chan struct{}
+	members  map[string][]string
+	perMin   map[string]int
+	recent   map[string][]time.Time
+	// responses are the response_urls handed out, by their id.
+	responses map[string]*responseURL
 
 	socket *socketHub
 }
@@ -123,16 +130,35 @@ type Options struct {
 	// AppToken, when set, is the only accepted app-level token for
 	// apps.connections.open.
 	AppToken string
+	// Members, when set, are the channels that exist and who is in each
+	// (user ids; BotUserID for the bot). chat.postMessage and
+	// chat.postEphemeral then answer as Slack does outside them: an
+	// unknown channel, a private one (G…) or a DM (D…) the bot is not in
+	// is channel_not_found, a public one (C…) it is not in is
+	// not_in_channel, and an ephemeral for a user who is not in the
+	// channel is user_not_in_channel (Slack's chat.postEphemeral and
+	// chat.postMessage error lists, as in slack-ruby/slack-api-ref
+	// methods/chat/*.json). When nil, the bot is in every channel but DMs
+	// (D…), which are between people.
+	Members map[string][]string
+	// PerMinute, when set, are Slack's rate limits to enforce: calls of
+	// a method within any 60 s beyond its number get a 429 with
+	// Retry-After, as from Slack (Tier 3 is about 50 a minute).
+	PerMinute map[string]int
 }
 
 // New starts a fake. Close it when done (tests: t.Cleanup(s.Close)).
 func New(o Options) *Server {
 	s := &Server{
-		token:    o.BotToken,
-		appToken: o.AppToken,
-		uploads:  map[string]*upload{},
-		limits:   map[string]*rateLimit{},
-		changed:  make(chan struct{}),
+		token:     o.BotToken,
+		appToken:  o.AppToken,
+		uploads:   map[string]*upload{},
+		limits:    map[string]*rateLimit{},
+		changed:   make(chan struct{}),
+		members:   o.Members,
+		perMin:    o.PerMinute,
+		recent:    map[string][]time.Time{},
+		responses: map[string]*responseURL{},
 	}
 	s.socket = newSocketHub(s)
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
@@ -218,6 +244,7 @@ func (s *Server) Changed() <-chan struct{} {
 func copyMessage(m *Message) Message {
 	c := *m
 	c.Versions = slices.Clone(m.Versions)
+	c.Times = slices.Clone(m.Times)
 	c.Reactions = slices.Clone(m.Reactions)
 	return c
 }
@@ -253,6 +280,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(r.URL.Path, "/upload/"):
 		s.serveUpload(w, r)
 		return
+	case strings.HasPrefix(r.URL.Path, "/response/"):
+		s.serveResponse(w, r)
+		return
 	}
 	method := strings.TrimPrefix(r.URL.Path, "/")
 	params, token, err := readParams(r)
@@ -274,6 +304,22 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", strconv.Itoa(l.retryAfter))
 		http.Error(w, "rate limited", http.StatusTooManyRequests)
 		return
+	}
+	if n := s.perMin[method]; n > 0 {
+		now := time.Now()
+		win := s.recent[method]
+		for len(win) > 0 && now.Sub(win[0]) >= time.Minute {
+			win = win[1:]
+		}
+		s.recent[method] = win
+		if len(win) >= n {
+			call.Status = http.StatusTooManyRequests
+			retry := int(math.Ceil((time.Minute - now.Sub(win[0])).Seconds()))
+			w.Header().Set("Retry-After", strconv.Itoa(max(retry, 1)))
+			http.Error(w, "rate limited", http.StatusTooManyRequests)
+			return
+		}
+		s.recent[method] = append(win, now)
 	}
 	resp, code := s.dispatch(method, params, token)
 	if code != "" {
@@ -346,14 +392,14 @@ func (s *Server) dispatch(method string, p url.Values, token string) (map[string
 			"team_id": TeamID, "user_id": BotUserID, "bot_id": BotID}, ""
 	case "chat.postMessage":
 		ch := p.Get("channel")
-		if ch == "" {
-			return nil, "channel_not_found"
+		if code := s.canPost(ch, ""); code != "" {
+			return nil, code
 		}
 		if p.Get("text") == "" && p.Get("blocks") == "" {
 			return nil, "no_text"
 		}
 		m := &Message{Channel: ch, TS: s.nextTS(), ThreadTS: p.Get("thread_ts"), Text: p.Get("text"), Blocks: p.Get("blocks"), User: BotUserID}
-		m.Versions = []string{m.Rendered()}
+		m.Versions, m.Times = []string{m.Rendered()}, []time.Time{time.Now()}
 		s.messages = append(s.messages, m)
 		return map[string]any{"channel": ch, "ts": m.TS, "message": map[string]any{
 			"type": "message", "text": m.Text, "ts": m.TS, "user": BotUserID, "bot_id": BotID}}, ""
@@ -368,18 +414,18 @@ func (s *Server) dispatch(method string, p url.Values, token string) (map[string
 		if p.Has("blocks") {
 			m.Blocks = p.Get("blocks")
 		}
-		m.Versions = append(m.Versions, m.Rendered())
+		m.Versions, m.Times = append(m.Versions, m.Rendered()), append(m.Times, time.Now())
 		return map[string]any{"channel": m.Channel, "ts": m.TS, "text": m.Text}, ""
 	case "chat.postEphemeral":
 		ch, user := p.Get("channel"), p.Get("user")
-		if ch == "" {
-			return nil, "channel_not_found"
-		}
 		if user == "" {
 			return nil, "user_not_in_channel"
 		}
+		if code := s.canPost(ch, user); code != "" {
+			return nil, code
+		}
 		m := &Message{Channel: ch, TS: s.nextTS(), Text: p.Get("text"), Blocks: p.Get("blocks"), Ephemeral: true, User: user}
-		m.Versions = []string{m.Rendered()}
+		m.Versions, m.Times = []string{m.Rendered()}, []time.Time{time.Now()}
 		s.messages = append(s.messages, m)
 		return map[string]any{"message_ts": m.TS}, ""
 	case "reactions.add":
@@ -511,4 +557,90 @@ func collectText(v any, out *[]string) {
 			collectText(e, out)
 		}
 	}
+}
+
+// canPost is the Slack error code for the bot posting into ch (for user,
+// when an ephemeral), or "". It runs with s.mu held.
+func (s *Server) canPost(ch, user string) string {
+	if ch == "" {
+		return "channel_not_found"
+	}
+	if s.members == nil {
+		if strings.HasPrefix(ch, "D") {
+			return "channel_not_found"
+		}
+		return ""
+	}
+	members, ok := s.members[ch]
+	switch {
+	case !ok:
+		return "channel_not_found"
+	case !slices.Contains(members, BotUserID) && strings.HasPrefix(ch, "C"):
+		return "not_in_channel"
+	case !slices.Contains(members, BotUserID):
+		return "channel_not_found"
+	case user != "" && !slices.Contains(members, user):
+		return "user_not_in_channel"
+	}
+	return ""
+}
+
+// responseURL is a slash command's response_url: Slack lets an app answer
+// through it up to five times within 30 minutes, whether or not the bot
+// is in the channel.
+type responseURL struct {
+	channel, user string
+	uses          int
+}
+
+// maxResponses is how often a response_url may be used.
+const maxResponses = 5
+
+// ResponseURL hands out a response_url for a command typed by user in
+// channel, for SlashCommand.ResponseURL. What is posted to it is kept as
+// an ephemeral message to user in channel (or a message for everyone with
+// response_type in_channel), and recorded as a call of method
+// "response_url".
+func (s *Server) ResponseURL(channel, user string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	id := fmt.Sprintf("R%06d", s.seq)
+	s.responses[id] = &responseURL{channel: channel, user: user}
+	return s.srv.URL + "/response/" + id
+}
+
+func (s *Server) serveResponse(w http.ResponseWriter, r *http.Request) {
+	params, _, err := readParams(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	call := Call{Method: "response_url", Params: params, Status: http.StatusOK}
+	defer func() {
+		s.calls = append(s.calls, call)
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}()
+	ru := s.responses[strings.TrimPrefix(r.URL.Path, "/response/")]
+	switch {
+	case ru == nil || ru.uses >= maxResponses:
+		call.Status, call.Error = http.StatusNotFound, "expired_url"
+		http.Error(w, "expired_url", http.StatusNotFound)
+		return
+	case params.Get("text") == "" && params.Get("blocks") == "":
+		call.Status, call.Error = http.StatusBadRequest, "no_text"
+		http.Error(w, "no_text", http.StatusBadRequest)
+		return
+	}
+	ru.uses++
+	m := &Message{Channel: ru.channel, TS: s.nextTS(), Text: params.Get("text"), Blocks: params.Get("blocks"), Ephemeral: params.Get("response_type") != "in_channel", User: ru.user}
+	if !m.Ephemeral {
+		m.User = BotUserID
+	}
+	m.Versions, m.Times = []string{m.Rendered()}, []time.Time{time.Now()}
+	s.messages = append(s.messages, m)
+	_, _ = io.WriteString(w, "ok")
 }

@@ -124,3 +124,69 @@ func TestSign(t *testing.T) {
 		t.Errorf("signature refused: %v", err)
 	}
 }
+
+// TestMembershipAndResponseURL: posting where the bot is not a member gets
+// Slack's codes; a response_url answers there, five times, then no more.
+func TestMembershipAndResponseURL(t *testing.T) {
+	s := slackfake.New(slackfake.Options{BotToken: "xoxb-fake", Members: map[string][]string{
+		"C1": {slackfake.BotUserID, "U1"}, "C2": {"U1"}, "G1": {"U1"}, "D1": {"U1", "U2"},
+	}})
+	defer s.Close()
+	api := slack.New("xoxb-fake", slack.OptionAPIURL(s.APIURL()))
+	ctx := t.Context()
+	for _, tc := range []struct{ ch, user, code string }{
+		{"C1", "U1", ""}, {"C1", "U9", "user_not_in_channel"}, {"C2", "U1", "not_in_channel"},
+		{"G1", "U1", "channel_not_found"}, {"D1", "U1", "channel_not_found"}, {"C9", "U1", "channel_not_found"},
+	} {
+		_, err := api.PostEphemeralContext(ctx, tc.ch, tc.user, slack.MsgOptionText("hi", false))
+		var se slack.SlackErrorResponse
+		if got := ""; err != nil {
+			if !errors.As(err, &se) {
+				t.Fatalf("%s/%s: %v", tc.ch, tc.user, err)
+			}
+			got = se.Err
+			if got != tc.code {
+				t.Errorf("ephemeral %s/%s: %q, want %q", tc.ch, tc.user, got, tc.code)
+			}
+		} else if tc.code != "" {
+			t.Errorf("ephemeral %s/%s passed, want %q", tc.ch, tc.user, tc.code)
+		}
+	}
+	ru := s.ResponseURL("D1", "U1")
+	for i := range 6 {
+		err := slack.PostWebhookContext(ctx, ru, &slack.WebhookMessage{Text: "answer", ResponseType: "ephemeral"})
+		if (err == nil) != (i < 5) {
+			t.Errorf("use %d of the response_url: %v", i+1, err)
+		}
+	}
+	var n int
+	for _, m := range s.Messages() {
+		if m.Channel == "D1" && m.User == "U1" && m.Ephemeral && m.Text == "answer" {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Errorf("%d answers kept, want 5", n)
+	}
+}
+
+// TestPerMinuteLimit: past its calls per minute a method answers 429 with
+// Retry-After, which slack-go turns into a RateLimitedError.
+func TestPerMinuteLimit(t *testing.T) {
+	s := slackfake.New(slackfake.Options{BotToken: "xoxb-fake", PerMinute: map[string]int{"chat.postMessage": 3}})
+	defer s.Close()
+	api := slack.New("xoxb-fake", slack.OptionAPIURL(s.APIURL()))
+	for i := range 4 {
+		_, _, err := api.PostMessageContext(t.Context(), "C1", slack.MsgOptionText("hi", false))
+		var rl *slack.RateLimitedError
+		switch {
+		case i < 3 && err != nil:
+			t.Fatalf("call %d: %v", i+1, err)
+		case i == 3 && (!errors.As(err, &rl) || rl.RetryAfter < time.Second || rl.RetryAfter > time.Minute):
+			t.Fatalf("call 4: %v, want a 429 with Retry-After", err)
+		}
+	}
+	if c := s.Calls("chat.postMessage"); len(c) != 4 || c[3].Status != http.StatusTooManyRequests {
+		t.Errorf("calls %+v", c)
+	}
+}
