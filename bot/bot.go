@@ -189,6 +189,15 @@ func (b *Bot) Start(ctx context.Context) error {
 	for _, dep := range b.interrupted {
 		b.log.Warn("deployment interrupted by restart", "deployment", dep.ID, "hosts", dep.Hosts)
 		b.audit(ctx, "nixdeploy", "interrupted", dep.ID, "nixdeploy restarted while it was in flight")
+		if dep.StartedAt.IsZero() && dep.Action.Destructive() {
+			// Approved but never started: it has no status message, and
+			// nobody would learn it did not run. Say so in the channel.
+			text := fmt.Sprintf(":warning: %s (requested by %s): %s.", title(dep), mention(dep.Requester), dep.Error)
+			if _, err := b.chat.Post(ctx, b.Config().Slack.Channel, Message{Kind: KindNotice, Text: text}); err != nil {
+				b.log.Error("announce an approved deployment that did not start", "deployment", dep.ID, "err", err)
+			}
+			continue
+		}
 		if dep.Channel == "" || dep.MessageTS == "" {
 			continue
 		}

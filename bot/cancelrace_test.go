@@ -73,3 +73,36 @@ func TestCancelRacingApproveHasOneOutcome(t *testing.T) {
 		t.Errorf("approval message disagrees with the cancel:\n%s", text)
 	}
 }
+
+// A process killed between recording an approval and starting the run
+// leaves the request approved but not started. After the restart it is
+// ended with a sentence, the channel is told it did not run, and nothing
+// runs: it is never left "awaiting approval" for ever.
+func TestApprovedThenKilledBeforeStart(t *testing.T) {
+	started := make(chan nixdeploy.Deployment, 1)
+	h := newHarness(t, harnessOptions{started: started})
+	h.command(alice, "install ganon")
+	msg := h.approvalMessage()
+	a := h.approval(msg.Channel, msg.TS)
+	// What the approve handler records first; the process dies before
+	// it starts the run.
+	if ok, err := h.db.DecideApproval(t.Context(), a.ID, nixdeploy.ApprovalApproved, bob); err != nil || !ok {
+		t.Fatalf("approve: %v %v", ok, err)
+	}
+	h.restart()
+	h.settle()
+	if len(started) != 0 {
+		t.Fatal("the install ran after the restart without anyone asking again")
+	}
+	dep := h.deployment(1)
+	if dep.State != nixdeploy.StateInterrupted || !strings.Contains(dep.Error, "request it again") {
+		t.Fatalf("after the restart #1 is %s (%q), want interrupted with a sentence", dep.State, dep.Error)
+	}
+	var told bool
+	for _, m := range h.slack.Messages() {
+		told = told || (!m.Ephemeral && strings.Contains(m.Rendered(), "#1 install ganon") && strings.Contains(m.Rendered(), "did not run"))
+	}
+	if !told {
+		t.Error("the channel was not told that the approved install did not run")
+	}
+}
