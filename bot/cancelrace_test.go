@@ -106,3 +106,29 @@ func TestApprovedThenKilledBeforeStart(t *testing.T) {
 		t.Error("the channel was not told that the approved install did not run")
 	}
 }
+
+// A host claimed by a deployment of another nixdeploy process on the same
+// database is busy for this one's requests too: refused before anything
+// is stored, and nothing runs.
+func TestHostClaimedByAnotherProcessIsBusy(t *testing.T) {
+	started := make(chan nixdeploy.Deployment, 1)
+	h := newHarness(t, harnessOptions{started: started})
+	other, _, err := db.Open(t.Context(), h.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.ClaimHosts(t.Context(), 42, []string{"rk1-node1"}); err != nil {
+		t.Fatal(err)
+	}
+	h.command(alice, "switch rk1-node1")
+	if len(started) != 0 {
+		t.Fatal("a switch ran on a host another process is deploying")
+	}
+	if got := h.ephemerals(alice); len(got) != 1 || !strings.Contains(got[0], "rk1-node1 is busy with deployment #42, run by nixdeploy pid ") {
+		t.Errorf("replies: %q", got)
+	}
+	if deps, _ := h.db.Deployments(t.Context(), "", 5); len(deps) != 0 {
+		t.Errorf("a refused request stored deployments: %+v", deps)
+	}
+}

@@ -166,6 +166,18 @@ func (b *Bot) checkFree(ctx context.Context, user string, hosts []string) error 
 		}
 	}
 	b.mu.Unlock()
+	if c, ok := b.store.(ClaimStore); ok {
+		for _, h := range hosts {
+			id, owner, held, err := c.HostClaim(ctx, h)
+			if err != nil {
+				return fmt.Errorf("check claim of %s: %w", h, err)
+			}
+			if held {
+				return userf(nixdeploy.ErrHostBusy, "%s is busy with deployment #%d, run by %s; wait for it to finish",
+					h, id, owner)
+			}
+		}
+	}
 	if b.locks == nil {
 		return nil
 	}

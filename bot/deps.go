@@ -74,6 +74,14 @@ type Unlocker interface {
 	Unlock(ctx context.Context, host string) error
 }
 
+// ClaimStore is what a Store may offer when several processes share it
+// (*db.DB does): the live claim on a host, by any process, so a request
+// is refused as busy before anything is stored. Claims of this process's
+// own deployments are seen first in the bot's own runs.
+type ClaimStore interface {
+	HostClaim(ctx context.Context, host string) (id int64, owner string, ok bool, err error)
+}
+
 // LockStore is what a Store may offer to keep an approved request's lock
 // with the deployment, so the run uses what was approved.
 type LockStore interface {

@@ -150,7 +150,8 @@ func (d *DB) ReleaseHosts(ctx context.Context, id int64, hosts []string) error {
 }
 
 // HostClaim is who holds a host: a live claim's deployment (0 while it is
-// being created) and owner.
+// being created) and its owner as people read it ("nixdeploy pid 7 on
+// fly-1").
 func (d *DB) HostClaim(ctx context.Context, host string) (id int64, owner string, ok bool, err error) {
 	err = d.queryRow(ctx, `SELECT c.deployment_id, c.owner FROM host_claims c WHERE c.host = ? AND `+liveOwner("c.owner"),
 		host, d.now()).Scan(&id, &owner)
@@ -160,7 +161,7 @@ func (d *DB) HostClaim(ctx context.Context, host string) (id int64, owner string
 	if err != nil {
 		return 0, "", false, fmt.Errorf("claim of %s: %w", host, err)
 	}
-	return id, owner, true, nil
+	return id, ownerName(owner), true, nil
 }
 
 // ownerName is an owner id as people read it: "pid 123 on host".
