@@ -166,7 +166,13 @@ func (s *Store) DiskKey(host string) ([]byte, error) {
 // InitrdHostPrivateKey returns host's initrd SSH host key in OpenSSH PEM
 // form. The caller should clear it after use.
 func (s *Store) InitrdHostPrivateKey(host string) ([]byte, error) {
-	sec, err := s.readPrivate(s.InitrdKeyPath(host))
+	return s.sshPrivateKey(s.InitrdKeyPath(host))
+}
+
+// sshPrivateKey reads the private key at plain (or plain.age) and checks
+// that it parses.
+func (s *Store) sshPrivateKey(plain string) ([]byte, error) {
+	sec, err := s.readPrivate(plain)
 	if err != nil {
 		return nil, err
 	}
@@ -270,15 +276,7 @@ func Decrypt(r io.Reader, ids []age.Identity) ([]byte, error) {
 // from the plaintext file (which must not be readable by group or others) or
 // decrypted from the sealed one. The caller should clear it after use.
 func (s *Store) HostPrivateKey(host string) ([]byte, error) {
-	sec, err := s.readPrivate(s.HostKeyPath(host))
-	if err != nil {
-		return nil, err
-	}
-	if _, err := ParseSSHPrivateKey(sec.Data); err != nil {
-		clear(sec.Data)
-		return nil, fmt.Errorf("%s: %w", sec.Path, err)
-	}
-	return sec.Data, nil
+	return s.sshPrivateKey(s.HostKeyPath(host))
 }
 
 // HostSigner returns host's SSH private key as a signer, for example to serve
