@@ -23,12 +23,7 @@ const (
 func (s *Scheduler) execute(e *entry, r nixdeploy.ScheduleRun, by string) {
 	defer s.runs.Done()
 	ctx := s.ctx
-	var hosts []HostSummary
-	if e.cfg.Strategy == "parallel" {
-		hosts = s.parallel(ctx, e, r, by)
-	} else {
-		hosts = s.rolling(ctx, e, r, by)
-	}
+	hosts := strategies[e.cfg.Strategy](s, ctx, e, r, by)
 	outcome, detail := verdict(hosts)
 
 	// Stop may have cancelled ctx; the end of the run must still be written.
@@ -84,6 +79,17 @@ func verdict(hosts []HostSummary) (outcome, detail string) {
 		return OutcomeSucceeded, fmt.Sprintf("%d of %d hosts skipped", skipped, len(hosts))
 	}
 	return OutcomeSucceeded, ""
+}
+
+// strategy runs a run's hosts and returns one summary per host, in order.
+type strategy func(s *Scheduler, ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) []HostSummary
+
+// strategies is every strategy by its config name: adding one is its
+// function, its entry here and its name in nixdeploy.Strategies (which the
+// config validation reads; a test checks the two agree).
+var strategies = map[string]strategy{
+	"rolling":  (*Scheduler).rolling,
+	"parallel": (*Scheduler).parallel,
 }
 
 // rolling runs the hosts in order, one at a time, and leaves every host

@@ -234,12 +234,11 @@ func newEntry(c *nixdeploy.Config, sc nixdeploy.Schedule) (*entry, error) {
 	if sc.Action.Destructive() {
 		return nil, fmt.Errorf("schedule %s: action %s is destructive and cannot be scheduled", sc.Name, sc.Action)
 	}
-	switch sc.Strategy {
-	case "rolling", "parallel":
-	case "":
+	if sc.Strategy == "" {
 		sc.Strategy = nixdeploy.DefaultStrategy
-	default:
-		return nil, fmt.Errorf("schedule %s: strategy %q must be rolling or parallel", sc.Name, sc.Strategy)
+	}
+	if _, ok := strategies[sc.Strategy]; !ok {
+		return nil, fmt.Errorf("schedule %s: strategy %q must be one of %s", sc.Name, sc.Strategy, strings.Join(nixdeploy.Strategies, ", "))
 	}
 	sc.Parallel = max(sc.Parallel, 1)
 	if sc.Missed == "" {
