@@ -110,6 +110,35 @@ func TestTwoProcessesShareOneDatabase(t *testing.T) {
 	if strings.Join(got, " ") != "node2=succeeded node1=cancelled" {
 		t.Errorf("deployments stored: %v, want node1 cancelled (first process) and node2 succeeded (second); the refused one stores none", got)
 	}
+
+	// A process killed outright (no Close, its lease still running) holds
+	// nothing once it is gone: the next process on this machine sees its
+	// pid is dead, marks its deployment interrupted and may take the host.
+	if err := os.Remove(lab.PIDFile("nixos-rebuild", "node1")); err != nil {
+		t.Fatal(err)
+	}
+	lab.Set("nixos-rebuild.node1.hang", "1")
+	killed := ndp(context.Background(), "deploy", "node1")
+	if err := killed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killed.Process.Kill() })
+	lab.WaitFile(t.Context(), lab.PIDFile("nixos-rebuild", "node1"), time.Minute)
+	if err := os.Remove(filepath.Join(lab.ControlDir, "nixos-rebuild.node1.hang")); err != nil {
+		t.Fatal(err)
+	}
+	killed.Process.Kill()
+	killed.Wait()
+	out, err = ndp(ctx, "deploy", "node1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("deploy of node1 after its holder was killed: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "deployment 3 (switch node1) was interrupted by a restart") {
+		t.Errorf("the killed process's deployment was not reported interrupted:\n%s", out)
+	}
+	if d, err := store.Deployment(t.Context(), 3); err != nil || d.State != nixdeploy.StateInterrupted {
+		t.Errorf("the killed process's deployment: %s, %v; want interrupted", d.State, err)
+	}
 }
 
 // countCalls counts the stub invocations of tool for host in the lab's

@@ -43,10 +43,11 @@ func (d *DB) Owner() Owner { return d.owner }
 var processStart = time.Now()
 
 // register inserts this process's owner row with a fresh lease, and ends
-// the lease of an earlier process with the same host and pid (as after a
-// container restart, where nixdeploy is pid 1 again): that process is
-// certainly dead, so its deployments are recovered now rather than after
-// LeaseTTL.
+// the lease of every owner on this machine that is certainly dead: one
+// whose pid no longer runs (a crash, a SIGKILL), and an earlier process
+// with this very pid (as after a container restart, where nixdeploy is
+// pid 1 again). Their deployments are then recovered now rather than
+// after LeaseTTL.
 func (d *DB) register(ctx context.Context) error {
 	o := d.owner
 	return d.tx(ctx, func(tx *sql.Tx) error {
@@ -54,7 +55,33 @@ func (d *DB) register(ctx context.Context) error {
 			o.Hostname, o.PID, processStart.UnixNano()); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO owners (id, pid, hostname, started_at, lease_until) VALUES (?, ?, ?, ?, ?)`,
+		rows, err := tx.QueryContext(ctx, `SELECT id, pid FROM owners WHERE hostname = ? AND pid <> ? AND lease_until > ?`,
+			o.Hostname, o.PID, d.now())
+		if err != nil {
+			return err
+		}
+		var dead []string
+		for rows.Next() {
+			var id string
+			var pid int
+			if err := rows.Scan(&id, &pid); err != nil {
+				rows.Close()
+				return err
+			}
+			if !processAlive(pid) {
+				dead = append(dead, id)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range dead {
+			if _, err := tx.ExecContext(ctx, `UPDATE owners SET lease_until = 0 WHERE id = ?`, id); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO owners (id, pid, hostname, started_at, lease_until) VALUES (?, ?, ?, ?, ?)`,
 			o.ID, o.PID, o.Hostname, nanos(o.Started), d.now()+int64(LeaseTTL))
 		return err
 	})
