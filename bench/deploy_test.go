@@ -15,6 +15,7 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // BenchmarkRow2NoopDeploy runs a switch whose nixos-rebuild does nothing
@@ -51,7 +52,7 @@ func BenchmarkRow2NoopDeploy(b *testing.B) {
 		before := sessions()
 		start := time.Now()
 		dep := &nixdeploy.Deployment{Hosts: []string{host}, Action: nixdeploy.ActionSwitch, Requester: "bench"}
-		if _, err := d.Run(context.Background(), dep); err != nil {
+		if _, err := runs.New(store, d).Run(context.Background(), dep); err != nil {
 			b.Fatal(err)
 		}
 		ours := time.Since(start)

@@ -11,6 +11,7 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
+	"github.com/nixdeploy/nixdeploy/runs"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
@@ -60,7 +61,7 @@ func BenchmarkRow6Rollout(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: schedDeployer{d}})
+	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: schedDeployer{runs.New(store, d)}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -106,11 +107,11 @@ func BenchmarkRow6Rollout(b *testing.B) {
 }
 
 // schedDeployer runs one single-host deployment per scheduled host.
-type schedDeployer struct{ d *deployer.Deployer }
+type schedDeployer struct{ life *runs.Lifecycle }
 
 func (s schedDeployer) Deploy(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
 	dep := &nixdeploy.Deployment{Hosts: []string{req.Host}, Action: req.Action, Requester: "schedule:" + req.Schedule, Source: nixdeploy.SourceSchedule}
-	rep, err := s.d.Run(ctx, dep)
+	rep, err := s.life.Run(ctx, dep)
 	if rep == nil {
 		return schedules.Result{DeploymentID: dep.ID}, err
 	}

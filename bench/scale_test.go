@@ -20,6 +20,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/simfleet"
+	"github.com/nixdeploy/nixdeploy/runs"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
@@ -110,7 +111,7 @@ func BenchmarkRow8Scale(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: schedDeployer{d}})
+	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: schedDeployer{runs.New(store, d)}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,9 @@ type Store interface {
 	Deployments(ctx context.Context, host string, limit int) ([]nixdeploy.Deployment, error)
 	SetState(ctx context.Context, id int64, state nixdeploy.State) error
 	Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error
+	// EndUnstarted ends a deployment only if it has not started: a cancel
+	// that loses to a start changes nothing.
+	EndUnstarted(ctx context.Context, id int64, state nixdeploy.State, errText string) error
 	SetMessage(ctx context.Context, id int64, channel, ts string) error
 	CurrentSystem(ctx context.Context, host string) (string, time.Time, error)
 
@@ -28,14 +31,12 @@ type Store interface {
 	EachLog(ctx context.Context, deploymentID int64, fn func(nixdeploy.LogLine) error) error
 }
 
-// Sink receives a deployment's output while it runs. The deployer calls
-// Line for every stored (redacted) line, including its own event lines for
-// step boundaries; nixos-anywhere's "### … ###" markers arrive as ordinary
-// stdout lines. Line must not block: the Streamer only records the line and
-// wakes its updater.
-type Sink interface {
-	Line(l nixdeploy.LogLine)
-}
+// Sink receives a deployment's output while it runs (nixdeploy.Sink).
+// The deployer calls Line for every stored (redacted) line, including its
+// own event lines for step boundaries; nixos-anywhere's "### … ###"
+// markers arrive as ordinary stdout lines. Line must not block: the
+// Streamer only records the line and wakes its updater.
+type Sink = nixdeploy.Sink
 
 // Result is how a deployment run ended.
 type Result struct {

@@ -214,6 +214,22 @@ func (d *DB) Finish(ctx context.Context, id int64, state nixdeploy.State, exitCo
 	return checkOne(res, fmt.Sprintf("deployment %d (not found or already finished)", id))
 }
 
+// EndUnstarted ends a deployment that has not started (queued or awaiting
+// approval) in state, with errText. One that started or ended meanwhile
+// is a not-found error and is not changed: of a cancel and a start, only
+// the first is recorded.
+func (d *DB) EndUnstarted(ctx context.Context, id int64, state nixdeploy.State, errText string) error {
+	if !state.Final() {
+		return fmt.Errorf("end deployment %d: %s is not a final state", id, state)
+	}
+	res, err := d.sql.ExecContext(ctx, `UPDATE deployments SET state = ?, ended_at = ?, error = ?
+		WHERE id = ? AND state IN ('queued', 'awaiting-approval')`, state, d.now(), errText, id)
+	if err != nil {
+		return fmt.Errorf("end deployment %d: %w", id, err)
+	}
+	return checkOne(res, fmt.Sprintf("deployment %d (not found, started or already finished)", id))
+}
+
 // SetMessage records where a deployment's Slack status message is.
 func (d *DB) SetMessage(ctx context.Context, id int64, channel, ts string) error {
 	res, err := d.sql.ExecContext(ctx, `UPDATE deployments SET channel = ?, message_ts = ? WHERE id = ?`, channel, ts, id)

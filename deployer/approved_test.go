@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // An approved install runs only the plan approved: with another
@@ -16,7 +17,7 @@ func TestInstallRunsOnlyTheApprovedPlan(t *testing.T) {
 	e := newEnv(t, envConfig{})
 	dep := &nixdeploy.Deployment{Hosts: []string{"node1"}, Action: nixdeploy.ActionInstall, Requester: "test",
 		Source: nixdeploy.SourceCLI, Fingerprint: "the fingerprint of some other plan"}
-	rep, err := e.d.Run(t.Context(), dep, e.sink)
+	rep, err := runs.New(e.db, e.d).Run(t.Context(), dep, e.sink)
 	if !errors.Is(err, nixdeploy.ErrPlanChanged) {
 		t.Fatalf("install with another plan's approval: err = %v, want ErrPlanChanged", err)
 	}
@@ -36,7 +37,7 @@ func TestInstallRunsOnlyTheApprovedPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	approved.Fingerprint = fp
-	if _, err := e.d.Run(t.Context(), &approved, e.sink); err != nil {
+	if _, err := runs.New(e.db, e.d).Run(t.Context(), &approved, e.sink); err != nil {
 		t.Fatalf("install with its own plan's approval: %v\n%s", err, e.sink.text())
 	}
 	if calls := e.lab.CallsTo("nixos-anywhere"); len(calls) != 1 {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/deployer"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // BenchmarkStream streams a log file from the lab's runner through the
@@ -46,9 +47,10 @@ func BenchmarkStream(b *testing.B) {
 		b.Run(store, func(b *testing.B) {
 			opts := e.opts
 			var count func(id int64) int64
+			var lstore runs.Store = e.db
 			if store == "discard" {
 				ds := &discardStore{}
-				opts.Store = ds
+				opts.Store, lstore = ds, ds
 				count = func(int64) int64 { return ds.lines.Load() }
 			} else {
 				count = func(id int64) int64 {
@@ -63,12 +65,12 @@ func BenchmarkStream(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			benchRuns(b, e, d, count, lines, size, sshSecs)
+			benchRuns(b, e, runs.New(lstore, d), count, lines, size, sshSecs)
 		})
 	}
 }
 
-func benchRuns(b *testing.B, e *env, d *deployer.Deployer, count func(int64) int64, lines, size int64, sshSecs float64) {
+func benchRuns(b *testing.B, e *env, life *runs.Lifecycle, count func(int64) int64, lines, size int64, sshSecs float64) {
 	runtime.GC()
 	var peak uint64
 	stop := make(chan struct{})
@@ -91,7 +93,7 @@ func benchRuns(b *testing.B, e *env, d *deployer.Deployer, count func(int64) int
 	}()
 
 	var stepSecs float64
-	runs := 0
+	nruns := 0
 	null := deployer.SinkFunc(func(nixdeploy.LogLine) {})
 	for b.Loop() {
 		var started, ended time.Time
@@ -106,18 +108,18 @@ func benchRuns(b *testing.B, e *env, d *deployer.Deployer, count func(int64) int
 		})
 		dep := &nixdeploy.Deployment{Hosts: []string{"node1"}, Action: nixdeploy.ActionSwitch, Requester: "bench"}
 		before := count(0)
-		if _, err := d.Run(b.Context(), dep, null, timing); err != nil {
+		if _, err := life.Run(b.Context(), dep, null, timing); err != nil {
 			b.Fatal(err)
 		}
 		stepSecs += ended.Sub(started).Seconds()
 		if n := count(dep.ID) - before; n < lines {
 			b.Fatalf("stored %d lines of %d", n, lines)
 		}
-		runs++
+		nruns++
 	}
 	close(stop)
 	wg.Wait()
-	per := stepSecs / float64(runs)
+	per := stepSecs / float64(nruns)
 	b.ReportMetric(float64(lines)/per, "lines/s")
 	b.ReportMetric(float64(size)/per/1e6, "MB/s")
 	b.ReportMetric(sshSecs/per, "x_openssh")
@@ -136,8 +138,14 @@ func (s *discardStore) CreateDeployment(_ context.Context, d *nixdeploy.Deployme
 	return nil
 }
 func (s *discardStore) SetState(context.Context, int64, nixdeploy.State) error { return nil }
-func (s *discardStore) SetRevision(context.Context, int64, string) error       { return nil }
+func (s *discardStore) Deployment(_ context.Context, id int64) (nixdeploy.Deployment, error) {
+	return nixdeploy.Deployment{ID: id}, nil
+}
+func (s *discardStore) SetRevision(context.Context, int64, string) error { return nil }
 func (s *discardStore) Finish(context.Context, int64, nixdeploy.State, int, string) error {
+	return nil
+}
+func (s *discardStore) EndUnstarted(context.Context, int64, nixdeploy.State, string) error {
 	return nil
 }
 func (s *discardStore) AppendLogs(_ context.Context, _ int64, l []nixdeploy.LogLine) error {

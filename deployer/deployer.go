@@ -25,12 +25,10 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 )
 
-// Store is the part of the database the deployer writes. *db.DB satisfies
-// it.
+// Store is the part of the database the deployer writes: a deployment's
+// log, steps and revision, never its state (runs/ and the bot own that).
+// *db.DB satisfies it.
 type Store interface {
-	CreateDeployment(ctx context.Context, d *nixdeploy.Deployment) error
-	SetState(ctx context.Context, id int64, state nixdeploy.State) error
-	Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error
 	AppendLogs(ctx context.Context, id int64, lines []nixdeploy.LogLine) error
 	RecordStep(ctx context.Context, id int64, s nixdeploy.StepResult) error
 	// SetRevision records the flake revision a deployment deployed.
@@ -314,119 +312,41 @@ func (d *Deployer) lockLocal(hosts []string, id int64) (func(), error) {
 	}, nil
 }
 
-func (d *Deployer) setHolder(ctx context.Context, hosts []string, id int64) error {
-	d.mu.Lock()
-	for _, h := range hosts {
-		d.busy[h] = id
-	}
-	d.mu.Unlock()
-	if c, ok := d.opts.Store.(Claims); ok {
-		return c.ClaimHosts(ctx, id, hosts)
-	}
-	return nil
-}
-
-// Outcome is how a deployment ended for one host.
-type Outcome string
+// The report of a run is root vocabulary (nixdeploy.Report); these names
+// keep the deployer's callers reading as before.
+type (
+	Outcome    = nixdeploy.Outcome
+	HostReport = nixdeploy.HostReport
+	Report     = nixdeploy.Report
+	StepError  = nixdeploy.StepError
+)
 
 // Host outcomes.
 const (
-	OutcomeSucceeded Outcome = "succeeded"
-	OutcomeFailed    Outcome = "failed"
-	OutcomeCancelled Outcome = "cancelled"
-	// OutcomeUntouched: the host was not reached because an earlier host
-	// failed or the deployment was cancelled first.
-	OutcomeUntouched Outcome = "untouched"
+	OutcomeSucceeded = nixdeploy.OutcomeSucceeded
+	OutcomeFailed    = nixdeploy.OutcomeFailed
+	OutcomeCancelled = nixdeploy.OutcomeCancelled
+	OutcomeUntouched = nixdeploy.OutcomeUntouched
 )
-
-// HostReport is what happened to one host.
-type HostReport struct {
-	Host    string
-	Outcome Outcome
-	// Step is the step that failed or was cancelled.
-	Step string
-	// ExitCode is that step's exit status (-1: none, such as a timeout).
-	ExitCode int
-	Err      error
-	// Before and After are /run/current-system around the action.
-	Before, After string
-	Warnings      []string
-	// Revision is the flake revision deployed ("" when never resolved).
-	Revision string
-}
-
-// Report is the result of Run.
-type Report struct {
-	DeploymentID int64
-	State        nixdeploy.State
-	// Hosts are in run order, untouched ones included.
-	Hosts []HostReport
-	// LogErr is set when the log could not be stored completely.
-	LogErr error
-}
-
-func (r *Report) with(o Outcome) []string {
-	var out []string
-	for _, h := range r.Hosts {
-		if h.Outcome == o {
-			out = append(out, h.Host)
-		}
-	}
-	return out
-}
-
-// Succeeded lists the hosts that were deployed and verified.
-func (r *Report) Succeeded() []string { return r.with(OutcomeSucceeded) }
-
-// Failed lists the hosts whose deployment failed or was cancelled.
-func (r *Report) Failed() []string {
-	return append(r.with(OutcomeFailed), r.with(OutcomeCancelled)...)
-}
-
-// Untouched lists the hosts the deployment never reached.
-func (r *Report) Untouched() []string { return r.with(OutcomeUntouched) }
-
-// Summary is one line per outcome, for a chat message or terminal.
-func (r *Report) Summary() string {
-	var parts []string
-	if s := r.Succeeded(); len(s) > 0 {
-		parts = append(parts, "succeeded: "+strings.Join(s, ", "))
-	}
-	for _, h := range r.Hosts {
-		if h.Outcome == OutcomeFailed || h.Outcome == OutcomeCancelled {
-			parts = append(parts, fmt.Sprintf("%s: %s at step %s", h.Outcome, h.Host, h.Step))
-		}
-	}
-	if u := r.Untouched(); len(u) > 0 {
-		parts = append(parts, "not touched: "+strings.Join(u, ", "))
-	}
-	return strings.Join(parts, "; ")
-}
-
-// StepError is the failure of one step on one host.
-type StepError struct {
-	Host     string
-	Step     string
-	ExitCode int
-	Err      error
-}
-
-func (e *StepError) Error() string {
-	return fmt.Sprintf("%s: step %s failed: %v", e.Host, e.Step, e.Err)
-}
-
-func (e *StepError) Unwrap() error { return e.Err }
 
 // ErrStepTimeout is a step stopped by its timeout.
 var ErrStepTimeout = nixdeploy.ErrStepTimeout
 
+// Check reports whether dep can be planned: its hosts are in the fleet
+// config and its action has a plan. The lifecycle asks before it stores a
+// request, so a request that cannot run leaves no row.
+func (d *Deployer) Check(dep nixdeploy.Deployment) error {
+	_, err := d.plans(&dep)
+	return err
+}
+
 // Run runs dep: its Action on its Hosts, in order, one at a time, halting
-// at the first failure. Host names must come from the fleet config. When
-// dep.ID is 0 the deployment is created, started and finished in the store
-// by Run; otherwise the caller owns the deployment's state (it created the
-// row, marked it running and records its end, in its own words) and Run
-// writes only its steps, revision and log. Every line goes, redacted, to
-// sinks and the store.
+// at the first failure. Host names must come from the fleet config. dep
+// must be stored and started already (runs.Lifecycle does both); Run
+// writes its steps, revision and log, never its state, and leaves the
+// outcome on dep (State, ExitCode and the redacted Error) and in the
+// report for the caller to record. Every line goes, redacted, to sinks and
+// the store.
 //
 // The report is returned whenever the deployment ran; the error is nil only
 // when every host succeeded. A failure is a *StepError; a cancel wraps
@@ -434,6 +354,9 @@ var ErrStepTimeout = nixdeploy.ErrStepTimeout
 // cancelled, or interrupted when the cause is nixdeploy.ErrShutdown; a busy
 // host wraps nixdeploy.ErrHostBusy and an unknown one nixdeploy.ErrUnknownHost.
 func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...Sink) (*Report, error) {
+	if dep.ID == 0 {
+		return nil, errors.New("run a deployment that is not stored: create and start it through runs.Lifecycle")
+	}
 	plans, err := d.plans(dep)
 	if err != nil {
 		return nil, err
@@ -443,23 +366,6 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 		return nil, err
 	}
 	defer release()
-	owned := dep.ID == 0
-	if owned {
-		if dep.Source == "" {
-			dep.Source = nixdeploy.SourceCLI
-		}
-		dep.State = nixdeploy.StateQueued
-		if err := d.opts.Store.CreateDeployment(ctx, dep); err != nil {
-			return nil, fmt.Errorf("record the deployment: %w", err)
-		}
-		if err := d.setHolder(ctx, dep.Hosts, dep.ID); err != nil {
-			d.finishStore(ctx, dep.ID, nixdeploy.StateFailed, 1, err.Error())
-			return nil, err
-		}
-		if err := d.opts.Store.SetState(ctx, dep.ID, nixdeploy.StateRunning); err != nil {
-			return nil, fmt.Errorf("start deployment %d: %w", dep.ID, err)
-		}
-	}
 	dep.State = nixdeploy.StateRunning
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -540,9 +446,6 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 		errText = r.red.plain(runErr.Error())
 	}
 	dep.Error = errText
-	if owned {
-		d.finishStore(ctx, dep.ID, rep.State, dep.ExitCode, errText)
-	}
 	log.Info("deployment ended", "state", string(rep.State), "summary", rep.Summary())
 	return rep, runErr
 }
@@ -552,14 +455,6 @@ func (d *Deployer) recordRevision(ctx context.Context, id int64, rev string) {
 	defer cancel()
 	if err := d.opts.Store.SetRevision(ctx, id, rev); err != nil {
 		d.log.Error("record the deployed revision", "deployment", id, "err", err)
-	}
-}
-
-func (d *Deployer) finishStore(ctx context.Context, id int64, state nixdeploy.State, code int, errText string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := d.opts.Store.Finish(ctx, id, state, code, errText); err != nil {
-		d.log.Error("record the end of a deployment", "deployment", id, "err", err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/sshlab"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // The store the deployer writes is the real database.
@@ -89,7 +90,7 @@ func newEnv(t testing.TB, ec envConfig) *env {
 // run runs action on hosts with the env's sink plus extra sinks.
 func (e *env) run(ctx context.Context, action nixdeploy.Action, hosts []string, sinks ...deployer.Sink) (*nixdeploy.Deployment, *deployer.Report, error) {
 	dep := &nixdeploy.Deployment{Hosts: hosts, Action: action, Requester: "test", Source: nixdeploy.SourceCLI}
-	rep, err := e.d.Run(ctx, dep, append([]deployer.Sink{e.sink}, sinks...)...)
+	rep, err := runs.New(e.db, e.d).Run(ctx, dep, append([]deployer.Sink{e.sink}, sinks...)...)
 	return dep, rep, err
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/sshlab"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // TestRebuildRunnerHop: nixos-rebuild's own ssh (the stub runs real
@@ -282,7 +283,7 @@ func TestResolveAndRunLocked(t *testing.T) {
 		t.Error("the fingerprint does not cover the revision")
 	}
 	dep.Lock = lock
-	if _, err := e.d.Run(t.Context(), &dep, e.sink); err != nil {
+	if _, err := runs.New(e.db, e.d).Run(t.Context(), &dep, e.sink); err != nil {
 		t.Fatalf("install: %v\n%s", err, e.sink.text())
 	}
 	for _, c := range append(e.lab.CallsTo("nixos-anywhere"), e.lab.CallsTo("nixos-rebuild")...) {

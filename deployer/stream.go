@@ -17,14 +17,8 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 )
 
-// Sink receives a deployment's log lines, already redacted, in order: Seq
-// rises by one from line to line. Stream is stdout, stderr or event; events
-// are the deployer's own lines (steps starting and ending, warnings, and
-// nixos-anywhere's phases, see Phase). Line is called from one goroutine;
-// a slow sink slows the deployment down rather than losing lines.
-type Sink interface {
-	Line(nixdeploy.LogLine)
-}
+// Sink receives a deployment's log lines (nixdeploy.Sink).
+type Sink = nixdeploy.Sink
 
 // BatchSink is a Sink that also takes lines several at a time. The
 // deployer hands it the lines it handled in one go with one call to Lines

@@ -140,9 +140,6 @@ func (d *Deployer) Unlock(ctx context.Context, host string, sinks ...Sink) error
 // nopStore drops what an unlock would record.
 type nopStore struct{}
 
-func (nopStore) CreateDeployment(context.Context, *nixdeploy.Deployment) error     { return nil }
-func (nopStore) SetState(context.Context, int64, nixdeploy.State) error            { return nil }
-func (nopStore) Finish(context.Context, int64, nixdeploy.State, int, string) error { return nil }
-func (nopStore) AppendLogs(context.Context, int64, []nixdeploy.LogLine) error      { return nil }
-func (nopStore) RecordStep(context.Context, int64, nixdeploy.StepResult) error     { return nil }
-func (nopStore) SetRevision(context.Context, int64, string) error                  { return nil }
+func (nopStore) AppendLogs(context.Context, int64, []nixdeploy.LogLine) error  { return nil }
+func (nopStore) RecordStep(context.Context, int64, nixdeploy.StepResult) error { return nil }
+func (nopStore) SetRevision(context.Context, int64, string) error              { return nil }

@@ -17,6 +17,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/keys"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 const deployUsage = `deploy [--action A] [--config FILE] [--ssh-key FILE] [--yes --i-understand-this-wipes-disks] HOST|@tag…
@@ -109,7 +110,7 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 		names[i] = h.Name
 	}
 	dep := &nixdeploy.Deployment{Hosts: names, Action: action, Requester: requester(), Source: nixdeploy.SourceCLI}
-	rep, err := d.Run(ctx, dep, deployer.TextSink(s.out))
+	rep, err := runs.New(store, d).Run(ctx, dep, deployer.TextSink(s.out))
 	if err == nil {
 		fmt.Fprintf(s.out, "deployment %d: %s\n", dep.ID, rep.Summary())
 		return nil

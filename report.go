@@ -1,0 +1,106 @@
+package nixdeploy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Sink receives a deployment's log lines, already redacted, in order: Seq
+// rises by one from line to line. Stream is stdout, stderr or event; events
+// are the deployer's own lines (steps starting and ending, warnings, and
+// nixos-anywhere's phases). Line is called from one goroutine; a slow sink
+// slows the deployment down rather than losing lines.
+type Sink interface {
+	Line(LogLine)
+}
+
+// Outcome is how a deployment ended for one host.
+type Outcome string
+
+// Host outcomes.
+const (
+	OutcomeSucceeded Outcome = "succeeded"
+	OutcomeFailed    Outcome = "failed"
+	OutcomeCancelled Outcome = "cancelled"
+	// OutcomeUntouched: the host was not reached because an earlier host
+	// failed or the deployment was cancelled first.
+	OutcomeUntouched Outcome = "untouched"
+)
+
+// HostReport is what happened to one host.
+type HostReport struct {
+	Host    string
+	Outcome Outcome
+	// Step is the step that failed or was cancelled.
+	Step string
+	// ExitCode is that step's exit status (-1: none, such as a timeout).
+	ExitCode int
+	Err      error
+	// Before and After are /run/current-system around the action.
+	Before, After string
+	Warnings      []string
+	// Revision is the flake revision deployed ("" when never resolved).
+	Revision string
+}
+
+// Report is the result of a deployment run (deployer.Run).
+type Report struct {
+	DeploymentID int64
+	State        State
+	// Hosts are in run order, untouched ones included.
+	Hosts []HostReport
+	// LogErr is set when the log could not be stored completely.
+	LogErr error
+}
+
+func (r *Report) with(o Outcome) []string {
+	var out []string
+	for _, h := range r.Hosts {
+		if h.Outcome == o {
+			out = append(out, h.Host)
+		}
+	}
+	return out
+}
+
+// Succeeded lists the hosts that were deployed and verified.
+func (r *Report) Succeeded() []string { return r.with(OutcomeSucceeded) }
+
+// Failed lists the hosts whose deployment failed or was cancelled.
+func (r *Report) Failed() []string {
+	return append(r.with(OutcomeFailed), r.with(OutcomeCancelled)...)
+}
+
+// Untouched lists the hosts the deployment never reached.
+func (r *Report) Untouched() []string { return r.with(OutcomeUntouched) }
+
+// Summary is one line per outcome, for a chat message or terminal.
+func (r *Report) Summary() string {
+	var parts []string
+	if s := r.Succeeded(); len(s) > 0 {
+		parts = append(parts, "succeeded: "+strings.Join(s, ", "))
+	}
+	for _, h := range r.Hosts {
+		if h.Outcome == OutcomeFailed || h.Outcome == OutcomeCancelled {
+			parts = append(parts, fmt.Sprintf("%s: %s at step %s", h.Outcome, h.Host, h.Step))
+		}
+	}
+	if u := r.Untouched(); len(u) > 0 {
+		parts = append(parts, "not touched: "+strings.Join(u, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// StepError is the failure of one step on one host.
+type StepError struct {
+	Host     string
+	Step     string
+	ExitCode int
+	Err      error
+}
+
+func (e *StepError) Error() string {
+	return fmt.Sprintf("%s: step %s failed: %v", e.Host, e.Step, e.Err)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
