@@ -102,10 +102,8 @@ func (b *Bot) askApproval(ctx context.Context, dep nixdeploy.Deployment, channel
 			return fmt.Errorf("resolve the flake before asking for approval: %w", err)
 		}
 		dep.Lock = lock
-		if ls, ok := b.store.(LockStore); ok {
-			if err := ls.SetLock(ctx, dep.ID, lock); err != nil {
-				return fmt.Errorf("record the resolved revision: %w", err)
-			}
+		if err := b.life.SetLock(ctx, dep.ID, lock); err != nil {
+			return fmt.Errorf("record the resolved revision: %w", err)
 		}
 	}
 	hosts, err := plan(cfg, dep)
@@ -121,24 +119,24 @@ func (b *Bot) askApproval(ctx context.Context, dep nixdeploy.Deployment, channel
 		DeploymentID: dep.ID, Fingerprint: fp, Requester: dep.Requester,
 		State: nixdeploy.ApprovalPending, CreatedAt: now, ExpiresAt: now.Add(cfg.Slack.ApprovalTTL.Duration),
 	}
-	if err := b.store.CreateApproval(ctx, &a); err != nil {
+	if err := b.life.CreateApproval(ctx, &a); err != nil {
 		return fmt.Errorf("create approval: %w", err)
 	}
 	ts, err := b.chat.Post(ctx, channel, approvalMessage(dep, hosts, a, cfg, ""))
 	if err != nil {
 		// Without a message nobody can approve; end it now rather than
 		// leave a pending approval no one can see.
-		if ok, derr := b.store.DecideApproval(context.WithoutCancel(ctx), a.ID, nixdeploy.ApprovalRejected, "nixdeploy"); derr != nil || !ok {
+		if ok, derr := b.life.DecideApproval(context.WithoutCancel(ctx), a.ID, nixdeploy.ApprovalRejected, "nixdeploy"); derr != nil || !ok {
 			b.log.Error("void unposted approval", "approval", a.ID, "err", derr)
 		}
 		b.finishUnstarted(ctx, dep, nixdeploy.StateCancelled, err)
 		return fmt.Errorf("post approval message: %w", err)
 	}
 	a.Channel, a.MessageTS = channel, ts
-	if err := b.store.SetApprovalMessage(ctx, a.ID, channel, ts); err != nil {
+	if err := b.life.SetApprovalMessage(ctx, a.ID, channel, ts); err != nil {
 		return fmt.Errorf("record approval message: %w", err)
 	}
-	if err := b.store.SetMessage(ctx, dep.ID, channel, ts); err != nil {
+	if err := b.life.SetMessage(ctx, dep.ID, channel, ts); err != nil {
 		b.log.Error("record approval message on deployment", "deployment", dep.ID, "err", err)
 	}
 	b.audit(ctx, "nixdeploy", "approval-posted", dep.ID, fmt.Sprintf("approval %d, fingerprint %s, expires %s", a.ID, a.Fingerprint, utc(a.ExpiresAt)))
@@ -234,7 +232,7 @@ func (b *Bot) expire(ctx context.Context, approvalID int64, by string) error {
 // once, and rewrites the approval message. It reports false when the
 // approval was decided elsewhere first.
 func (b *Bot) decide(ctx context.Context, a nixdeploy.Approval, as nixdeploy.ApprovalState, ds nixdeploy.State, by, kind, decision string) (bool, error) {
-	ok, err := b.store.DecideApproval(ctx, a.ID, as, by)
+	ok, err := b.life.DecideApproval(ctx, a.ID, as, by)
 	if err != nil || !ok {
 		return false, err
 	}
@@ -244,7 +242,7 @@ func (b *Bot) decide(ctx context.Context, a nixdeploy.Approval, as nixdeploy.App
 		actor = "nixdeploy"
 	}
 	b.audit(ctx, actor, kind, a.DeploymentID, fmt.Sprintf("approval %d", a.ID))
-	if err := b.store.SetState(ctx, a.DeploymentID, ds); err != nil && !errors.Is(err, nixdeploy.ErrNotFound) {
+	if err := b.life.SetState(ctx, a.DeploymentID, ds); err != nil && !errors.Is(err, nixdeploy.ErrNotFound) {
 		b.log.Error("end deployment after approval decision", "deployment", a.DeploymentID, "err", err)
 	}
 	b.log.Info("approval decided", "approval", a.ID, "deployment", a.DeploymentID, "state", as, "by", by)
@@ -358,7 +356,7 @@ func (b *Bot) reaction(ctx context.Context, r Reaction) error {
 			return err
 		}
 	}
-	ok, err := b.store.DecideApproval(ctx, a.ID, nixdeploy.ApprovalApproved, r.User)
+	ok, err := b.life.DecideApproval(ctx, a.ID, nixdeploy.ApprovalApproved, r.User)
 	if err != nil || !ok {
 		return err
 	}

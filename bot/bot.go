@@ -38,6 +38,8 @@ type Options struct {
 	// DefaultLimits for a SlackChat, none for another Chat (a terminal).
 	RateLimits map[string]Limit
 	Deployer   Deployer
+	// Lifecycle writes deployment and approval state (runs.New).
+	Lifecycle Lifecycle
 	// Locks, Schedules and Keys are optional; without them the commands
 	// that need them answer that the feature is not available.
 	Locks     Locks
@@ -71,6 +73,7 @@ type Options struct {
 type Bot struct {
 	cfg       atomic.Pointer[nixdeploy.Config]
 	store     Store
+	life      Lifecycle
 	chat      Chat
 	deployer  Deployer
 	locks     Locks
@@ -133,9 +136,11 @@ func New(o Options) (*Bot, error) {
 		return nil, errors.New("bot: no chat")
 	case o.Deployer == nil:
 		return nil, errors.New("bot: no deployer")
+	case o.Lifecycle == nil:
+		return nil, errors.New("bot: no lifecycle")
 	}
 	b := &Bot{
-		store: o.Store, chat: o.Chat, deployer: o.Deployer,
+		store: o.Store, life: o.Lifecycle, chat: o.Chat, deployer: o.Deployer,
 		locks: o.Locks, schedules: o.Schedules, keys: o.Keys, bmc: o.BMC,
 		botUser: o.BotUser, observer: o.Observer, clock: o.Clock, log: o.Logger,
 		interval: o.UpdateInterval, tailLines: o.TailLines,

@@ -9,18 +9,19 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // hookStore runs afterApprove once an approval is recorded as approved,
 // before the bot goes on to start the deployment: the window a cancel can
 // race into.
 type hookStore struct {
-	*db.DB
+	*runs.Lifecycle
 	afterApprove func()
 }
 
 func (s *hookStore) DecideApproval(ctx context.Context, id int64, st nixdeploy.ApprovalState, by string) (bool, error) {
-	ok, err := s.DB.DecideApproval(ctx, id, st, by)
+	ok, err := s.Lifecycle.DecideApproval(ctx, id, st, by)
 	if ok && err == nil && st == nixdeploy.ApprovalApproved && s.afterApprove != nil {
 		s.afterApprove()
 	}
@@ -35,8 +36,8 @@ func TestCancelRacingApproveHasOneOutcome(t *testing.T) {
 	started := make(chan nixdeploy.Deployment, 1)
 	var h *harness
 	hs := &hookStore{}
-	h = newHarness(t, harnessOptions{started: started, store: func(d *db.DB) bot.Store {
-		hs.DB = d
+	h = newHarness(t, harnessOptions{started: started, life: func(d *db.DB) bot.Lifecycle {
+		hs.Lifecycle = runs.New(d, nil)
 		return hs
 	}})
 	h.command(alice, "install ganon")

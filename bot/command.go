@@ -132,7 +132,7 @@ func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command)
 		if len(groups) > 1 {
 			what = fmt.Sprintf("%s %s (%d of %d: one approval per host)", cmd.Action, hosts[0], i+1, len(groups))
 		}
-		if err := b.store.CreateDeployment(ctx, &dep); err != nil {
+		if err := b.life.CreateDeployment(ctx, &dep); err != nil {
 			return fmt.Errorf("request %s: %w", cmd, err)
 		}
 		b.audit(ctx, inv.User, "requested", dep.ID, what)

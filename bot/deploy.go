@@ -33,7 +33,7 @@ func (b *Bot) Deploy(ctx context.Context, req nixdeploy.Request) (nixdeploy.Depl
 		Hosts: req.Hosts, Action: req.Action, Requester: req.Requester, Source: source,
 		State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
 	}
-	if err := b.store.CreateDeployment(ctx, &dep); err != nil {
+	if err := b.life.CreateDeployment(ctx, &dep); err != nil {
 		return dep, fmt.Errorf("deploy %s %v: %w", req.Action, req.Hosts, err)
 	}
 	b.audit(ctx, req.Requester, "requested", dep.ID, fmt.Sprintf("%s %s", req.Action, hostsText(req.Hosts)))

@@ -7,24 +7,16 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 )
 
-// Store is the part of *db.DB the bot uses.
+// Store is the part of *db.DB the bot reads (and its audit trail and
+// event dedupe); deployment and approval state is written only through
+// Lifecycle.
 type Store interface {
-	CreateDeployment(ctx context.Context, d *nixdeploy.Deployment) error
 	Deployment(ctx context.Context, id int64) (nixdeploy.Deployment, error)
 	Deployments(ctx context.Context, host string, limit int) ([]nixdeploy.Deployment, error)
-	SetState(ctx context.Context, id int64, state nixdeploy.State) error
-	Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error
-	// EndUnstarted ends a deployment only if it has not started: a cancel
-	// that loses to a start changes nothing.
-	EndUnstarted(ctx context.Context, id int64, state nixdeploy.State, errText string) error
-	SetMessage(ctx context.Context, id int64, channel, ts string) error
 	CurrentSystem(ctx context.Context, host string) (string, time.Time, error)
 
-	CreateApproval(ctx context.Context, a *nixdeploy.Approval) error
-	SetApprovalMessage(ctx context.Context, id int64, channel, ts string) error
 	ApprovalByMessage(ctx context.Context, channel, ts string) (nixdeploy.Approval, error)
 	PendingApprovals(ctx context.Context) ([]nixdeploy.Approval, error)
-	DecideApproval(ctx context.Context, id int64, state nixdeploy.ApprovalState, by string) (bool, error)
 
 	Audit(ctx context.Context, e nixdeploy.AuditEvent) error
 	FirstSeen(ctx context.Context, eventID string) (bool, error)
@@ -83,10 +75,27 @@ type ClaimStore interface {
 	HostClaim(ctx context.Context, host string) (id int64, owner string, ok bool, err error)
 }
 
-// LockStore is what a Store may offer to keep an approved request's lock
-// with the deployment, so the run uses what was approved.
-type LockStore interface {
+// Lifecycle is the one writer of deployment and approval state;
+// *runs.Lifecycle satisfies it. Every transition that can race (a start
+// and a cancel, two decisions on one approval) is conditional there, so
+// only the first is recorded.
+type Lifecycle interface {
+	CreateDeployment(ctx context.Context, d *nixdeploy.Deployment) error
+	// SetState moves a live deployment on (running, or a final state from
+	// an approval decision); an ended one is a not-found error.
+	SetState(ctx context.Context, id int64, state nixdeploy.State) error
+	Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error
+	// EndUnstarted ends a deployment only if it has not started: a cancel
+	// that loses to a start changes nothing.
+	EndUnstarted(ctx context.Context, id int64, state nixdeploy.State, errText string) error
+	SetMessage(ctx context.Context, id int64, channel, ts string) error
+	// SetLock keeps an approved request's lock with the deployment, so
+	// the run uses what was approved.
 	SetLock(ctx context.Context, id int64, l *nixdeploy.Lock) error
+
+	CreateApproval(ctx context.Context, a *nixdeploy.Approval) error
+	SetApprovalMessage(ctx context.Context, id int64, channel, ts string) error
+	DecideApproval(ctx context.Context, id int64, state nixdeploy.ApprovalState, by string) (bool, error)
 }
 
 // Locks keeps the manual host locks ("/nixdeploy lock"); *db.DB satisfies

@@ -22,6 +22,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/internal/slackfake"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // Users of the test fleet.
@@ -293,8 +294,8 @@ type harnessOptions struct {
 	// started, when set, receives each deployment as the deployer starts it.
 	started chan nixdeploy.Deployment
 	perLine time.Duration
-	// store, when set, wraps the DB the bot is given.
-	store func(*db.DB) bot.Store
+	// life, when set, makes the bot's Lifecycle over the DB.
+	life func(*db.DB) bot.Lifecycle
 	// bmc and observer are passed to the bot as they are.
 	bmc      bot.BMC
 	observer bot.Observer
@@ -356,13 +357,14 @@ func (h *harness) open(interrupted []nixdeploy.Deployment) {
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	var store bot.Store = d
-	if h.opts.store != nil {
-		store = h.opts.store(d)
+	var life bot.Lifecycle = runs.New(d, nil)
+	if h.opts.life != nil {
+		life = h.opts.life(d)
 	}
 	b, err := bot.New(bot.Options{
 		Config:         h.cfg,
-		Store:          store,
+		Store:          d,
+		Lifecycle:      life,
 		Chat:           bot.NewSlackChat(api, bot.SlackChatOptions{Clock: clock, Logger: logger}),
 		Deployer:       dep,
 		Locks:          d,

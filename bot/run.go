@@ -70,7 +70,7 @@ var errNotStarted = errors.New("deployment ended before it started")
 // ended the deployment first wins and the run never starts.
 func (b *Bot) begin(ctx context.Context, r *run) error {
 	ctx = context.WithoutCancel(ctx)
-	err := b.store.SetState(ctx, r.dep.ID, nixdeploy.StateRunning)
+	err := b.life.SetState(ctx, r.dep.ID, nixdeploy.StateRunning)
 	if err == nil {
 		return nil
 	}
@@ -96,7 +96,7 @@ func (b *Bot) release(id int64) {
 // finishUnstarted ends a deployment that never ran.
 func (b *Bot) finishUnstarted(ctx context.Context, dep nixdeploy.Deployment, st nixdeploy.State, why error) {
 	ctx = context.WithoutCancel(ctx)
-	if err := b.store.Finish(ctx, dep.ID, st, 0, UserMessage(why)); err != nil && !errors.Is(err, nixdeploy.ErrNotFound) {
+	if err := b.life.Finish(ctx, dep.ID, st, 0, UserMessage(why)); err != nil && !errors.Is(err, nixdeploy.ErrNotFound) {
 		b.log.Error("finish deployment", "deployment", dep.ID, "err", err)
 	}
 	b.audit(ctx, "nixdeploy", "not-started", dep.ID, UserMessage(why))
@@ -162,7 +162,7 @@ func (b *Bot) execRun(_ context.Context, r *run, channel, approvedBy string) {
 	} else {
 		log.Info("deployment ended", "state", res.State)
 	}
-	if err := b.store.Finish(fctx, dep.ID, res.State, res.ExitCode, errText); err != nil && !errors.Is(err, nixdeploy.ErrNotFound) {
+	if err := b.life.Finish(fctx, dep.ID, res.State, res.ExitCode, errText); err != nil && !errors.Is(err, nixdeploy.ErrNotFound) {
 		log.Error("finish deployment", "err", err)
 	}
 	actor := "nixdeploy"

@@ -201,7 +201,7 @@ func (b *Bot) cancelCmd(ctx context.Context, inv Invocation, cmd commands.Comman
 	}
 	// Ending a deployment that has not started is conditional in the
 	// store, like starting one, so of a cancel and a start only one wins.
-	err = b.store.EndUnstarted(ctx, dep.ID, nixdeploy.StateCancelled, "cancelled by "+inv.User)
+	err = b.life.EndUnstarted(ctx, dep.ID, nixdeploy.StateCancelled, "cancelled by "+inv.User)
 	if errors.Is(err, nixdeploy.ErrNotFound) {
 		b.mu.Lock()
 		r := b.runs[dep.ID]

@@ -148,6 +148,13 @@ func (s *discardStore) Finish(context.Context, int64, nixdeploy.State, int, stri
 func (s *discardStore) EndUnstarted(context.Context, int64, nixdeploy.State, string) error {
 	return nil
 }
+func (s *discardStore) SetMessage(context.Context, int64, string, string) error         { return nil }
+func (s *discardStore) SetLock(context.Context, int64, *nixdeploy.Lock) error           { return nil }
+func (s *discardStore) CreateApproval(context.Context, *nixdeploy.Approval) error       { return nil }
+func (s *discardStore) SetApprovalMessage(context.Context, int64, string, string) error { return nil }
+func (s *discardStore) DecideApproval(context.Context, int64, nixdeploy.ApprovalState, string) (bool, error) {
+	return false, nil
+}
 func (s *discardStore) AppendLogs(_ context.Context, _ int64, l []nixdeploy.LogLine) error {
 	s.lines.Add(int64(len(l)))
 	return nil

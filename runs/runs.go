@@ -1,12 +1,15 @@
-// Package runs owns the life of a deployment: it creates, starts and
-// finishes deployments and ends those that never start. The executor
+// Package runs owns the life of a deployment: it is the one writer of
+// deployment and approval state. It creates, starts and finishes
+// deployments, ends those that never start, and records approval
+// decisions; every transition that can race is a conditional update in
+// the store, so only the first is recorded. The executor
 // (*deployer.Deployer) only runs steps and writes their results and the
-// log; the state of a deployment is written here.
+// log.
 //
-// Today the terminal path (nixdeploy deploy) goes through Lifecycle.Run,
-// and the bot uses Start and Cancel for the two transitions that race (a
-// start and a cancel); the bot still creates chat deployments and decides
-// approvals itself (see ARCHITECTURE.md, "Known seams").
+// The terminal path (nixdeploy deploy) runs a whole deployment with
+// Lifecycle.Run. The bot keeps the policy of chat requests (who may ask,
+// who may approve, what to tell whom) and calls the Lifecycle for each
+// write; the database recovers what a dead process left (db.Open).
 package runs
 
 import (
@@ -26,6 +29,11 @@ type Store interface {
 	SetState(ctx context.Context, id int64, state nixdeploy.State) error
 	Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error
 	EndUnstarted(ctx context.Context, id int64, state nixdeploy.State, errText string) error
+	SetMessage(ctx context.Context, id int64, channel, ts string) error
+	SetLock(ctx context.Context, id int64, l *nixdeploy.Lock) error
+	CreateApproval(ctx context.Context, a *nixdeploy.Approval) error
+	SetApprovalMessage(ctx context.Context, id int64, channel, ts string) error
+	DecideApproval(ctx context.Context, id int64, state nixdeploy.ApprovalState, by string) (bool, error)
 }
 
 // Claims is what a Store may offer to share host exclusion with every
@@ -52,6 +60,8 @@ type Lifecycle struct {
 }
 
 // New returns a lifecycle over store that runs deployments with exec.
+// exec may be nil when Run is not used (the bot runs chat deployments
+// through its own deployer and records them here).
 func New(store Store, exec Executor) *Lifecycle { return &Lifecycle{store: store, exec: exec} }
 
 // ErrNotStarted is a deployment that ended (a cancel won) before it could
@@ -91,6 +101,49 @@ func (l *Lifecycle) Finish(ctx context.Context, id int64, state nixdeploy.State,
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return l.store.Finish(ctx, id, state, exitCode, sentence)
+}
+
+// CreateDeployment stores a new request (queued, or awaiting approval).
+func (l *Lifecycle) CreateDeployment(ctx context.Context, d *nixdeploy.Deployment) error {
+	return l.store.CreateDeployment(ctx, d)
+}
+
+// SetState moves a live deployment on: to running (stamping its start and
+// making this process its owner), or to a final state an approval decision
+// gave it. An ended deployment is a not-found error and is not changed.
+func (l *Lifecycle) SetState(ctx context.Context, id int64, state nixdeploy.State) error {
+	return l.store.SetState(ctx, id, state)
+}
+
+// EndUnstarted ends a deployment only if it has not started.
+func (l *Lifecycle) EndUnstarted(ctx context.Context, id int64, state nixdeploy.State, why string) error {
+	return l.store.EndUnstarted(ctx, id, state, why)
+}
+
+// SetMessage records where a deployment's status message is.
+func (l *Lifecycle) SetMessage(ctx context.Context, id int64, channel, ts string) error {
+	return l.store.SetMessage(ctx, id, channel, ts)
+}
+
+// SetLock keeps the lock an install is approved with, so the run uses it.
+func (l *Lifecycle) SetLock(ctx context.Context, id int64, lock *nixdeploy.Lock) error {
+	return l.store.SetLock(ctx, id, lock)
+}
+
+// CreateApproval stores a pending approval.
+func (l *Lifecycle) CreateApproval(ctx context.Context, a *nixdeploy.Approval) error {
+	return l.store.CreateApproval(ctx, a)
+}
+
+// SetApprovalMessage records where an approval's message is.
+func (l *Lifecycle) SetApprovalMessage(ctx context.Context, id int64, channel, ts string) error {
+	return l.store.SetApprovalMessage(ctx, id, channel, ts)
+}
+
+// DecideApproval decides a pending approval once; it reports false when it
+// was decided already (the first decision stands).
+func (l *Lifecycle) DecideApproval(ctx context.Context, id int64, state nixdeploy.ApprovalState, by string) (bool, error) {
+	return l.store.DecideApproval(ctx, id, state, by)
 }
 
 // Run takes a deployment from the terminal through its whole life: it

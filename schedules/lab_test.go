@@ -10,13 +10,14 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/sshlab"
+	"github.com/nixdeploy/nixdeploy/runs"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
 // labDeployer adapts the real deployer to schedules.Deployer the way the
 // bot will: one single-host deployment per host, recorded with the
 // schedule as its source.
-type labDeployer struct{ d *deployer.Deployer }
+type labDeployer struct{ d *runs.Lifecycle }
 
 func (l labDeployer) Deploy(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
 	dep := &nixdeploy.Deployment{Hosts: []string{req.Host}, Action: req.Action, Requester: "schedule:" + req.Schedule, Source: nixdeploy.SourceSchedule}
@@ -62,7 +63,7 @@ strategy = "rolling"
 		t.Fatal(err)
 	}
 	notes := &fakeNotifier{}
-	r := &rig{clk: clk, db: store, notes: notes, s: newScheduler(t, cfg, store, labDeployer{d}, notes, clk)}
+	r := &rig{clk: clk, db: store, notes: notes, s: newScheduler(t, cfg, store, labDeployer{runs.New(store, d)}, notes, clk)}
 	r.start(t)
 	r.tickAt(t, time.Date(2026, 5, 13, 3, 0, 0, 0, loc))
 

@@ -21,6 +21,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/simfleet"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // hostKeys is an in-memory key store for the deployer.
@@ -84,6 +85,7 @@ func newKey(t *testing.T) (ssh.Signer, []byte) {
 // with a real deployer and database in front of it.
 type rig struct {
 	fleet  *simfleet.Fleet
+	life   *runs.Lifecycle
 	dep    *deployer.Deployer
 	db     *db.DB
 	client ssh.Signer
@@ -138,7 +140,7 @@ func newRig(t *testing.T, pace time.Duration) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig{fleet: fleet, dep: d, db: store, client: client, cfg: cfg}
+	return &rig{fleet: fleet, dep: d, life: runs.New(store, d), db: store, client: client, cfg: cfg}
 }
 
 // lines collects a deployment's output.
@@ -159,7 +161,7 @@ func TestDeployerAgainstTheFleet(t *testing.T) {
 	before := r.fleet.CurrentSystem("rk1-node1")
 	out := &lines{}
 	dep := &nixdeploy.Deployment{Hosts: []string{"rk1-node1"}, Action: nixdeploy.ActionSwitch, Requester: "test"}
-	if _, err := r.dep.Run(t.Context(), dep, out); err != nil {
+	if _, err := r.life.Run(t.Context(), dep, out); err != nil {
 		t.Fatalf("switch: %v\n%s", err, strings.Join(out.text, "\n"))
 	}
 	after := r.fleet.CurrentSystem("rk1-node1")
@@ -172,14 +174,14 @@ func TestDeployerAgainstTheFleet(t *testing.T) {
 	out = &lines{}
 	r.cfg.Hosts[0].DiskKey = ""
 	dep = &nixdeploy.Deployment{Hosts: []string{"ganon"}, Action: nixdeploy.ActionInstall, Requester: "test"}
-	if _, err := r.dep.Run(t.Context(), dep, out); err == nil || !out.has("Nothing to read on input.") {
+	if _, err := r.life.Run(t.Context(), dep, out); err == nil || !out.has("Nothing to read on input.") {
 		t.Fatalf("install without a disk key: %v\n%s", err, strings.Join(out.text, "\n"))
 	}
 	r.cfg.Hosts[0].DiskKey = "/tmp/secret.key"
 
 	out = &lines{}
 	dep = &nixdeploy.Deployment{Hosts: []string{"ganon"}, Action: nixdeploy.ActionInstall, Requester: "test"}
-	if _, err := r.dep.Run(t.Context(), dep, out); err != nil {
+	if _, err := r.life.Run(t.Context(), dep, out); err != nil {
 		t.Fatalf("install: %v\n%s", err, strings.Join(out.text, "\n"))
 	}
 	for _, want := range []string{"### Formatting hard drive with disko ###", "+ cryptsetup -q luksFormat", "Found Windows Boot Manager", "### Done! ###", "ganon is up and presents its pinned host key"} {
@@ -197,7 +199,7 @@ func TestDeployerAgainstTheFleet(t *testing.T) {
 
 	out = &lines{}
 	dep = &nixdeploy.Deployment{Hosts: []string{"rk1-node2"}, Action: nixdeploy.ActionSwitch, Requester: "test"}
-	rep, err := r.dep.Run(t.Context(), dep, out)
+	rep, err := r.life.Run(t.Context(), dep, out)
 	var se *deployer.StepError
 	if !errors.As(err, &se) || se.Step != "nixos-rebuild" || se.ExitCode != 1 || rep.State != nixdeploy.StateFailed {
 		t.Fatalf("broken host: %v, %+v", err, rep)
@@ -278,7 +280,7 @@ func TestShutdownInterrupts(t *testing.T) {
 	done := make(chan result, 1)
 	dep := &nixdeploy.Deployment{Hosts: []string{"rk1-node1"}, Action: nixdeploy.ActionSwitch, Requester: "test"}
 	go func() {
-		rep, err := r.dep.Run(ctx, dep, sink)
+		rep, err := r.life.Run(ctx, dep, sink)
 		done <- result{rep, err}
 	}()
 	select {
