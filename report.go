@@ -5,6 +5,21 @@ import (
 	"strings"
 )
 
+// PhasePrefix starts the text of a phase event: the deployer's typed
+// announcement that nixos-anywhere entered a phase ("### Installing NixOS
+// ###" on its stdout becomes the event "phase: Installing NixOS").
+const PhasePrefix = "phase: "
+
+// Phase reports the nixos-anywhere phase an event line announces, such as
+// "Installing NixOS". Only the deployer's events count; a command's output
+// that looks like a marker does not.
+func (l LogLine) Phase() (string, bool) {
+	if l.Stream != StreamEvent {
+		return "", false
+	}
+	return strings.CutPrefix(l.Text, PhasePrefix)
+}
+
 // Sink receives a deployment's log lines, already redacted, in order: Seq
 // rises by one from line to line. Stream is stdout, stderr or event; events
 // are the deployer's own lines (steps starting and ending, warnings, and

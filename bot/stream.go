@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -14,7 +13,6 @@ import (
 )
 
 // markerRE matches nixos-anywhere's progress lines: "### Installing NixOS ###".
-var markerRE = regexp.MustCompile(`^\s*###\s+(.+?)\s+###\s*$`)
 
 // finalAttempts bounds the tries to deliver the final status message; each
 // try already waits out 429s inside the Chat.
@@ -85,7 +83,7 @@ func (s *Streamer) Lines(ls []nixdeploy.LogLine) {
 		if l.Step != "" {
 			s.step = l.Step
 		}
-		if m, ok := marker(l.Stream, l.Text); ok {
+		if m, ok := l.Phase(); ok {
 			s.marker = m
 			if p := phaseOf(m); p >= 0 && p >= s.phase {
 				s.phase = p
@@ -109,24 +107,6 @@ func (s *Streamer) Lines(ls []nixdeploy.LogLine) {
 	case s.kick <- struct{}{}:
 	default:
 	}
-}
-
-// marker returns the progress marker a line announces, if any. Every line
-// of a deployment passes here, so the regexp only sees lines that look
-// like one.
-func marker(stream nixdeploy.Stream, text string) (string, bool) {
-	if stream == nixdeploy.StreamStderr {
-		return "", false
-	}
-	t := strings.TrimSpace(text)
-	if !strings.HasPrefix(t, "###") || !strings.HasSuffix(t, "###") {
-		return "", false
-	}
-	m := markerRE.FindStringSubmatch(text)
-	if m == nil {
-		return "", false
-	}
-	return m[1], true
 }
 
 func (s *Streamer) snapshot() snapshot {

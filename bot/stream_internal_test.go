@@ -8,28 +8,6 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 )
 
-// TestMarkerPrefilter: the cheap check in front of markerRE never hides a
-// line the regexp alone would match.
-func TestMarkerPrefilter(t *testing.T) {
-	for _, text := range []string{
-		"### Installing NixOS ###", "  ### Done! ###  ", "\t###  spaced  ###\r", "### ###", "###x###",
-		"## Installing ##", "echo ### Done! ###", "### open", "close ###", "", "building foo",
-		"\v### vertical tab ###", "### trailing nbsp ###\u00a0", "###\n###",
-	} {
-		for _, stream := range []nixdeploy.Stream{nixdeploy.StreamStdout, nixdeploy.StreamStderr, nixdeploy.StreamEvent} {
-			got, ok := marker(stream, text)
-			var want string
-			m := markerRE.FindStringSubmatch(text)
-			if m != nil && stream != nixdeploy.StreamStderr {
-				want = m[1]
-			}
-			if got != want || ok != (m != nil && stream != nixdeploy.StreamStderr) {
-				t.Errorf("marker(%s %q) = %q, %v; the regexp says %q", stream, text, got, ok, want)
-			}
-		}
-	}
-}
-
 // TestLogFileLineFormat: the uploaded log's lines read exactly as the
 // layout "2006-01-02T15:04:05.000Z host step stream: text" gives them,
 // whether or not consecutive lines share a second.
@@ -70,11 +48,11 @@ func TestStreamerLinesLikeLine(t *testing.T) {
 		l := nixdeploy.LogLine{Seq: int64(i + 1), Host: "ganon", Step: fmt.Sprint("step", i/30), Stream: nixdeploy.StreamStdout, Text: fmt.Sprint("line ", i)}
 		switch i {
 		case 20:
-			l.Text = "### Formatting hard drive with disko ###"
+			l.Stream, l.Text = nixdeploy.StreamEvent, nixdeploy.PhasePrefix+"Formatting hard drive with disko"
 		case 61:
-			l.Text = "### Installing NixOS ###"
+			l.Stream, l.Text = nixdeploy.StreamEvent, nixdeploy.PhasePrefix+"Installing NixOS"
 		case 62:
-			l.Stream, l.Text = nixdeploy.StreamStderr, "### not a marker on stderr ###"
+			l.Text = "### a command's output is not a phase ###"
 		}
 		lines = append(lines, l)
 	}

@@ -134,10 +134,12 @@ func TestTenThousandLines(t *testing.T) {
 			4000: "### Formatting hard drive with disko ###", 6000: "### Installing NixOS ###", 9998: "### Rebooting ###"}
 		for i := 1; i <= n; i++ {
 			text := fmt.Sprintf("copying path '/nix/store/%032d-pkg-%d' from 'https://cache.nixos.org'...", i, i)
+			stream := nixdeploy.StreamStdout
 			if m, ok := markers[i]; ok {
-				text = m
+				// As the deployer announces them: typed phase events.
+				stream, text = nixdeploy.StreamEvent, nixdeploy.PhasePrefix+strings.Trim(m, "# ")
 			}
-			emit("nixos-anywhere", nixdeploy.StreamStdout, text)
+			emit("nixos-anywhere", stream, text)
 		}
 		return bot.Result{State: nixdeploy.StateSucceeded}
 	}})
@@ -222,7 +224,7 @@ func TestStreamingShowsProgress(t *testing.T) {
 	h = newHarness(t, harnessOptions{script: func(ctx context.Context, dep nixdeploy.Deployment, emit func(string, nixdeploy.Stream, string)) bot.Result {
 		for i, m := range []string{"### Switching system into kexec ###", "### Formatting hard drive with disko ###", "### Installing NixOS ###"} {
 			h.clock.Advance(2 * time.Second)
-			emit("nixos-anywhere", nixdeploy.StreamStdout, m)
+			emit("nixos-anywhere", nixdeploy.StreamEvent, nixdeploy.PhasePrefix+strings.Trim(m, "# "))
 			waitUpdates(i + 1)
 		}
 		return bot.Result{State: nixdeploy.StateSucceeded}

@@ -36,17 +36,12 @@ type SinkFunc func(nixdeploy.LogLine)
 // Line calls f.
 func (f SinkFunc) Line(l nixdeploy.LogLine) { f(l) }
 
-// PhasePrefix starts the text of a phase event.
-const PhasePrefix = "phase: "
+// PhasePrefix starts the text of a phase event (nixdeploy.PhasePrefix).
+const PhasePrefix = nixdeploy.PhasePrefix
 
 // Phase reports the nixos-anywhere phase an event line announces, such as
-// "Installing NixOS".
-func Phase(l nixdeploy.LogLine) (string, bool) {
-	if l.Stream != nixdeploy.StreamEvent {
-		return "", false
-	}
-	return strings.CutPrefix(l.Text, PhasePrefix)
-}
+// "Installing NixOS" (nixdeploy.LogLine.Phase).
+func Phase(l nixdeploy.LogLine) (string, bool) { return l.Phase() }
 
 // phaseMarker recognises nixos-anywhere's "### <phase> ###" lines.
 func phaseMarker(s string) (string, bool) {
