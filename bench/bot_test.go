@@ -105,8 +105,8 @@ func (h *harness) slash(b *testing.B, text string) {
 // noDeployer refuses every deployment; row 3 deploys nothing.
 type noDeployer struct{}
 
-func (noDeployer) Run(_ context.Context, dep nixdeploy.Deployment, _ bot.Sink) bot.Result {
-	return bot.Result{State: nixdeploy.StateFailed, ExitCode: 1, Host: dep.Hosts[0], Err: errors.New("no deployer in this benchmark")}
+func (noDeployer) Run(_ context.Context, dep *nixdeploy.Deployment, _ ...nixdeploy.Sink) (*nixdeploy.Report, error) {
+	return &nixdeploy.Report{State: nixdeploy.StateFailed}, &nixdeploy.StepError{Host: dep.Hosts[0], ExitCode: 1, Err: errors.New("no deployer in this benchmark")}
 }
 
 // BenchmarkRow3SlashAck times a signed slash command from the POST to its
@@ -251,21 +251,6 @@ func pct(xs []float64, p int) float64 {
 	return s[min(len(s)-1, (len(s)*p+99)/100-1)]
 }
 
-// labDeployer runs the real deployer for the bot, as cmd/nixdeploy does.
-type labDeployer struct{ d *deployer.Deployer }
-
-func (a labDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, sink bot.Sink) bot.Result {
-	rep, err := a.d.Run(ctx, &dep, sink)
-	res := bot.Result{State: nixdeploy.StateSucceeded}
-	if rep != nil {
-		res.State = rep.State
-	}
-	if err != nil {
-		res.State, res.Err = nixdeploy.StateFailed, err
-	}
-	return res
-}
-
 // labSlack is the [slack] part of the lab config for rows that go through
 // the bot.
 const labSlack = `
@@ -301,7 +286,7 @@ func BenchmarkRow4SlackCalls(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				return labDeployer{d}
+				return d
 			})
 			start := time.Now()
 			h.slash(b, "switch "+host)

@@ -48,7 +48,8 @@ type streamingDeployer struct {
 	out   *emitted
 }
 
-func (d streamingDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, sink bot.Sink) bot.Result {
+func (d streamingDeployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...nixdeploy.Sink) (*nixdeploy.Report, error) {
+	sink := sinks[0]
 	tick := time.NewTicker(lineEvery)
 	defer tick.Stop()
 	end := time.Now().Add(streamFor)
@@ -56,7 +57,7 @@ func (d streamingDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, si
 	for n := int64(1); time.Now().Before(end); n++ {
 		select {
 		case <-ctx.Done():
-			return bot.Result{State: nixdeploy.StateCancelled}
+			return &nixdeploy.Report{State: nixdeploy.StateCancelled}, ctx.Err()
 		case <-tick.C:
 		}
 		l := nixdeploy.LogLine{Seq: n, Time: time.Now(), Host: dep.Hosts[0], Step: "switch", Stream: nixdeploy.StreamStdout, Text: fmt.Sprintf("line %d", n)}
@@ -67,9 +68,9 @@ func (d streamingDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, si
 		sink.Line(l)
 	}
 	if err := d.store.AppendLogs(context.WithoutCancel(ctx), dep.ID, lines); err != nil {
-		return bot.Result{State: nixdeploy.StateFailed, Err: err}
+		return &nixdeploy.Report{State: nixdeploy.StateFailed}, err
 	}
-	return bot.Result{State: nixdeploy.StateSucceeded}
+	return &nixdeploy.Report{State: nixdeploy.StateSucceeded}, nil
 }
 
 // fleetOf is a config with k hosts, never contacted: the deployer is fake.

@@ -98,6 +98,7 @@ func (b *Bot) askApproval(ctx context.Context, dep nixdeploy.Deployment, channel
 		// the disks the flake formats, asked on the runner.
 		lock, err := r.Resolve(ctx, dep)
 		if err != nil {
+			err = wordedOr(err, "could not resolve what would run: "+oneLineErr(err))
 			b.finishUnstarted(ctx, dep, nixdeploy.StateFailed, err)
 			return fmt.Errorf("resolve the flake before asking for approval: %w", err)
 		}

@@ -42,13 +42,15 @@ type Result struct {
 	Err error
 }
 
-// Deployer runs deployments. It stores every log line of a deployment
-// (the bot reads them back with Store.EachLog for the uploaded log) and
-// passes each one to sink as well. Run returns when the deployment ended;
-// cancelling ctx cancels it. A host taken by another deployment is an
-// error wrapping nixdeploy.ErrHostBusy.
+// Deployer runs deployments; *deployer.Deployer satisfies it directly. It
+// stores every log line of a deployment (the bot reads them back with
+// Store.EachLog for the uploaded log) and passes each one to the sinks as
+// well. Run returns when the deployment ended, with a report whenever it
+// ran; cancelling ctx cancels it. A failure is a *nixdeploy.StepError; a
+// host taken by another deployment is an error wrapping
+// nixdeploy.ErrHostBusy.
 type Deployer interface {
-	Run(ctx context.Context, dep nixdeploy.Deployment, sink Sink) Result
+	Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...nixdeploy.Sink) (*nixdeploy.Report, error)
 }
 
 // Resolver is what a Deployer may offer to pin a destructive request
@@ -64,7 +66,7 @@ type Resolver interface {
 // Unlocker is what a Deployer may offer for "/nixdeploy unlock HOST":
 // the host's disk passphrase sent to its initrd SSH server.
 type Unlocker interface {
-	Unlock(ctx context.Context, host string) error
+	Unlock(ctx context.Context, host string, sinks ...nixdeploy.Sink) error
 }
 
 // ClaimStore is what a Store may offer when several processes share it

@@ -1,8 +1,6 @@
 package bot_test
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -13,29 +11,6 @@ import (
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/sshlab"
 )
-
-// labDeployer adapts the real deployer to bot.Deployer, the way
-// cmd/nixdeploy does.
-type labDeployer struct{ d *deployer.Deployer }
-
-func (a labDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, sink bot.Sink) bot.Result {
-	rep, err := a.d.Run(ctx, &dep, sink)
-	res := bot.Result{State: nixdeploy.StateSucceeded}
-	if rep != nil {
-		res.State = rep.State
-	}
-	if err != nil {
-		if res.State == nixdeploy.StateSucceeded || res.State == "" {
-			res.State = nixdeploy.StateFailed
-		}
-		res.Err = err
-		var se *deployer.StepError
-		if errors.As(err, &se) {
-			res.Host, res.Step, res.ExitCode = se.Host, se.Step, se.ExitCode
-		}
-	}
-	return res
-}
 
 // TestEndToEndInstall drives a real install through the bot: signed Slack
 // requests in, the real deployer against the sshd lab (pinned host keys,
@@ -59,7 +34,7 @@ destructive = true
 		if err != nil {
 			t.Fatal(err)
 		}
-		return labDeployer{d}
+		return d
 	}
 	h := newHarness(t, harnessOptions{cfg: cfg, realClock: true, interval: 20 * time.Millisecond, deployer: newDeployer})
 

@@ -221,7 +221,8 @@ type fakeDeployer struct {
 	perLine time.Duration
 }
 
-func (f *fakeDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, sink bot.Sink) bot.Result {
+func (f *fakeDeployer) Run(ctx context.Context, depp *nixdeploy.Deployment, sinks ...nixdeploy.Sink) (*nixdeploy.Report, error) {
+	dep, sink := *depp, sinks[0]
 	if f.started != nil {
 		f.started <- dep
 	}
@@ -255,7 +256,17 @@ func (f *fakeDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, sink b
 	}
 	res := sc(ctx, dep, emit)
 	flush()
-	return res
+	return reportOf(res)
+}
+
+// reportOf is a script's result as a deployer reports it: a report, and a
+// *nixdeploy.StepError for a failure.
+func reportOf(res bot.Result) (*nixdeploy.Report, error) {
+	rep := &nixdeploy.Report{State: res.State}
+	if res.Err == nil {
+		return rep, nil
+	}
+	return rep, &nixdeploy.StepError{Host: res.Host, Step: res.Step, ExitCode: res.ExitCode, Err: res.Err}
 }
 
 // switchHandler lets a restarted bot answer on the same URL.

@@ -43,7 +43,7 @@ func (r *resolvingDeployer) Fingerprint(dep nixdeploy.Deployment) (string, error
 	return r.fp + "/" + rev, nil
 }
 
-func (r *resolvingDeployer) Unlock(_ context.Context, host string) error {
+func (r *resolvingDeployer) Unlock(_ context.Context, host string, _ ...nixdeploy.Sink) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.unlocked = append(r.unlocked, host)

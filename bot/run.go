@@ -178,6 +178,26 @@ func (b *Bot) execRun(_ context.Context, r *run, channel, approvedBy string) {
 	st.finish(fctx, res, cancelledBy)
 }
 
+// resultOf is a deployer's report and error as the bot shows them.
+func resultOf(rep *nixdeploy.Report, err error) Result {
+	res := Result{State: nixdeploy.StateSucceeded}
+	if rep != nil {
+		res.State = rep.State
+	}
+	if err == nil {
+		return res
+	}
+	if res.State == nixdeploy.StateSucceeded || res.State == "" {
+		res.State = nixdeploy.StateFailed
+	}
+	var se *nixdeploy.StepError
+	if errors.As(err, &se) {
+		res.Host, res.Step, res.ExitCode = se.Host, se.Step, se.ExitCode
+	}
+	res.Err = err
+	return res
+}
+
 // safeRun calls the deployer, turning a panic into a failed result so one
 // bad deployment cannot take the bot down.
 func (b *Bot) safeRun(ctx context.Context, dep nixdeploy.Deployment, sink Sink) (res Result) {
@@ -187,5 +207,5 @@ func (b *Bot) safeRun(ctx context.Context, dep nixdeploy.Deployment, sink Sink) 
 			res = Result{State: nixdeploy.StateFailed, ExitCode: -1, Err: fmt.Errorf("deployer panic: %v", p)}
 		}
 	}()
-	return b.deployer.Run(ctx, dep, sink)
+	return resultOf(b.deployer.Run(ctx, &dep, sink))
 }

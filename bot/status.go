@@ -277,7 +277,7 @@ func (b *Bot) unlockDisk(ctx context.Context, inv Invocation, cmd commands.Comma
 	b.audit(ctx, inv.User, "unlock-disk", 0, h)
 	if err := u.Unlock(ctx, h); err != nil {
 		b.audit(ctx, inv.User, "unlock-disk-failed", 0, h)
-		return err
+		return wordedOr(err, fmt.Sprintf("could not unlock %s: %s", h, oneLineErr(err)))
 	}
 	return b.tell(ctx, inv, reply(fmt.Sprintf(":key: %s's initrd presented its pinned key and got its disk passphrase (asked by %s); it should boot now.", h, mention(inv.User))))
 }

@@ -51,6 +51,27 @@ func deployErrorForUsers(err error, r Result) error {
 	return err
 }
 
+// wordedOr is err when it already carries a sentence for people, else err
+// with sentence as that.
+func wordedOr(err error, sentence string) error {
+	var ue *userError
+	var um interface{ UserMessage() string }
+	if errors.As(err, &ue) || errors.As(err, &um) {
+		return err
+	}
+	return UserError(sentence, err)
+}
+
+// oneLineErr is the outermost sentence of err, without the wrapped chain
+// after the first colon when it would quote a Go error.
+func oneLineErr(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, ": "); i > 0 && strings.Count(s, ": ") > 2 {
+		s = s[:i]
+	}
+	return s
+}
+
 // opTarget is the address a failed dial was for.
 func opTarget(op *net.OpError) string {
 	if op.Addr != nil {

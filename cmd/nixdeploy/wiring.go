@@ -19,6 +19,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/ops"
 	"github.com/nixdeploy/nixdeploy/keys"
+	"github.com/nixdeploy/nixdeploy/runs"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
@@ -119,7 +120,7 @@ func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, o depsOptions, logg
 		store.Close()
 		return nil, err
 	}
-	d.deployer = botDeployer{dep}
+	d.deployer = dep
 	return d, nil
 }
 
@@ -180,67 +181,23 @@ func (d *botDeps) close() {
 	d.store.Close()
 }
 
-// botDeployer adapts the deployer to the bot and words its failures for
-// users.
-type botDeployer struct{ d *deployer.Deployer }
-
-func (a botDeployer) Run(ctx context.Context, dep nixdeploy.Deployment, sink bot.Sink) bot.Result {
-	rep, err := a.d.Run(ctx, &dep, sink)
-	res := bot.Result{State: nixdeploy.StateSucceeded}
-	if rep != nil {
-		res.State = rep.State
-	}
-	if err == nil {
-		return res
-	}
-	if res.State == nixdeploy.StateSucceeded || res.State == "" {
-		res.State = nixdeploy.StateFailed
-	}
-	var se *deployer.StepError
-	if errors.As(err, &se) {
-		res.Host, res.Step, res.ExitCode = se.Host, se.Step, se.ExitCode
-	}
-	res.Err = err
-	return res
-}
-
-// Resolve pins what an install will run before it is approved.
-func (a botDeployer) Resolve(ctx context.Context, dep nixdeploy.Deployment) (*nixdeploy.Lock, error) {
-	lock, err := a.d.Resolve(ctx, dep)
-	if err != nil {
-		return nil, bot.UserError("could not resolve what would run: "+oneLineErr(err), err)
-	}
-	return lock, nil
-}
-
-// Fingerprint digests every step dep will run.
-func (a botDeployer) Fingerprint(dep nixdeploy.Deployment) (string, error) {
-	return a.d.Fingerprint(dep)
-}
-
-// Unlock sends host's disk passphrase to its initrd.
-func (a botDeployer) Unlock(ctx context.Context, host string) error {
-	if err := a.d.Unlock(ctx, host); err != nil {
-		return bot.UserError(fmt.Sprintf("could not unlock %s: %s", host, oneLineErr(err)), err)
-	}
-	return nil
-}
-
-// oneLineErr is the outermost sentence of err, without the wrapped chain
-// after the first colon when it would quote a Go error.
-func oneLineErr(err error) string {
-	s := err.Error()
-	if i := strings.Index(s, ": "); i > 0 && strings.Count(s, ": ") > 2 {
-		s = s[:i]
-	}
-	return s
-}
+// The deployer is the bot's Deployer, Resolver and Unlocker and the
+// lifecycle's Executor as it is, with no adapter; the bot finds Resolver
+// and Unlocker by type assertion, so these fail the build if a signature
+// drifts rather than silently turning the features off.
+var (
+	_ bot.Deployer  = (*deployer.Deployer)(nil)
+	_ bot.Resolver  = (*deployer.Deployer)(nil)
+	_ bot.Unlocker  = (*deployer.Deployer)(nil)
+	_ runs.Executor = (*deployer.Deployer)(nil)
+)
 
 // unavailableDeployer fails every deployment with why.
 type unavailableDeployer struct{ why error }
 
-func (u unavailableDeployer) Run(_ context.Context, dep nixdeploy.Deployment, _ bot.Sink) bot.Result {
-	return bot.Result{State: nixdeploy.StateFailed, ExitCode: 1, Host: dep.Hosts[0], Step: "connect", Err: u.why}
+func (u unavailableDeployer) Run(_ context.Context, dep *nixdeploy.Deployment, _ ...nixdeploy.Sink) (*nixdeploy.Report, error) {
+	return &nixdeploy.Report{DeploymentID: dep.ID, State: nixdeploy.StateFailed},
+		&nixdeploy.StepError{Host: dep.Hosts[0], Step: "connect", ExitCode: 1, Err: u.why}
 }
 
 // botKeys runs the key preflight for "/nixdeploy keys check".

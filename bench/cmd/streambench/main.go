@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	chat := &nullChat{}
-	b, err := bot.New(bot.Options{Config: cfg, Store: store, Lifecycle: runs.New(store, nil), Chat: chat, Deployer: adapter{d}, Logger: quiet})
+	b, err := bot.New(bot.Options{Config: cfg, Store: store, Lifecycle: runs.New(store, nil), Chat: chat, Deployer: d, Logger: quiet})
 	if err != nil {
 		return err
 	}
@@ -138,21 +138,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(res)
-}
-
-// adapter runs the deployer for the bot, as cmd/nixdeploy does.
-type adapter struct{ d *deployer.Deployer }
-
-func (a adapter) Run(ctx context.Context, dep nixdeploy.Deployment, sink bot.Sink) bot.Result {
-	rep, err := a.d.Run(ctx, &dep, sink)
-	res := bot.Result{State: nixdeploy.StateSucceeded}
-	if rep != nil {
-		res.State = rep.State
-	}
-	if err != nil {
-		res.State, res.Err = nixdeploy.StateFailed, err
-	}
-	return res
 }
 
 // nullChat is a Slack that answers at once and keeps nothing. It reads
