@@ -35,6 +35,30 @@ type ScheduleRunHost struct {
 	Detail       string
 }
 
+// HostRequest asks for one host of a scheduled run (schedules → bot).
+type HostRequest struct {
+	Schedule string
+	RunID    int64
+	Host     string
+	Action   Action
+	// Trigger is cron, manual or catch-up; By is who asked for a manual run.
+	Trigger string
+	By      string
+}
+
+// HostResult is how a scheduled host's deployment ended. Anything but StateSucceeded with
+// a nil Err counts as a failure: a switch that could not be verified halts a
+// rolling run just like one that failed.
+type HostResult struct {
+	DeploymentID int64
+	State        State
+	Err          error
+	// Link is a permalink to the deployment's thread, if it has one.
+	Link string
+	// Revision is the flake revision the deployment resolved and deployed.
+	Revision string
+}
+
 // HostLock is a manual lock on a host.
 type HostLock struct {
 	Host      string

@@ -109,7 +109,7 @@ func BenchmarkRow6Rollout(b *testing.B) {
 // schedDeployer runs one single-host deployment per scheduled host.
 type schedDeployer struct{ life *runs.Lifecycle }
 
-func (s schedDeployer) Deploy(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
+func (s schedDeployer) DeployHost(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
 	dep := &nixdeploy.Deployment{Hosts: []string{req.Host}, Action: req.Action, Requester: "schedule:" + req.Schedule, Source: nixdeploy.SourceSchedule}
 	rep, err := s.life.Run(ctx, dep)
 	if rep == nil {

@@ -2,7 +2,9 @@ package bot
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nixdeploy/nixdeploy"
 )
@@ -62,6 +64,41 @@ func (b *Bot) Deploy(ctx context.Context, req nixdeploy.Request) (nixdeploy.Depl
 		<-done
 	}
 	return b.store.Deployment(context.WithoutCancel(ctx), dep.ID)
+}
+
+// DeployHost runs one host of a scheduled run through Deploy and answers
+// the scheduler (it is the scheduler's schedules.Deployer). A failure's
+// Err is the sentence people saw, never a Go error chain.
+func (b *Bot) DeployHost(ctx context.Context, req nixdeploy.HostRequest) (nixdeploy.HostResult, error) {
+	by := "schedule:" + req.Schedule
+	if req.By != "" {
+		by = req.By
+	}
+	// The scheduler's context ends when it stops, at shutdown; the host's
+	// deployment then gets the bot's grace period like any other, so it
+	// runs without that cancel.
+	dep, err := b.Deploy(context.WithoutCancel(ctx), nixdeploy.Request{Action: req.Action, Hosts: []string{req.Host}, Requester: by, Source: nixdeploy.SourceSchedule})
+	if errors.Is(err, nixdeploy.ErrShutdown) {
+		// Refused because the bot is shutting down: the scheduler is
+		// being stopped too, and waiting for that makes it record the
+		// host as interrupted rather than failed.
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+		}
+	}
+	if err != nil {
+		return nixdeploy.HostResult{DeploymentID: dep.ID}, err
+	}
+	res := nixdeploy.HostResult{DeploymentID: dep.ID, State: dep.State, Revision: dep.Revision}
+	if dep.State != nixdeploy.StateSucceeded {
+		why := dep.Error
+		if why == "" {
+			why = string(dep.State)
+		}
+		res.Err = errors.New(why)
+	}
+	return res, nil
 }
 
 // Announce posts a notice to the fleet channel, such as a schedule's run

@@ -88,7 +88,7 @@ type fakeDeployer struct {
 	calls  []deployCall
 }
 
-func (f *fakeDeployer) Deploy(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
+func (f *fakeDeployer) DeployHost(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, deployCall{req, f.clk.Now()})
 	f.mu.Unlock()

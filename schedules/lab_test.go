@@ -19,7 +19,7 @@ import (
 // schedule as its source.
 type labDeployer struct{ d *runs.Lifecycle }
 
-func (l labDeployer) Deploy(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
+func (l labDeployer) DeployHost(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
 	dep := &nixdeploy.Deployment{Hosts: []string{req.Host}, Action: req.Action, Requester: "schedule:" + req.Schedule, Source: nixdeploy.SourceSchedule}
 	rep, err := l.d.Run(ctx, dep)
 	if rep == nil {

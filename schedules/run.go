@@ -184,7 +184,7 @@ func (s *Scheduler) deployHost(ctx context.Context, e *entry, r nixdeploy.Schedu
 	backoff := busyBackoffMin
 	for {
 		start := s.clock.Now()
-		res, err := s.deployer.Deploy(ctx, req)
+		res, err := s.deployer.DeployHost(ctx, req)
 		if err == nil {
 			err = res.Err
 		}

@@ -25,37 +25,19 @@ import (
 
 // Deployer runs one action on one host. The bot wires the real deployer in.
 type Deployer interface {
-	// Deploy blocks until the deployment ends and returns its id and
+	// DeployHost blocks until the deployment ends and returns its id and
 	// outcome. An error (returned, or in Result.Err) wrapping
 	// nixdeploy.ErrHostBusy or nixdeploy.ErrLocked means the host is taken by a
 	// manual deploy or lock: the scheduler tries again with backoff on its
 	// clock, up to the schedule's BusyWait, then skips the host.
-	Deploy(ctx context.Context, req HostRequest) (Result, error)
+	DeployHost(ctx context.Context, req HostRequest) (Result, error)
 }
 
-// HostRequest asks for one host of a scheduled run.
-type HostRequest struct {
-	Schedule string
-	RunID    int64
-	Host     string
-	Action   nixdeploy.Action
-	// Trigger is cron, manual or catch-up; By is who asked for a manual run.
-	Trigger string
-	By      string
-}
-
-// Result is how a host's deployment ended. Anything but StateSucceeded with
-// a nil Err counts as a failure: a switch that could not be verified halts a
-// rolling run just like one that failed.
-type Result struct {
-	DeploymentID int64
-	State        nixdeploy.State
-	Err          error
-	// Link is a permalink to the deployment's thread, if it has one.
-	Link string
-	// Revision is the flake revision the deployment resolved and deployed.
-	Revision string
-}
+// HostRequest and Result are root vocabulary (the bot answers them).
+type (
+	HostRequest = nixdeploy.HostRequest
+	Result      = nixdeploy.HostResult
+)
 
 // Store is the part of *db.DB the scheduler uses.
 type Store interface {

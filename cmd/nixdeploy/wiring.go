@@ -132,7 +132,7 @@ func (d *botDeps) newScheduler(b *bot.Bot) error {
 		return nil
 	}
 	s, err := schedules.New(schedules.Options{
-		Config: d.cfg, Store: d.store, Deployer: scheduleDeployer{b}, Notifier: scheduleNotifier{b}, Logger: d.log,
+		Config: d.cfg, Store: d.store, Deployer: b, Notifier: scheduleNotifier{b}, Logger: d.log,
 	})
 	if err != nil {
 		return err
@@ -266,41 +266,6 @@ func (b *botSchedules) RunNow(ctx context.Context, name, by string) (int64, erro
 		return 0, bot.UserError(fmt.Sprintf("schedule %s is already running; wait for its summary", name), err)
 	}
 	return id, err
-}
-
-// scheduleDeployer runs a schedule's host through the bot.
-type scheduleDeployer struct{ b *bot.Bot }
-
-func (s scheduleDeployer) Deploy(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
-	by := "schedule:" + req.Schedule
-	if req.By != "" {
-		by = req.By
-	}
-	// The scheduler's context ends when it stops, at shutdown; the host's
-	// deployment then gets the bot's grace period like any other, so it
-	// runs without that cancel.
-	dep, err := s.b.Deploy(context.WithoutCancel(ctx), nixdeploy.Request{Action: req.Action, Hosts: []string{req.Host}, Requester: by, Source: nixdeploy.SourceSchedule})
-	if errors.Is(err, nixdeploy.ErrShutdown) {
-		// Refused because the bot is shutting down: the scheduler is
-		// being stopped too, and waiting for that makes it record the
-		// host as interrupted rather than failed.
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Second):
-		}
-	}
-	if err != nil {
-		return schedules.Result{DeploymentID: dep.ID}, err
-	}
-	res := schedules.Result{DeploymentID: dep.ID, State: dep.State, Revision: dep.Revision}
-	if dep.State != nixdeploy.StateSucceeded {
-		why := dep.Error
-		if why == "" {
-			why = string(dep.State)
-		}
-		res.Err = errors.New(why)
-	}
-	return res, nil
 }
 
 // scheduleNotifier posts a run's summary to the fleet channel.
