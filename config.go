@@ -29,7 +29,6 @@ const (
 	DefaultRejectReaction  = "x"
 	DefaultUser            = "michael"
 	DefaultKeysDir         = "keys"
-	DefaultStrategy        = "rolling"
 	DefaultTimeZone        = "UTC"
 )
 
@@ -211,7 +210,7 @@ type Schedule struct {
 	// Hosts is a selector list: names, @tags and globs.
 	Hosts    []string `toml:"hosts"`
 	Action   Action   `toml:"action"`
-	Strategy string   `toml:"strategy"`
+	Strategy Strategy `toml:"strategy"`
 	// Parallel bounds the parallel strategy.
 	Parallel int `toml:"parallel"`
 	// BusyWait bounds how long a locked host is waited for.

@@ -29,8 +29,24 @@ var ReservedNames = []string{
 
 var digitsRE = regexp.MustCompile(`^[0-9]+$`)
 
+// Strategy is how a schedule runs its hosts.
+type Strategy string
+
+// The strategies; schedules/ has one function for each (its table
+// "strategies", checked against Strategies by a test).
+const (
+	// StrategyRolling runs the hosts one at a time and halts at the
+	// first failure.
+	StrategyRolling Strategy = "rolling"
+	// StrategyParallel runs up to Parallel hosts at once and starts no
+	// further host after a failure.
+	StrategyParallel Strategy = "parallel"
+
+	DefaultStrategy = StrategyRolling
+)
+
 // Strategies a schedule may use.
-var Strategies = []string{"rolling", "parallel"}
+var Strategies = []Strategy{StrategyRolling, StrategyParallel}
 
 // Validate returns one line per problem in c, or nil. It is run by
 // LoadConfig after defaults are applied.

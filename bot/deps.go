@@ -116,7 +116,7 @@ type ScheduleInfo struct {
 	TimeZone string
 	Hosts    []string
 	Action   nixdeploy.Action
-	Strategy string
+	Strategy nixdeploy.Strategy
 	Paused   bool
 	PausedBy string
 	// Next is the next tick, zero while paused.

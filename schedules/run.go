@@ -87,9 +87,9 @@ type strategy func(s *Scheduler, ctx context.Context, e *entry, r nixdeploy.Sche
 // strategies is every strategy by its config name: adding one is its
 // function, its entry here and its name in nixdeploy.Strategies (which the
 // config validation reads; a test checks the two agree).
-var strategies = map[string]strategy{
-	"rolling":  (*Scheduler).rolling,
-	"parallel": (*Scheduler).parallel,
+var strategies = map[nixdeploy.Strategy]strategy{
+	nixdeploy.StrategyRolling:  (*Scheduler).rolling,
+	nixdeploy.StrategyParallel: (*Scheduler).parallel,
 }
 
 // rolling runs the hosts in order, one at a time, and leaves every host

@@ -220,7 +220,7 @@ func newEntry(c *nixdeploy.Config, sc nixdeploy.Schedule) (*entry, error) {
 		sc.Strategy = nixdeploy.DefaultStrategy
 	}
 	if _, ok := strategies[sc.Strategy]; !ok {
-		return nil, fmt.Errorf("schedule %s: strategy %q must be one of %s", sc.Name, sc.Strategy, strings.Join(nixdeploy.Strategies, ", "))
+		return nil, fmt.Errorf("schedule %s: strategy %q must be one of %v", sc.Name, sc.Strategy, nixdeploy.Strategies)
 	}
 	sc.Parallel = max(sc.Parallel, 1)
 	if sc.Missed == "" {
@@ -539,7 +539,7 @@ type Status struct {
 	TimeZone string
 	Hosts    []string
 	Action   nixdeploy.Action
-	Strategy string
+	Strategy nixdeploy.Strategy
 	Paused   bool
 	PausedBy string
 	// ChangedAt is when the schedule was last paused or resumed.
