@@ -29,17 +29,26 @@ type Sink interface {
 	Line(LogLine)
 }
 
-// Outcome is how a deployment ended for one host.
+// Outcome is how something ended: a host within a deployment, a host
+// within a scheduled run, or a scheduled run. One type for all three, so
+// a run's summary, its stored record and the deployer's report agree.
 type Outcome string
 
-// Host outcomes.
+// Outcomes.
 const (
 	OutcomeSucceeded Outcome = "succeeded"
 	OutcomeFailed    Outcome = "failed"
 	OutcomeCancelled Outcome = "cancelled"
 	// OutcomeUntouched: the host was not reached because an earlier host
-	// failed or the deployment was cancelled first.
+	// failed or the deployment (or run) was cancelled or halted first.
 	OutcomeUntouched Outcome = "untouched"
+	// OutcomeRunning is a scheduled run still in flight.
+	OutcomeRunning Outcome = "running"
+	// OutcomeSkipped is a scheduled host (or run) not started: busy too
+	// long, or a missed tick skipped.
+	OutcomeSkipped Outcome = "skipped"
+	// OutcomeInterrupted is work stopped by a shutdown, not by a person.
+	OutcomeInterrupted Outcome = "interrupted"
 )
 
 // HostReport is what happened to one host.

@@ -21,7 +21,7 @@ type ScheduleRun struct {
 	ScheduledAt time.Time
 	StartedAt   time.Time
 	EndedAt     time.Time
-	Outcome     string // running, succeeded, failed, skipped, interrupted
+	Outcome     Outcome // running, succeeded, failed, skipped, interrupted
 	Detail      string
 	Hosts       []ScheduleRunHost
 }
@@ -29,7 +29,7 @@ type ScheduleRun struct {
 // ScheduleRunHost is one host's outcome within a run.
 type ScheduleRunHost struct {
 	Host         string
-	Outcome      string // succeeded, failed, skipped, untouched
+	Outcome      Outcome // succeeded, failed, skipped, untouched
 	DeploymentID int64
 	Duration     time.Duration
 	Detail       string

@@ -124,7 +124,7 @@ type ScheduleInfo struct {
 	// RunningID is the run in flight, 0 if none.
 	RunningID int64
 	// LastOutcome and LastAt describe the newest run, if any.
-	LastOutcome string
+	LastOutcome nixdeploy.Outcome
 	LastAt      time.Time
 }
 

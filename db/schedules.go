@@ -64,7 +64,7 @@ func (d *DB) RecordRunHost(ctx context.Context, runID int64, h nixdeploy.Schedul
 }
 
 // FinishScheduleRun records a run's outcome.
-func (d *DB) FinishScheduleRun(ctx context.Context, runID int64, outcome, detail string) error {
+func (d *DB) FinishScheduleRun(ctx context.Context, runID int64, outcome nixdeploy.Outcome, detail string) error {
 	res, err := d.sql.ExecContext(ctx, `UPDATE schedule_runs SET outcome = ?, detail = ?, ended_at = ? WHERE id = ?`,
 		outcome, detail, d.now(), runID)
 	if err != nil {

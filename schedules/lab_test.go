@@ -73,7 +73,7 @@ strategy = "rolling"
 	}
 	var got []string
 	for _, h := range runs[0].Hosts {
-		got = append(got, h.Host+"="+h.Outcome)
+		got = append(got, h.Host+"="+string(h.Outcome))
 	}
 	if want := []string{"rk1-node1=succeeded", "rk1-node2=failed", "rk1-node3=untouched", "rk1-node4=untouched"}; !slices.Equal(got, want) {
 		t.Errorf("run hosts = %v, want %v", got, want)

@@ -63,7 +63,7 @@ func (s *Scheduler) notify(ctx context.Context, sum Summary) {
 }
 
 // verdict sums up a run from its hosts.
-func verdict(hosts []HostSummary) (outcome, detail string) {
+func verdict(hosts []HostSummary) (outcome nixdeploy.Outcome, detail string) {
 	skipped := 0
 	for _, h := range hosts {
 		switch h.Outcome {

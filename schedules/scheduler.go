@@ -45,7 +45,7 @@ type Store interface {
 	SetPaused(ctx context.Context, name string, paused bool, by string) error
 	StartScheduleRun(ctx context.Context, r *nixdeploy.ScheduleRun) error
 	RecordRunHost(ctx context.Context, runID int64, h nixdeploy.ScheduleRunHost) error
-	FinishScheduleRun(ctx context.Context, runID int64, outcome, detail string) error
+	FinishScheduleRun(ctx context.Context, runID int64, outcome nixdeploy.Outcome, detail string) error
 	ScheduleRuns(ctx context.Context, schedule string, limit int) ([]nixdeploy.ScheduleRun, error)
 	Audit(ctx context.Context, e nixdeploy.AuditEvent) error
 }
@@ -86,15 +86,15 @@ const (
 	TriggerCatchUp = "catch-up"
 )
 
-// Outcomes of runs and of hosts within a run.
+// Outcomes of runs and of hosts within a run (nixdeploy.Outcome).
 const (
-	OutcomeRunning     = "running"
-	OutcomeSucceeded   = "succeeded"
-	OutcomeFailed      = "failed"
-	OutcomeSkipped     = "skipped"
-	OutcomeInterrupted = "interrupted"
+	OutcomeRunning     = nixdeploy.OutcomeRunning
+	OutcomeSucceeded   = nixdeploy.OutcomeSucceeded
+	OutcomeFailed      = nixdeploy.OutcomeFailed
+	OutcomeSkipped     = nixdeploy.OutcomeSkipped
+	OutcomeInterrupted = nixdeploy.OutcomeInterrupted
 	// OutcomeUntouched is a host a halted run never started.
-	OutcomeUntouched = "untouched"
+	OutcomeUntouched = nixdeploy.OutcomeUntouched
 )
 
 // Errors returned by the control API; test them with errors.Is.

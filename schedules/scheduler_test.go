@@ -96,7 +96,7 @@ func TestRollingHaltsAtFirstFailure(t *testing.T) {
 			}
 			var got []string
 			for _, h := range run.Hosts {
-				got = append(got, h.Host+"="+h.Outcome)
+				got = append(got, h.Host+"="+string(h.Outcome))
 			}
 			want := []string{"rk1-node1=succeeded", "rk1-node2=failed", "rk1-node3=untouched", "rk1-node4=untouched"}
 			if !slices.Equal(got, want) {
@@ -210,7 +210,7 @@ func TestBusyHost(t *testing.T) {
 				t.Errorf("node3 started at %s, before node2 was given up at %s", n3[0], calls[len(calls)-1])
 			}
 			run := r.runs(t, "nightly-rk1")[0]
-			if run.Outcome != schedules.OutcomeSucceeded || run.Hosts[1].Host != "rk1-node2" || run.Hosts[1].Outcome != tt.want {
+			if run.Outcome != schedules.OutcomeSucceeded || run.Hosts[1].Host != "rk1-node2" || string(run.Hosts[1].Outcome) != tt.want {
 				t.Errorf("run = %+v", run)
 			}
 			text := r.notes.all()[0].Text()
@@ -393,7 +393,7 @@ func TestMissedRuns(t *testing.T) {
 		name    string
 		missed  string
 		restart time.Time
-		want    string // outcome of the new row, "" for none
+		want    nixdeploy.Outcome // outcome of the new row, "" for none
 		trigger string
 		detail  string
 	}{
@@ -507,7 +507,7 @@ func TestStopInterruptsRun(t *testing.T) {
 	run := r.runs(t, "nightly-rk1")[0]
 	var got []string
 	for _, h := range run.Hosts {
-		got = append(got, h.Outcome)
+		got = append(got, string(h.Outcome))
 	}
 	if run.Outcome != schedules.OutcomeInterrupted || !slices.Equal(got, []string{"succeeded", "interrupted", "untouched", "untouched"}) {
 		t.Errorf("run %s, hosts %v", run.Outcome, got)
@@ -591,7 +591,7 @@ func TestParallelHalts(t *testing.T) {
 	}
 	var got []string
 	for _, h := range runs[0].Hosts {
-		got = append(got, h.Host+"="+h.Outcome)
+		got = append(got, h.Host+"="+string(h.Outcome))
 	}
 	slices.Sort(got)
 	if want := []string{"rk1-node1=failed", "rk1-node2=succeeded", "rk1-node3=untouched", "rk1-node4=untouched"}; !slices.Equal(got, want) {

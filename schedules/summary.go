@@ -20,7 +20,7 @@ type Summary struct {
 	ScheduledAt time.Time
 	StartedAt   time.Time
 	EndedAt     time.Time
-	Outcome     string
+	Outcome     nixdeploy.Outcome
 	Detail      string
 	// Hosts is in run order; empty for a skipped tick.
 	Hosts []HostSummary
@@ -32,7 +32,7 @@ type Summary struct {
 // HostSummary is one host's line in a Summary.
 type HostSummary struct {
 	Host         string
-	Outcome      string
+	Outcome      nixdeploy.Outcome
 	DeploymentID int64
 	Duration     time.Duration
 	Detail       string
@@ -50,7 +50,7 @@ const timeLayout = "2006-01-02 15:04 MST"
 // and the on-call mentions when someone needs to look.
 func (s Summary) Text() string {
 	var b strings.Builder
-	icon := map[string]string{
+	icon := map[nixdeploy.Outcome]string{
 		OutcomeSucceeded:   "✅",
 		OutcomeFailed:      "❌",
 		OutcomeSkipped:     "⏭",
@@ -119,7 +119,7 @@ func (h HostSummary) line() string {
 	case OutcomeInterrupted:
 		b.WriteString("⚠️ " + h.Host + " interrupted")
 	default:
-		b.WriteString("• " + h.Host + " " + h.Outcome)
+		b.WriteString("• " + h.Host + " " + string(h.Outcome))
 	}
 	fmt.Fprintf(&b, " %s", roundDuration(h.Duration))
 	switch {

@@ -180,9 +180,9 @@ wait
 	}
 	var hosts []string
 	for _, h := range runs[0].Hosts {
-		hosts = append(hosts, h.Host+"="+h.Outcome)
+		hosts = append(hosts, h.Host+"="+string(h.Outcome))
 	}
-	if got := runs[0].Outcome + " " + strings.Join(hosts, " "); got != "failed rk1-node1=succeeded rk1-node2=failed rk1-node3=untouched rk1-node4=untouched" {
+	if got := string(runs[0].Outcome) + " " + strings.Join(hosts, " "); got != "failed rk1-node1=succeeded rk1-node2=failed rk1-node3=untouched rk1-node4=untouched" {
 		t.Errorf("schedule run: %s", got)
 	}
 }

@@ -98,7 +98,7 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 		for h, o := range run.hosts {
-			if err := store.RecordRunHost(ctx, r.ID, nixdeploy.ScheduleRunHost{Host: h, Outcome: o}); err != nil {
+			if err := store.RecordRunHost(ctx, r.ID, nixdeploy.ScheduleRunHost{Host: h, Outcome: nixdeploy.Outcome(o)}); err != nil {
 				t.Fatal(err)
 			}
 		}
