@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
@@ -49,10 +50,10 @@ type DB struct {
 	// Now is the clock used for timestamps the store sets itself.
 	Now func() time.Time
 
-	// OnLeaseError, when set before the first renewal, hears a failed
-	// lease renewal (the process keeps running; another may take its
-	// hosts once the lease lapses).
-	OnLeaseError func(error)
+	// leaseErr is the last lease renewal's error (nil once one succeeds):
+	// while it fails, another process may take this one's hosts when the
+	// lease lapses, so Ping reports it and /readyz fails.
+	leaseErr atomic.Pointer[error]
 
 	owner     Owner
 	stopLease chan struct{}
@@ -165,7 +166,14 @@ func (d *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 }
 
 // Ping checks that the database answers.
-func (d *DB) Ping(ctx context.Context) error { return d.sql.PingContext(ctx) }
+// Ping checks the database answers and this process's lease is being
+// renewed.
+func (d *DB) Ping(ctx context.Context) error {
+	if p := d.leaseErr.Load(); p != nil && *p != nil {
+		return fmt.Errorf("renew the lease of this process: %w", *p)
+	}
+	return d.sql.PingContext(ctx)
+}
 
 func (d *DB) migrate(ctx context.Context) error {
 	if _, err := d.sql.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (

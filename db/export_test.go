@@ -14,3 +14,10 @@ func SetOpenClock(now func() time.Time) func() {
 
 // Renew renews d's lease now, by d.Now, as its loop does every LeaseTTL/3.
 func (d *DB) Renew() error { return d.renew(context.Background()) }
+
+// DropOwner deletes d's owner row, as a restore under a running process
+// would.
+func (d *DB) DropOwner() error {
+	_, err := d.sql.Exec(`DELETE FROM owners WHERE id = ?`, d.owner.ID)
+	return err
+}

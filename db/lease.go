@@ -87,9 +87,13 @@ func (d *DB) register(ctx context.Context) error {
 	})
 }
 
-// renew extends this owner's lease.
+// renew extends this owner's lease, registering it again if its row is
+// gone (a database restored under a running process).
 func (d *DB) renew(ctx context.Context) error {
-	_, err := d.sql.ExecContext(ctx, `UPDATE owners SET lease_until = ? WHERE id = ?`, d.now()+int64(LeaseTTL), d.owner.ID)
+	o := d.owner
+	_, err := d.sql.ExecContext(ctx, `INSERT INTO owners (id, pid, hostname, started_at, lease_until) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until`,
+		o.ID, o.PID, o.Hostname, nanos(o.Started), d.now()+int64(LeaseTTL))
 	return err
 }
 
@@ -104,9 +108,8 @@ func (d *DB) renewLoop(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), LeaseTTL/3)
-			if err := d.renew(ctx); err != nil && d.OnLeaseError != nil {
-				d.OnLeaseError(err)
-			}
+			err := d.renew(ctx)
+			d.leaseErr.Store(&err)
 			cancel()
 		}
 	}

@@ -122,3 +122,27 @@ func openAt(t *testing.T, path string, now time.Time) (*db.DB, []nixdeploy.Deplo
 	t.Cleanup(func() { d.Close() })
 	return d, interrupted
 }
+
+// A renewal registers the owner again when its row is gone, so its claims
+// hold again instead of lapsing for good.
+func TestRenewRegistersAgain(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "shared.db")
+	a, _ := mustOpen(t, path)
+	b, _ := mustOpen(t, path)
+	if err := a.ClaimHosts(ctx, 1, []string{"ganon"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DropOwner(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, held, err := b.HostClaim(ctx, "ganon"); err != nil || held {
+		t.Fatalf("claim of an owner with no row: held %v, %v; want lapsed", held, err)
+	}
+	if err := a.Renew(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ClaimHosts(ctx, 2, []string{"ganon"}); !errors.Is(err, nixdeploy.ErrHostBusy) {
+		t.Fatalf("claim after the owner renewed: %v, want busy", err)
+	}
+}
