@@ -175,16 +175,8 @@ func (b *Bot) cancelCmd(ctx context.Context, inv Invocation, cmd commands.Comman
 	if dep.State.Final() {
 		return userf(nixdeploy.ErrInvalidInput, "#%d already ended (%s); nothing to cancel", dep.ID, dep.State)
 	}
-	b.mu.Lock()
-	r := b.runs[dep.ID]
-	if r != nil {
-		r.cancelledBy = inv.User
-		r.cancel()
-	}
-	b.mu.Unlock()
-	if r != nil {
-		b.audit(ctx, inv.User, "cancel-requested", dep.ID, "running deployment")
-		return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelling #%d; its status message will say when it stopped.", dep.ID)))
+	if b.cancelRunning(inv.User, dep.ID) {
+		return b.tellCancelling(ctx, inv, dep.ID)
 	}
 	if a, ok, err := b.pendingFor(ctx, dep.ID); err != nil {
 		return err
@@ -203,16 +195,8 @@ func (b *Bot) cancelCmd(ctx context.Context, inv Invocation, cmd commands.Comman
 	// store, like starting one, so of a cancel and a start only one wins.
 	err = b.life.EndUnstarted(ctx, dep.ID, nixdeploy.StateCancelled, "cancelled by "+inv.User)
 	if errors.Is(err, nixdeploy.ErrNotFound) {
-		b.mu.Lock()
-		r := b.runs[dep.ID]
-		if r != nil {
-			r.cancelledBy = inv.User
-			r.cancel()
-		}
-		b.mu.Unlock()
-		if r != nil {
-			b.audit(ctx, inv.User, "cancel-requested", dep.ID, "running deployment")
-			return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelling #%d; its status message will say when it stopped.", dep.ID)))
+		if b.cancelRunning(inv.User, dep.ID) {
+			return b.tellCancelling(ctx, inv, dep.ID)
 		}
 		cur, gerr := b.store.Deployment(ctx, dep.ID)
 		if gerr != nil {
@@ -228,6 +212,27 @@ func (b *Bot) cancelCmd(ctx context.Context, inv Invocation, cmd commands.Comman
 	}
 	b.audit(ctx, inv.User, "cancelled", dep.ID, "not started")
 	return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelled #%d.", dep.ID)))
+}
+
+// cancelRunning cancels deployment id if this process runs it, on behalf
+// of user, and reports whether it did.
+func (b *Bot) cancelRunning(user string, id int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.runs[id]
+	if r == nil {
+		return false
+	}
+	r.cancelledBy = user
+	r.cancel()
+	return true
+}
+
+// tellCancelling audits a cancel of a running deployment and tells the
+// requester that its status message will say when it stopped.
+func (b *Bot) tellCancelling(ctx context.Context, inv Invocation, id int64) error {
+	b.audit(ctx, inv.User, "cancel-requested", id, "running deployment")
+	return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelling #%d; its status message will say when it stopped.", id)))
 }
 
 func (b *Bot) lock(ctx context.Context, inv Invocation, cmd commands.Command) error {
