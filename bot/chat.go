@@ -127,14 +127,7 @@ func (c *SlackChat) retry(ctx context.Context, method string, call func() error)
 func msgOptions(m Message) []slack.MsgOption {
 	text := clip(m.Text, MaxText)
 	opts := []slack.MsgOption{slack.MsgOptionText(text, false)}
-	var blocks []slack.Block
-	for _, s := range m.Sections {
-		if s == "" || len(blocks) == maxSections {
-			continue
-		}
-		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, clip(s, MaxSection), false, false), nil, nil))
-	}
-	if len(blocks) > 0 {
+	if blocks := sectionBlocks(m); len(blocks) > 0 {
 		opts = append(opts, slack.MsgOptionBlocks(blocks...))
 	}
 	return opts
@@ -200,4 +193,17 @@ func (c *SlackChat) Upload(ctx context.Context, channel, threadTS string, f File
 		})
 		return err
 	})
+}
+
+// sectionBlocks renders m's non-empty sections as Block Kit section
+// blocks, each clipped to Slack's limit, at most maxSections of them.
+func sectionBlocks(m Message) []slack.Block {
+	var blocks []slack.Block
+	for _, s := range m.Sections {
+		if s == "" || len(blocks) == maxSections {
+			continue
+		}
+		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, clip(s, MaxSection), false, false), nil, nil))
+	}
+	return blocks
 }

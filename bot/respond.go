@@ -37,14 +37,7 @@ func respond(ctx context.Context, url string, m Message) error {
 	ctx, cancel := context.WithTimeout(ctx, respondTimeout)
 	defer cancel()
 	msg := &slack.WebhookMessage{Text: clip(m.Text, MaxText), ResponseType: slack.ResponseTypeEphemeral}
-	var blocks []slack.Block
-	for _, s := range m.Sections {
-		if s == "" || len(blocks) == maxSections {
-			continue
-		}
-		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, clip(s, MaxSection), false, false), nil, nil))
-	}
-	if len(blocks) > 0 {
+	if blocks := sectionBlocks(m); len(blocks) > 0 {
 		msg.Blocks = &slack.Blocks{BlockSet: blocks}
 	}
 	return slack.PostWebhookCustomHTTPContext(ctx, url, &http.Client{Timeout: respondTimeout}, msg)
