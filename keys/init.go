@@ -161,6 +161,12 @@ func (s *Store) initUserKey(host string) Change {
 	}
 	data := FormatAgeIdentity(id, now().UTC().Format(time.RFC3339))
 	defer clear(data)
+	return createSecret(path, data)
+}
+
+// createSecret writes data to path (0600) unless the file appeared
+// meanwhile, which leaves it unchanged: init never replaces a key.
+func createSecret(path string, data []byte) Change {
 	if err := writeExclusive(path, data, 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return Change{Path: path, Action: "unchanged"}
@@ -190,13 +196,7 @@ func (s *Store) initDiskKey(host string) Change {
 		return Change{Path: path, Err: err}
 	}
 	defer clear(key)
-	if err := writeExclusive(path, key, 0o600); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return Change{Path: path, Action: "unchanged"}
-		}
-		return Change{Path: path, Err: err}
-	}
-	return Change{Path: path, Action: "created"}
+	return createSecret(path, key)
 }
 
 // diskKeyAlphabet has no characters that are easily confused when read
