@@ -74,7 +74,7 @@ func bootNote(h nixdeploy.Host) string {
 	case !h.LUKS():
 		return "no disk encryption; boots unattended"
 	case h.InitrdSSH != nil:
-		return fmt.Sprintf("LUKS; the bot unlocks it over the initrd SSH server (port %d, pinned key), or `/nixdeploy unlock %s`", h.InitrdSSH.Port, h.Name)
+		return fmt.Sprintf("LUKS; the bot unlocks it over the initrd SSH server (port %d, pinned key), or `/nixdeploy unlock-disk %s`", h.InitrdSSH.Port, h.Name)
 	}
 	return "LUKS; its passphrase (keys/" + h.Name + "_disk_key) must be typed at the console at every boot"
 }
