@@ -63,7 +63,7 @@ type Resolver interface {
 	Fingerprint(dep nixdeploy.Deployment) (string, error)
 }
 
-// Unlocker is what a Deployer may offer for "/nixdeploy unlock HOST":
+// Unlocker is what a Deployer may offer for "/nixdeploy unlock-disk HOST":
 // the host's disk passphrase sent to its initrd SSH server.
 type Unlocker interface {
 	Unlock(ctx context.Context, host string, sinks ...nixdeploy.Sink) error

@@ -96,7 +96,7 @@ func (h *hostRun) tryUnlock(ctx context.Context) (bool, error) {
 const askpassEOF = "End of file reached"
 
 // Unlock sends host's disk passphrase to its initrd SSH server, for
-// "/nixdeploy unlock HOST" after a reboot. The initrd must present its
+// "/nixdeploy unlock-disk HOST" after a reboot. The initrd must present its
 // pinned key; the passphrase is never logged.
 func (d *Deployer) Unlock(ctx context.Context, host string, sinks ...Sink) error {
 	h, ok := d.cfg.Host(host)
