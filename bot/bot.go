@@ -111,6 +111,8 @@ type Bot struct {
 	// firstApprover is the first of two approvers, by approval id
 	// (slack.multi_host_install = "two_approvers").
 	firstApprover map[int64]string
+	// live holds each channel's shared progress board (live.go).
+	live map[string]*liveBoard
 }
 
 // run is a deployment in flight.

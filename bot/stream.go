@@ -43,6 +43,10 @@ type Streamer struct {
 	phase  int
 
 	kick chan struct{}
+	// live is the channel's shared progress board, joined at the start;
+	// deferred is set while the own message waits for it to end.
+	live     *liveBoard
+	deferred bool
 }
 
 func newStreamer(b *Bot, dep nixdeploy.Deployment, channel, approvedBy string) *Streamer {
@@ -103,6 +107,11 @@ func (s *Streamer) Lines(ls []nixdeploy.LogLine) {
 		}
 	}
 	s.mu.Unlock()
+	s.wake()
+}
+
+// wake makes the updater look at the message again.
+func (s *Streamer) wake() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
@@ -121,9 +130,23 @@ func (s *Streamer) snapshot() snapshot {
 	}
 }
 
-// post creates the status message. A failure is logged, not fatal: the
-// deployment runs anyway and the final message is then posted new.
+// post creates the status message, unless the channel is crowded: then
+// the deployment's progress is on the channel's live board, and its own
+// message waits until the board ends or the deployment does. A failure is
+// logged, not fatal: the deployment runs anyway and the final message is
+// then posted new.
 func (s *Streamer) post(ctx context.Context) {
+	s.live = s.b.liveFor(s.channel)
+	if s.live.join(s) {
+		s.deferred = true
+		return
+	}
+	s.postOwn(ctx)
+}
+
+// postOwn posts the deployment's own status message.
+func (s *Streamer) postOwn(ctx context.Context) {
+	s.deferred = false
 	ts, err := s.b.chat.Post(ctx, s.channel, runningMessage(s.snapshot()))
 	if err != nil {
 		s.b.log.Error("post status message", "deployment", s.dep.ID, "err", err)
@@ -155,7 +178,16 @@ func (s *Streamer) updates(ctx context.Context, last time.Time, done <-chan stru
 				return
 			}
 		}
+		if s.live != nil && s.live.crowded() {
+			// Progress is on the channel's live board for now.
+			s.live.poke()
+			continue
+		}
 		if s.ts == "" {
+			if s.deferred {
+				// The board ended while this one runs on.
+				s.postOwn(ctx)
+			}
 			last = s.b.clock.Now()
 			continue
 		}
@@ -190,6 +222,9 @@ func (s *Streamer) waitBudget(ctx context.Context, done <-chan struct{}) error {
 // the complete log into its thread. When the status message cannot be
 // updated (deleted, say) the last attempts post the final message anew.
 func (s *Streamer) finish(ctx context.Context, res Result, cancelledBy string) {
+	if s.live != nil {
+		s.live.leave(s)
+	}
 	msg := finalMessage(s.snapshot(), res, cancelledBy)
 	var err error
 	for attempt := 1; attempt <= finalAttempts; attempt++ {

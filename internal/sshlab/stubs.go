@@ -40,7 +40,12 @@ behave() {
 	if _v=$(knob print); then printf '%s\n' "$_v"; fi
 	if _v=$(knob print-stderr); then printf '%s\n' "$_v" >&2; fi
 	if _n=$(knob lines); then seq -f "line %.0f of $_n" 1 "$_n"; fi
-	if _f=$(knob cat); then cat "$_f"; fi
+	if _f=$(knob cat); then
+		# stamp: when the printing starts, in ns (bench row 1 times the
+		# stream from here, past the hop to the target before it).
+		if knob stamp >/dev/null; then date +%s%N >"$C/$TOOL.$ATTR.catstart"; fi
+		cat "$_f"
+	fi
 	if knob hang >/dev/null; then
 		sleep 3600 &
 		echo $! >"$C/$TOOL.$ATTR.childpid"

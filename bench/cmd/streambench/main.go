@@ -35,7 +35,10 @@ import (
 )
 
 type result struct {
-	StepSeconds   float64 `json:"step_seconds"`
+	StepSeconds float64 `json:"step_seconds"`
+	// StepEnded is when the step ended, in Unix ns: the bench times the
+	// stream from the stub's first printed byte to here.
+	StepEnded     int64   `json:"step_ended_unix_nano"`
 	Lines         int64   `json:"lines"`
 	DeploySeconds float64 `json:"deploy_seconds"`
 	UploadBytes   int64   `json:"upload_bytes"`
@@ -126,6 +129,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	for _, s := range steps {
 		if s.Name == *step {
 			res.StepSeconds = s.EndedAt.Sub(s.StartedAt).Seconds()
+			res.StepEnded = s.EndedAt.UnixNano()
 		}
 	}
 	if res.StepSeconds == 0 {
