@@ -15,10 +15,11 @@ import (
 // ~20 s (bench row 7, issue 15). When several deployments stream in one
 // channel, their progress therefore moves to one shared message, the
 // channel's live board, updated once per interval with the newest lines of
-// every one of them. A deployment that starts in a crowded channel posts
-// no message of its own until it ends (Slack allows about one post a
-// second in a channel: sixteen "running" posts would hold the board back
-// for as long); its outcome, with its log in the thread, is always posted.
+// every one of them, until none of them runs. A deployment that starts
+// while the board is up joins it and posts no message of its own until it
+// ends (Slack allows about one post a second in a channel: sixteen
+// "running" posts would hold the board back for as long); its outcome,
+// with its log in the thread, is always posted.
 const (
 	// liveThreshold is how many deployments streaming in one channel at
 	// once move their progress to the live board.
@@ -39,12 +40,19 @@ type liveBoard struct {
 	kick    chan struct{}
 
 	mu      sync.Mutex
-	members map[int64]*Streamer
+	members map[int64]*liveMember
 	// active is set from the moment the channel is crowded until the
 	// board's last update; while it is set the members do not update
-	// their own messages.
+	// their own messages, and new deployments in the channel join it.
 	active bool
 	ts     string
+}
+
+// liveMember is a deployment on the board. One that ended is shown once
+// more, with its last lines, then dropped.
+type liveMember struct {
+	s     *Streamer
+	ended bool
 }
 
 // liveFor returns channel's board, creating it.
@@ -56,7 +64,7 @@ func (b *Bot) liveFor(channel string) *liveBoard {
 	}
 	lb := b.live[channel]
 	if lb == nil {
-		lb = &liveBoard{b: b, channel: channel, kick: make(chan struct{}, 1), members: map[int64]*Streamer{}}
+		lb = &liveBoard{b: b, channel: channel, kick: make(chan struct{}, 1), members: map[int64]*liveMember{}}
 		b.live[channel] = lb
 	}
 	return lb
@@ -66,8 +74,8 @@ func (b *Bot) liveFor(channel string) *liveBoard {
 // crowded. It reports whether the channel is crowded now.
 func (lb *liveBoard) join(s *Streamer) bool {
 	lb.mu.Lock()
-	lb.members[s.dep.ID] = s
-	start := !lb.active && len(lb.members) >= liveThreshold
+	lb.members[s.dep.ID] = &liveMember{s: s}
+	start := !lb.active && lb.runningLocked() >= liveThreshold
 	if start {
 		lb.active = true
 	}
@@ -81,12 +89,28 @@ func (lb *liveBoard) join(s *Streamer) bool {
 	return lb.crowded()
 }
 
-// leave removes a deployment that ended.
+// leave marks a deployment ended: an active board shows its last lines
+// once more; otherwise it is dropped at once.
 func (lb *liveBoard) leave(s *Streamer) {
 	lb.mu.Lock()
-	delete(lb.members, s.dep.ID)
+	if m := lb.members[s.dep.ID]; m != nil {
+		m.ended = true
+		if !lb.active {
+			delete(lb.members, s.dep.ID)
+		}
+	}
 	lb.mu.Unlock()
 	lb.poke()
+}
+
+func (lb *liveBoard) runningLocked() int {
+	n := 0
+	for _, m := range lb.members {
+		if !m.ended {
+			n++
+		}
+	}
+	return n
 }
 
 // crowded reports whether members' progress goes to the board.
@@ -103,9 +127,10 @@ func (lb *liveBoard) poke() {
 	}
 }
 
-// loop updates the board at most once per interval while the channel is
-// crowded, then says so once and ends. A later crowd posts a new board,
-// next to the deployments it is about.
+// loop updates the board at most once per interval while any of its
+// deployments runs, then shows their last lines once more, says it ended,
+// and ends. A later crowd posts a new board, next to the deployments it
+// is about.
 func (lb *liveBoard) loop(ctx context.Context) {
 	var last time.Time
 	for {
@@ -122,25 +147,21 @@ func (lb *liveBoard) loop(ctx context.Context) {
 			}
 		}
 		lb.mu.Lock()
-		if len(lb.members) < liveThreshold {
-			lb.mu.Unlock()
+		running, ts := lb.runningLocked(), lb.ts
+		lb.mu.Unlock()
+		if running == 0 {
 			lb.end(ctx)
 			return
 		}
-		shown := lb.snapshotLocked()
-		ts := lb.ts
-		lb.mu.Unlock()
-		msg := liveMessage(shown, lb.b.clock.Now())
 		if ts == "" {
 			// The board's first post is urgent: without it the crowd
 			// shows nothing.
-			nts, err := lb.b.chat.Post(ctx, lb.channel, msg)
+			shown, ended := lb.snapshot()
+			nts, err := lb.b.chat.Post(ctx, lb.channel, liveMessage(shown, lb.b.clock.Now(), false))
 			if err != nil {
 				lb.b.log.Warn("post live board", "channel", lb.channel, "err", err)
 			} else {
-				lb.mu.Lock()
-				lb.ts = nts
-				lb.mu.Unlock()
+				lb.shown(nts, ended)
 			}
 		} else {
 			if err := lb.b.budget.wait(ctx, "chat.update", lb.channel, false); err != nil {
@@ -148,57 +169,92 @@ func (lb *liveBoard) loop(ctx context.Context) {
 				return
 			}
 			// The wait may have been long: show what is newest now.
-			lb.mu.Lock()
-			shown = lb.snapshotLocked()
-			lb.mu.Unlock()
-			if err := lb.b.rawChat.Update(ctx, lb.channel, ts, liveMessage(shown, lb.b.clock.Now())); err != nil {
+			shown, ended := lb.snapshot()
+			if err := lb.b.rawChat.Update(ctx, lb.channel, ts, liveMessage(shown, lb.b.clock.Now(), false)); err != nil {
 				lb.b.log.Warn("update live board", "channel", lb.channel, "err", err)
+			} else {
+				lb.shown(ts, ended)
 			}
 		}
 		last = lb.b.clock.Now()
 	}
 }
 
-// end closes the board: its message says progress is back on each
-// deployment's own message, and the members left update their own again.
+// shown records a delivered board: the ended deployments on it have had
+// their last lines shown and go.
+func (lb *liveBoard) shown(ts string, ended []int64) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	lb.ts = ts
+	for _, id := range ended {
+		delete(lb.members, id)
+	}
+}
+
+// end closes the board with the last lines of the deployments still on
+// it, and a header saying it ended.
 func (lb *liveBoard) end(ctx context.Context) {
+	shown, _ := lb.snapshot()
 	lb.mu.Lock()
 	ts := lb.ts
 	lb.ts, lb.active = "", false
-	rest := make([]*Streamer, 0, len(lb.members))
-	for _, s := range lb.members {
-		rest = append(rest, s)
+	for id, m := range lb.members {
+		if m.ended {
+			delete(lb.members, id)
+		}
 	}
 	lb.mu.Unlock()
 	if ts != "" {
 		ctx, cancel := context.WithTimeout(ctx, finishTimeout)
 		defer cancel()
-		if err := lb.b.chat.Update(ctx, lb.channel, ts, liveEndedMessage()); err != nil {
+		if err := lb.b.chat.Update(ctx, lb.channel, ts, liveMessage(shown, lb.b.clock.Now(), true)); err != nil {
 			lb.b.log.Warn("close live board", "channel", lb.channel, "err", err)
 		}
 	}
-	for _, s := range rest {
-		s.wake()
-	}
 }
 
-func (lb *liveBoard) snapshotLocked() []snapshot {
-	out := make([]snapshot, 0, len(lb.members))
-	for _, s := range lb.members {
-		out = append(out, s.snapshot())
+// liveShot is one deployment as the board shows it.
+type liveShot struct {
+	snapshot
+	ended bool
+}
+
+// snapshot reads every member, oldest deployment first, and the ids of
+// the ended ones.
+func (lb *liveBoard) snapshot() ([]liveShot, []int64) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	out := make([]liveShot, 0, len(lb.members))
+	var ended []int64
+	for id, m := range lb.members {
+		out = append(out, liveShot{snapshot: m.s.snapshot(), ended: m.ended})
+		if m.ended {
+			ended = append(ended, id)
+		}
 	}
-	slices.SortFunc(out, func(a, b snapshot) int { return int(a.dep.ID - b.dep.ID) })
-	return out
+	slices.SortFunc(out, func(a, b liveShot) int { return int(a.dep.ID - b.dep.ID) })
+	return out, ended
 }
 
 // liveMessage renders the board: one section per deployment, its newest
-// lines in a code block.
-func liveMessage(shown []snapshot, now time.Time) Message {
+// lines in a code block. closed renders the board's last version.
+func liveMessage(shown []liveShot, now time.Time, closed bool) Message {
+	running := 0
+	for _, s := range shown {
+		if !s.ended {
+			running++
+		}
+	}
 	m := Message{
 		Kind: KindStatus,
-		Text: fmt.Sprintf("%d deployments running in this channel", len(shown)),
+		Text: fmt.Sprintf("%d deployments running in this channel", running),
 		Sections: []string{fmt.Sprintf(":satellite_antenna: *Live progress* of the %d deployments running in this channel, as of %s. "+
-			"Each deployment's outcome and log are posted when it ends.", len(shown), utc(now))},
+			"Each deployment's outcome and log are posted when it ends.", running, utc(now))},
+	}
+	if closed {
+		m.Text = "Live progress ended"
+		m.Sections[0] = fmt.Sprintf(":satellite_antenna: *Live progress* ended at %s: no deployment that was on this board is running. "+
+			"Each one's outcome and log are in its own message.", utc(now))
 	}
 	for i, s := range shown {
 		if i == liveShown {
@@ -213,21 +269,16 @@ func liveMessage(shown []snapshot, now time.Time) Message {
 		for j, l := range tail {
 			cut[j] = truncateRunes(l, liveLineWidth)
 		}
-		step := ""
-		if s.step != "" {
-			step = ", step " + s.step
+		state := "running for " + human(s.elapsed)
+		if s.ended {
+			state = "ended after " + human(s.elapsed) + "; its outcome is in its own message"
 		}
-		m.Sections = append(m.Sections, fmt.Sprintf("*%s* — running for %s%s\n%s", title(s.dep), human(s.elapsed), step, codeBlock(cut, MaxSection/2)))
+		if s.step != "" {
+			state += ", step " + s.step
+		}
+		m.Sections = append(m.Sections, fmt.Sprintf("*%s* — %s\n%s", title(s.dep), state, codeBlock(cut, MaxSection/2)))
 	}
 	return m
-}
-
-func liveEndedMessage() Message {
-	return Message{
-		Kind:     KindStatus,
-		Text:     "Live progress ended",
-		Sections: []string{":satellite_antenna: *Live progress* ended: fewer deployments run in this channel now, and each one's own message shows its progress and outcome."},
-	}
 }
 
 // truncateRunes cuts s to at most n runes, marking the cut.

@@ -2,6 +2,7 @@ package bot_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -81,8 +82,22 @@ func TestLiveBoardWhenCrowded(t *testing.T) {
 		}
 	}
 	m, _ := h.slack.Message(channel, board.TS)
-	if !strings.Contains(m.Rendered(), "Live progress* ended") {
-		t.Errorf("the board did not say it ended: %q", m.Rendered())
+	if r := m.Rendered(); !strings.Contains(r, "Live progress* ended") {
+		t.Errorf("the board's last version does not say it ended: %q", r)
+	}
+	// Each deployment is shown once more after it ended, with its last
+	// lines, before it leaves the board.
+	for id, host := range map[int]string{1: "ganon", 2: "rk1-node1", 3: "rk1-node2"} {
+		want := fmt.Sprintf("switch %s* — ended after", host)
+		shown := false
+		for _, v := range m.Versions {
+			if i := strings.Index(v, want); i >= 0 && strings.Contains(v[i:], "second line of "+host) {
+				shown = true
+			}
+		}
+		if !shown {
+			t.Errorf("deployment %d was never shown ended with its last line", id)
+		}
 	}
 	boards := 0
 	for _, m := range h.slack.Messages() {

@@ -43,10 +43,8 @@ type Streamer struct {
 	phase  int
 
 	kick chan struct{}
-	// live is the channel's shared progress board, joined at the start;
-	// deferred is set while the own message waits for it to end.
-	live     *liveBoard
-	deferred bool
+	// live is the channel's shared progress board, joined at the start.
+	live *liveBoard
 }
 
 func newStreamer(b *Bot, dep nixdeploy.Deployment, channel, approvedBy string) *Streamer {
@@ -132,21 +130,14 @@ func (s *Streamer) snapshot() snapshot {
 
 // post creates the status message, unless the channel is crowded: then
 // the deployment's progress is on the channel's live board, and its own
-// message waits until the board ends or the deployment does. A failure is
+// message is posted when it ends. A failure is
 // logged, not fatal: the deployment runs anyway and the final message is
 // then posted new.
 func (s *Streamer) post(ctx context.Context) {
 	s.live = s.b.liveFor(s.channel)
 	if s.live.join(s) {
-		s.deferred = true
 		return
 	}
-	s.postOwn(ctx)
-}
-
-// postOwn posts the deployment's own status message.
-func (s *Streamer) postOwn(ctx context.Context) {
-	s.deferred = false
 	ts, err := s.b.chat.Post(ctx, s.channel, runningMessage(s.snapshot()))
 	if err != nil {
 		s.b.log.Error("post status message", "deployment", s.dep.ID, "err", err)
@@ -184,10 +175,6 @@ func (s *Streamer) updates(ctx context.Context, last time.Time, done <-chan stru
 			continue
 		}
 		if s.ts == "" {
-			if s.deferred {
-				// The board ended while this one runs on.
-				s.postOwn(ctx)
-			}
 			last = s.b.clock.Now()
 			continue
 		}
