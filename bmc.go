@@ -214,3 +214,40 @@ func splitHostPortDefault(s string, def int) (host string, port int, ok bool) {
 	}
 	return h, n, h != ""
 }
+
+// Recover is a schedule's recover key: what a run does about a host it
+// cannot reach after activation (its wait for SSH or its verification
+// fails without an answer from the host).
+type Recover string
+
+// The recover values. Every host on a BMC gets its serial console tail in
+// the deployment's log either way.
+const (
+	// RecoverNone (or "none") reports the host as unreachable.
+	RecoverNone Recover = ""
+	// RecoverPowerReset power-cycles the host once through its BMC, waits
+	// for its pinned host key and verifies it again.
+	RecoverPowerReset Recover = "power-reset"
+)
+
+// validateRecover checks a schedule's recover key: a known value, and a
+// power reset only for hosts a BMC can reset.
+func (c *Config) validateRecover(p *problems, where string, s Schedule) {
+	switch s.Recover {
+	case RecoverNone, "none":
+		return
+	case RecoverPowerReset:
+	default:
+		p.add("%s: recover %q must be none or power-reset", where, s.Recover)
+		return
+	}
+	hosts, err := c.Select(s.Hosts)
+	if err != nil {
+		return // reported with the selector
+	}
+	for _, h := range hosts {
+		if h.BMC == "" {
+			p.add("%s: recover = \"power-reset\" needs a BMC for every host, and %s has no bmc; give it one or move it to a schedule without recover", where, h.Name)
+		}
+	}
+}

@@ -163,3 +163,32 @@ func TestReservedBMCWords(t *testing.T) {
 		}
 	}
 }
+
+func TestScheduleRecoverKey(t *testing.T) {
+	onBoard := strings.Replace(validConfig, `name = "rk1-node1"`, "name = \"rk1-node1\"\nbmc = \"turingpi\"\nbmc_node = 1", 1)
+	onBoard = strings.Replace(onBoard, `name = "rk1-node2"`, "name = \"rk1-node2\"\nbmc = \"turingpi\"\nbmc_node = 2", 1) + goodBoard
+	schedule := func(hosts, recover string) string {
+		return "\n[[schedules]]\nname = \"nightly-rk1\"\ncron = \"0 3 * * *\"\nhosts = " + hosts + "\nrecover = \"" + recover + "\"\n"
+	}
+	cfg, err := nixdeploy.ParseConfig("t.toml", []byte(onBoard+schedule(`["@rk1"]`, "power-reset")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Schedules[len(cfg.Schedules)-1]; s.Recover != nixdeploy.RecoverPowerReset {
+		t.Errorf("recover = %q", s.Recover)
+	}
+	if _, err := nixdeploy.ParseConfig("t.toml", []byte(onBoard+schedule(`["ganon"]`, "none"))); err != nil {
+		t.Errorf("recover = none: %v", err)
+	}
+	for _, tc := range []struct{ name, data, want string }{
+		{"host without bmc", onBoard + schedule(`["@rk1", "ganon"]`, "power-reset"), `needs a BMC for every host, and ganon has no bmc`},
+		{"unknown value", onBoard + schedule(`["@rk1"]`, "reboot"), `recover "reboot" must be none or power-reset`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := nixdeploy.ParseConfig("t.toml", []byte(tc.data))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -66,6 +66,8 @@ type Request struct {
 	Hosts     []string // host names from the fleet config, in fleet order
 	Requester string   // Slack user id, schedule name, or local user
 	Source    Source
+	// Recover is the schedule's recover key for a scheduled request.
+	Recover Recover
 }
 
 // State is the lifecycle state of a deployment.
@@ -121,6 +123,10 @@ type Deployment struct {
 	// It lives with the run, not in the database: an approved request that
 	// did not start before a restart is ended, never started later.
 	Fingerprint string
+	// Recover says whether the run may power-cycle a host it cannot
+	// reach after activation (a schedule's recover key). Like Fingerprint
+	// it lives with the run only.
+	Recover Recover
 }
 
 // Lock is what the fleet's flakes resolved to on the runner

@@ -44,6 +44,8 @@ type HostRequest struct {
 	// Trigger is cron, manual or catch-up; By is who asked for a manual run.
 	Trigger string
 	By      string
+	// Recover is the schedule's recover key.
+	Recover Recover
 }
 
 // HostResult is how a scheduled host's deployment ended. Anything but StateSucceeded with

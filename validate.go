@@ -227,6 +227,7 @@ func (c *Config) validateSchedules(p *problems) {
 		if s.Missed != "skip" && s.Missed != "catch-up" {
 			p.add("%s: missed %q must be skip or catch-up", where, s.Missed)
 		}
+		c.validateRecover(p, where, s)
 	}
 }
 

@@ -89,6 +89,10 @@ type Options struct {
 	// Preflight runs first in every install, after the deployer's own
 	// check that the host's private and public keys match.
 	Preflight Preflight
+	// BMC, optional, reaches the Turing Pi boards of hosts that have one:
+	// their serial console for the log, and a power reset when a
+	// schedule's recover allows it (recover.go).
+	BMC BMC
 
 	Logger *slog.Logger
 	Now    func() time.Time

@@ -31,6 +31,9 @@ type run struct {
 	// planFingerprint is the fingerprint of the plans this run runs, set
 	// when the deployment carries an approved one to compare it with.
 	planFingerprint string
+
+	// resets is the run's one power reset per host (recover.go).
+	resets resets
 }
 
 func (d *Deployer) newRun(ctx context.Context, dep *nixdeploy.Deployment, sinks []Sink, log *slog.Logger) *run {
@@ -187,6 +190,7 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 			rep.Outcome = OutcomeCancelled
 		}
 	}
+	h.recoverUnreachable(ctx, &rep)
 	rep.Before, rep.After, rep.Warnings = h.before, h.after, h.warnings
 	rep.Revision = h.locked.Revision
 	return rep

@@ -178,7 +178,7 @@ func (s *Scheduler) record(runID int64, h HostSummary) {
 // deployHost deploys one host, waiting on the clock while it is busy.
 func (s *Scheduler) deployHost(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, host, by string) HostSummary {
 	log := s.log.With("schedule", e.cfg.Name, "run", r.ID, "host", host)
-	req := HostRequest{Schedule: e.cfg.Name, RunID: r.ID, Host: host, Action: e.cfg.Action, Trigger: r.Trigger, By: by}
+	req := HostRequest{Schedule: e.cfg.Name, RunID: r.ID, Host: host, Action: e.cfg.Action, Trigger: r.Trigger, By: by, Recover: e.cfg.Recover}
 	first := s.clock.Now()
 	deadline := first.Add(e.cfg.BusyWait.Duration)
 	backoff := busyBackoffMin
