@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -250,4 +251,29 @@ func (c *Config) validateRecover(p *problems, where string, s Schedule) {
 			p.add("%s: recover = \"power-reset\" needs a BMC for every host, and %s has no bmc; give it one or move it to a schedule without recover", where, h.Name)
 		}
 	}
+}
+
+// ActionFlash writes an image to a Turing Pi node's eMMC through its BMC
+// (/nixdeploy flash HOST IMAGE). It is destructive and needs an approval
+// bound to the image's SHA-256. It is not in Actions: it takes an image,
+// so it is neither a bare deploy word nor schedulable.
+const ActionFlash Action = "flash"
+
+// ValidImagePath reports whether p can name a flash image on the runner:
+// an absolute, clean path of plain characters (letters, digits, and
+// . _ + - /), so it reaches the runner's shell as one word and can never
+// be read as an option.
+func ValidImagePath(p string) bool {
+	if len(p) < 2 || len(p) > 512 || p[0] != '/' || path.Clean(p) != p {
+		return false
+	}
+	for _, r := range p {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case r == '.' || r == '_' || r == '+' || r == '-' || r == '/':
+		default:
+			return false
+		}
+	}
+	return true
 }

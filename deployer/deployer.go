@@ -403,7 +403,7 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 			rep.Hosts = append(rep.Hosts, HostReport{Host: p.Host.Name, Outcome: OutcomeUntouched, ExitCode: -1})
 			continue
 		}
-		if dep.Lock != nil && dep.Lock.URL != "" {
+		if dep.Lock != nil && (dep.Lock.URL != "" || dep.Lock.Image != "") {
 			p.Locked = dep.Lock
 		}
 		hr := r.host(ctx, p)

@@ -298,7 +298,7 @@ func (h *hostRun) describe(st Step) string {
 	case KindPreflight:
 		return "checking the host key and the key preflight"
 	case KindConnect:
-		if h.plan.Action == nixdeploy.ActionInstall {
+		if h.plan.Action == nixdeploy.ActionInstall || h.plan.Action == nixdeploy.ActionFlash {
 			return "connecting to the runner"
 		}
 		return "connecting to the runner and " + h.host.Name + " with pinned host keys"
@@ -306,6 +306,10 @@ func (h *hostRun) describe(st Step) string {
 		return "waiting for " + h.host.Name + " to come back with its pinned host key"
 	case KindVerify:
 		return "checking " + h.d.opts.CurrentSystemPath + " and the systemd state"
+	case KindImage:
+		return "hashing the staged image and comparing it with the approved one"
+	case KindFlash:
+		return "writing the image to " + h.host.Name + "'s eMMC through its BMC"
 	}
 	return string(st.Kind)
 }
@@ -319,7 +323,7 @@ func (h *hostRun) exec(ctx context.Context, st Step) error {
 		if _, err := h.runnerExec(ctx); err != nil {
 			return err
 		}
-		if h.plan.Action != nixdeploy.ActionInstall {
+		if h.plan.Action != nixdeploy.ActionInstall && h.plan.Action != nixdeploy.ActionFlash {
 			// The installer the target runs now has a throwaway key;
 			// for every other action its pinned key is checked before
 			// anything runs anywhere.
@@ -356,6 +360,10 @@ func (h *hostRun) exec(ctx context.Context, st Step) error {
 		return nil
 	case KindVerify:
 		return h.verify(ctx)
+	case KindImage:
+		return h.checkImage(ctx, st)
+	case KindFlash:
+		return h.flash(ctx, st)
 	}
 	return fmt.Errorf("unknown step kind %q", st.Kind)
 }
