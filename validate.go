@@ -24,7 +24,7 @@ func ValidName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
 var ReservedNames = []string{
 	"switch", "boot", "test", "dry-run", "dry-activate", "rollback", "install",
 	"status", "history", "cancel", "lock", "unlock", "unlock-disk", "schedules", "schedule", "keys", "help",
-	"power", "uart",
+	"power", "uart", "flash",
 }
 
 var digitsRE = regexp.MustCompile(`^[0-9]+$`)
