@@ -40,6 +40,9 @@ func TestExampleFleetBMC(t *testing.T) {
 		}
 		slots[h.BMCNode] = h.Name
 	}
+	if s := cfg.Schedules[0]; s.Name != "nightly-rk1" || s.Recover != nixdeploy.RecoverPowerReset {
+		t.Errorf("schedule %s recovers with %q, want power-reset", s.Name, s.Recover)
+	}
 	want := map[int]string{1: "rk1-node1", 2: "rk1-node2", 3: "rk1-node3", 4: "rk1-node4"}
 	if len(slots) != 4 {
 		t.Fatalf("slots %v, want %v", slots, want)
