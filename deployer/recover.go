@@ -161,6 +161,15 @@ func (h *hostRun) recoverUnreachable(ctx context.Context, rep *HostReport) {
 	}
 	cause := rep.Err
 	fail := func(err error) {
+		if ctx.Err() != nil {
+			// Cancelled (or shut down) during the recovery: that, not
+			// the node, is why it ended.
+			h.em.event(name, stepRecover, "recovery of %s stopped: %v", name, context.Cause(ctx))
+			res.Error = "cancelled"
+			rep.Outcome, rep.Step, rep.ExitCode = OutcomeCancelled, stepRecover, -1
+			rep.Err = fmt.Errorf("cancelled during the recovery: %w", context.Cause(ctx))
+			return
+		}
 		console := h.consoleTail(ctx)
 		re := &RecoveryError{Host: name, Board: h.host.BMC, Slot: h.host.BMCNode, Console: console, Err: err, Cause: cause}
 		res.Error = h.red.plain(re.Error())

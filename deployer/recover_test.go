@@ -1,6 +1,7 @@
 package deployer_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -26,6 +27,8 @@ type hangingNode struct {
 	comesBack bool
 	hung      bool
 	resets    int
+	// afterReset, if set, runs after each reset.
+	afterReset func()
 }
 
 func newHangingNode(t *testing.T, comesBack bool) *hangingNode {
@@ -55,6 +58,9 @@ func (n *hangingNode) onReset(slot int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.resets++
+	if n.afterReset != nil {
+		defer n.afterReset()
+	}
 	if !n.comesBack {
 		n.fake.WriteUART(slot, "Kernel panic - not syncing: Attempted to kill init!\r\n")
 		return
@@ -84,8 +90,12 @@ func (n *hangingNode) Line(l nixdeploy.LogLine) {
 
 func (n *hangingNode) run(t *testing.T, recover nixdeploy.Recover) (*nixdeploy.Deployment, *deployer.Report, error) {
 	t.Helper()
+	return n.runCtx(t.Context(), recover)
+}
+
+func (n *hangingNode) runCtx(ctx context.Context, recover nixdeploy.Recover) (*nixdeploy.Deployment, *deployer.Report, error) {
 	dep := &nixdeploy.Deployment{Hosts: []string{"node1"}, Action: nixdeploy.ActionSwitch, Requester: "schedule:nightly", Source: nixdeploy.SourceSchedule, Recover: recover}
-	rep, err := runs.New(n.e.db, n.e.d).Run(t.Context(), dep, n.e.sink, n)
+	rep, err := runs.New(n.e.db, n.e.d).Run(ctx, dep, n.e.sink, n)
 	return dep, rep, err
 }
 
@@ -192,5 +202,28 @@ func TestUnreachableWithoutRecoverOnlyReadsConsole(t *testing.T) {
 	log := n.e.sink.text()
 	if !strings.Contains(log, "console| rcu: INFO: rcu_sched detected stalls") || !strings.Contains(log, "not power-cycling node1") {
 		t.Errorf("log:\n%s", log)
+	}
+}
+
+// A cancel while the node is waited for after its reset ends the
+// deployment cancelled, not "still down".
+func TestRecoveryCancelled(t *testing.T) {
+	n := newHangingNode(t, false)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	n.afterReset = cancel
+	dep, rep, err := n.runCtx(ctx, nixdeploy.RecoverPowerReset)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want cancelled", err)
+	}
+	var re *deployer.RecoveryError
+	if errors.As(err, &re) {
+		t.Errorf("a cancelled recovery reads as still down: %v", err)
+	}
+	if h := rep.Hosts[0]; h.Outcome != deployer.OutcomeCancelled || h.Recovery != "" {
+		t.Errorf("host report %+v", h)
+	}
+	if dep.State != nixdeploy.StateCancelled {
+		t.Errorf("state %s", dep.State)
 	}
 }
