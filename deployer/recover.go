@@ -125,14 +125,20 @@ func unreachable(err error) bool {
 // power-cycled once, waited for with its pinned host key and verified
 // again: rep then says recovered (the host succeeds) or still down.
 func (h *hostRun) recoverUnreachable(ctx context.Context, rep *HostReport) {
-	bmc := h.d.opts.BMC
-	if bmc == nil || h.host.BMC == "" || rep.Outcome != OutcomeFailed || ctx.Err() != nil {
+	if h.host.BMC == "" || rep.Outcome != OutcomeFailed || ctx.Err() != nil {
 		return
 	}
 	if rep.Step != "wait-for-ssh" && rep.Step != "verify" || !unreachable(rep.Err) {
 		return
 	}
 	name := h.host.Name
+	bmc := h.d.opts.BMC
+	if bmc == nil {
+		h.em.event(name, stepRecover, "%s cannot be reached after step %s, and no BMC is wired into nixdeploy to read its console or reset it (is %s set?)",
+			name, rep.Step, nixdeploy.BMC{Name: h.host.BMC}.PasswordEnv())
+		h.em.barrier()
+		return
+	}
 	res := nixdeploy.StepResult{Host: name, Name: stepRecover, StartedAt: h.d.opts.Now().UTC(), ExitCode: -1}
 	defer func() {
 		res.EndedAt = h.d.opts.Now().UTC()

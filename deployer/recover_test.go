@@ -227,3 +227,26 @@ func TestRecoveryCancelled(t *testing.T) {
 		t.Errorf("state %s", dep.State)
 	}
 }
+
+// A host on a board whose BMC is not wired in (no password in the
+// environment) is reported with the reason, and nothing else happens.
+func TestUnreachableWithoutBMCSaysWhy(t *testing.T) {
+	n := newHangingNode(t, true)
+	opts := n.e.opts
+	opts.BMC = nil
+	d, err := deployer.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.e.d = d
+	_, rep, err := n.run(t, nixdeploy.RecoverPowerReset)
+	if err == nil || rep.Hosts[0].Step != "verify" {
+		t.Fatalf("run: %v, %+v", err, rep.Hosts)
+	}
+	if !strings.Contains(n.e.sink.text(), "no BMC is wired into nixdeploy to read its console or reset it (is NIXDEPLOY_BMC_PASSWORD_TURINGPI set?)") {
+		t.Errorf("log:\n%s", n.e.sink.text())
+	}
+	if len(n.fake.Requests()) != 0 {
+		t.Error("the BMC was reached without being wired in")
+	}
+}
