@@ -216,6 +216,14 @@ func splitHostPortDefault(s string, def int) (host string, port int, ok bool) {
 	return h, n, h != ""
 }
 
+// StepRecover names the recovery of an unreachable host among a
+// deployment's recorded steps; RecoveredNote is what a run's summary says
+// of a host it recovered.
+const (
+	StepRecover   = "recover"
+	RecoveredNote = "recovered after a power reset"
+)
+
 // Recover is a schedule's recover key: what a run does about a host it
 // cannot reach after activation (its wait for SSH or its verification
 // fails without an answer from the host).

@@ -59,6 +59,9 @@ type HostResult struct {
 	Link string
 	// Revision is the flake revision the deployment resolved and deployed.
 	Revision string
+	// Note says what else happened to a host that succeeded, for the
+	// run's summary: "recovered after a power reset".
+	Note string
 }
 
 // HostLock is a manual lock on a host.

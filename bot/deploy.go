@@ -91,6 +91,9 @@ func (b *Bot) DeployHost(ctx context.Context, req nixdeploy.HostRequest) (nixdep
 		return nixdeploy.HostResult{DeploymentID: dep.ID}, err
 	}
 	res := nixdeploy.HostResult{DeploymentID: dep.ID, State: dep.State, Revision: dep.Revision}
+	if dep.State == nixdeploy.StateSucceeded {
+		res.Note = b.recoveryNote(ctx, dep.ID)
+	}
 	if dep.State != nixdeploy.StateSucceeded {
 		why := dep.Error
 		if why == "" {

@@ -27,11 +27,11 @@ type BMC interface {
 const ConsoleTail = 40
 
 // stepRecover names recovery in the log and the recorded steps.
-const stepRecover = "recover"
+const stepRecover = nixdeploy.StepRecover
 
 // Recovery sentences, for the summary and the host's report.
 const (
-	RecoveredText = "recovered after a power reset"
+	RecoveredText = nixdeploy.RecoveredNote
 	StillDownText = "still down after a power reset"
 )
 

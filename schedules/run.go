@@ -214,7 +214,7 @@ func (s *Scheduler) deployHost(ctx context.Context, e *entry, r nixdeploy.Schedu
 		case err == nil && res.State == nixdeploy.StateSucceeded:
 			// A host that finished while the scheduler was stopping
 			// (a graceful shutdown lets it) still succeeded.
-			h.Outcome = OutcomeSucceeded
+			h.Outcome, h.Detail = OutcomeSucceeded, res.Note
 		case ctx.Err() != nil:
 			h.Outcome, h.Detail = OutcomeInterrupted, "the scheduler was stopping"
 		case err != nil:

@@ -122,7 +122,7 @@ wait
 	// 4. The rolling run halts at rk1-node2 and leaves the rest alone.
 	inOrder(t, out, "*#3 switch rk1-node1* — succeeded",
 		"*#4 switch rk1-node2* — failed", "*Failing step:* `nixos-rebuild` on rk1-node2 · *exit code* 1", "has conflicting definition values",
-		"❌ *nightly-rk1* (switch) failed: halted: rk1-node2 failed", "✅ rk1-node1", "❌ rk1-node2",
+		"❌ *nightly-rk1* (switch) failed: halted: rk1-node2 failed", "✅ rk1-node1", "`: recovered after a power reset", "❌ rk1-node2",
 		"⏭ rk1-node3 not touched (halted after rk1-node2)", "⏭ rk1-node4 not touched (halted after rk1-node2)",
 		"done; 4 deployments recorded in "+dbPath)
 	if strings.Contains(out, "#5 ") {
