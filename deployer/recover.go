@@ -159,6 +159,16 @@ func (h *hostRun) recoverUnreachable(ctx context.Context, rep *HostReport) {
 		h.em.barrier()
 		return
 	}
+	if h.d.jump != nil {
+		// Through a jump host, a dead jump host looks like a dead node;
+		// power-cycling a node that may be fine helps nobody.
+		if err := h.jumpAnswers(ctx); err != nil {
+			h.em.event(name, stepRecover, "not power-cycling %s: the jump host cannot be reached either, so the node may be fine: %s", name, h.red.plain(err.Error()))
+			res.Error = "the jump host is unreachable"
+			h.em.barrier()
+			return
+		}
+	}
 	if !h.resets.take(name) {
 		h.em.event(name, stepRecover, "not power-cycling %s again: it was reset once in this run already", name)
 		res.Error = "already reset once in this run"
@@ -234,4 +244,32 @@ func (h *hostRun) consoleTail(ctx context.Context) []string {
 		out[i] = h.red.plain(l)
 	}
 	return out
+}
+
+// jumpAnswers checks that the jump host answers now: a cached connection
+// to it may not know yet that its peer is gone, so it must answer a
+// keepalive within the connect timeout.
+func (h *hostRun) jumpAnswers(ctx context.Context) error {
+	j, err := h.dl.jumpHost(ctx)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := j.SendRequest("keepalive@openssh.com", true, nil)
+		done <- err
+	}()
+	t := time.NewTimer(h.d.opts.ConnectTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("the jump host does not answer: %w", err)
+		}
+		return nil
+	case <-t.C:
+		return fmt.Errorf("the jump host did not answer within %s", h.d.opts.ConnectTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

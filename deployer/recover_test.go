@@ -12,6 +12,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/bmc"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/bmcfake"
+	"github.com/nixdeploy/nixdeploy/internal/sshlab"
 	"github.com/nixdeploy/nixdeploy/runs"
 )
 
@@ -29,14 +30,22 @@ type hangingNode struct {
 	resets    int
 	// afterReset, if set, runs after each reset.
 	afterReset func()
+	// uartRead, if set, runs when the console is read.
+	uartRead func()
 }
 
 func newHangingNode(t *testing.T, comesBack bool) *hangingNode {
 	t.Helper()
+	return newHangingNodeIn(t, comesBack, sshlab.Options{})
+}
+
+func newHangingNodeIn(t *testing.T, comesBack bool, lab sshlab.Options) *hangingNode {
+	t.Helper()
 	n := &hangingNode{comesBack: comesBack}
-	n.fake = bmcfake.New(bmcfake.Options{User: "root", Password: "bmc-password-1", Power: [4]bool{true}, OnReset: n.onReset})
+	n.fake = bmcfake.New(bmcfake.Options{User: "root", Password: "bmc-password-1", Power: [4]bool{true}, OnReset: n.onReset, OnUART: n.onUART})
 	t.Cleanup(n.fake.Close)
 	n.e = newEnv(t, envConfig{
+		lab: lab,
 		cfg: func(c *nixdeploy.Config) {
 			c.BMCs = []nixdeploy.BMC{{Name: "turingpi", Address: n.fake.Address(), User: "root", CertSHA256: nixdeploy.FormatFingerprint(n.fake.Fingerprint())}}
 			c.Hosts[0].BMC, c.Hosts[0].BMCNode = "turingpi", 1
@@ -52,6 +61,15 @@ func newHangingNode(t *testing.T, comesBack bool) *hangingNode {
 	})
 	n.fake.WriteUART(1, "\x1b[32m[  OK  ]\x1b[0m Reached target Multi-User System.\r\n")
 	return n
+}
+
+func (n *hangingNode) onUART(int) {
+	n.mu.Lock()
+	f := n.uartRead
+	n.mu.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 func (n *hangingNode) onReset(slot int) {
@@ -248,5 +266,34 @@ func TestUnreachableWithoutBMCSaysWhy(t *testing.T) {
 	}
 	if len(n.fake.Requests()) != 0 {
 		t.Error("the BMC was reached without being wired in")
+	}
+}
+
+// Through a jump host that died, the node cannot be told from a hung one:
+// its console goes into the log, but it is not power-cycled.
+func TestNoResetWhenTheJumpHostIsDown(t *testing.T) {
+	n := newHangingNodeIn(t, true, sshlab.Options{Jump: true})
+	// The jump host dies once the node hangs: the recovery reads the
+	// console first, then checks the jump host.
+	n.uartRead = n.e.lab.Jump.Kill
+	_, rep, err := n.run(t, nixdeploy.RecoverPowerReset)
+	if err == nil || rep.Hosts[0].Step != "verify" {
+		t.Fatalf("run: %v, %+v\n%s", err, rep.Hosts, n.e.sink.text())
+	}
+	if n.resetRequests() != 0 {
+		t.Errorf("%d resets of a node behind a dead jump host", n.resetRequests())
+	}
+	log := n.e.sink.text()
+	if !strings.Contains(log, "console| rcu: INFO") || !strings.Contains(log, "not power-cycling node1: the jump host cannot be reached either") {
+		t.Errorf("log:\n%s", log)
+	}
+}
+
+// Through a jump host that answers, a hung node is reset as usual.
+func TestRecoveryThroughJumpHost(t *testing.T) {
+	n := newHangingNodeIn(t, true, sshlab.Options{Jump: true})
+	_, rep, err := n.run(t, nixdeploy.RecoverPowerReset)
+	if err != nil || rep.Hosts[0].Recovery != deployer.RecoveredText || n.resetRequests() != 1 {
+		t.Fatalf("run: %v, %+v, %d resets\n%s", err, rep.Hosts, n.resetRequests(), n.e.sink.text())
 	}
 }
