@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"path"
 	"strconv"
 	"strings"
 )
@@ -213,4 +214,74 @@ func splitHostPortDefault(s string, def int) (host string, port int, ok bool) {
 		return h, 0, false
 	}
 	return h, n, h != ""
+}
+
+// StepRecover names the recovery of an unreachable host among a
+// deployment's recorded steps; RecoveredNote is what a run's summary says
+// of a host it recovered.
+const (
+	StepRecover   = "recover"
+	RecoveredNote = "recovered after a power reset"
+)
+
+// Recover is a schedule's recover key: what a run does about a host it
+// cannot reach after activation (its wait for SSH or its verification
+// fails without an answer from the host).
+type Recover string
+
+// The recover values. Every host on a BMC gets its serial console tail in
+// the deployment's log either way.
+const (
+	// RecoverNone (or "none") reports the host as unreachable.
+	RecoverNone Recover = ""
+	// RecoverPowerReset power-cycles the host once through its BMC, waits
+	// for its pinned host key and verifies it again.
+	RecoverPowerReset Recover = "power-reset"
+)
+
+// validateRecover checks a schedule's recover key: a known value, and a
+// power reset only for hosts a BMC can reset.
+func (c *Config) validateRecover(p *problems, where string, s Schedule) {
+	switch s.Recover {
+	case RecoverNone, "none":
+		return
+	case RecoverPowerReset:
+	default:
+		p.add("%s: recover %q must be none or power-reset", where, s.Recover)
+		return
+	}
+	hosts, err := c.Select(s.Hosts)
+	if err != nil {
+		return // reported with the selector
+	}
+	for _, h := range hosts {
+		if h.BMC == "" {
+			p.add("%s: recover = \"power-reset\" needs a BMC for every host, and %s has no bmc; give it one or move it to a schedule without recover", where, h.Name)
+		}
+	}
+}
+
+// ActionFlash writes an image to a Turing Pi node's eMMC through its BMC
+// (/nixdeploy flash HOST IMAGE). It is destructive and needs an approval
+// bound to the image's SHA-256. It is not in Actions: it takes an image,
+// so it is neither a bare deploy word nor schedulable.
+const ActionFlash Action = "flash"
+
+// ValidImagePath reports whether p can name a flash image on the runner:
+// an absolute, clean path of plain characters (letters, digits, and
+// . _ + - /), so it reaches the runner's shell as one word and can never
+// be read as an option.
+func ValidImagePath(p string) bool {
+	if len(p) < 2 || len(p) > 512 || p[0] != '/' || path.Clean(p) != p {
+		return false
+	}
+	for _, r := range p {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case r == '.' || r == '_' || r == '+' || r == '-' || r == '/':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -40,6 +40,9 @@ func TestExampleFleetBMC(t *testing.T) {
 		}
 		slots[h.BMCNode] = h.Name
 	}
+	if s := cfg.Schedules[0]; s.Name != "nightly-rk1" || s.Recover != nixdeploy.RecoverPowerReset {
+		t.Errorf("schedule %s recovers with %q, want power-reset", s.Name, s.Recover)
+	}
 	want := map[int]string{1: "rk1-node1", 2: "rk1-node2", 3: "rk1-node3", 4: "rk1-node4"}
 	if len(slots) != 4 {
 		t.Fatalf("slots %v, want %v", slots, want)
@@ -161,5 +164,34 @@ func TestReservedBMCWords(t *testing.T) {
 		if _, err := nixdeploy.ParseConfig("t.toml", []byte(data)); err == nil || !strings.Contains(err.Error(), "command word") {
 			t.Errorf("host named %s: err = %v, want a command-word problem", w, err)
 		}
+	}
+}
+
+func TestScheduleRecoverKey(t *testing.T) {
+	onBoard := strings.Replace(validConfig, `name = "rk1-node1"`, "name = \"rk1-node1\"\nbmc = \"turingpi\"\nbmc_node = 1", 1)
+	onBoard = strings.Replace(onBoard, `name = "rk1-node2"`, "name = \"rk1-node2\"\nbmc = \"turingpi\"\nbmc_node = 2", 1) + goodBoard
+	schedule := func(hosts, recover string) string {
+		return "\n[[schedules]]\nname = \"nightly-rk1\"\ncron = \"0 3 * * *\"\nhosts = " + hosts + "\nrecover = \"" + recover + "\"\n"
+	}
+	cfg, err := nixdeploy.ParseConfig("t.toml", []byte(onBoard+schedule(`["@rk1"]`, "power-reset")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Schedules[len(cfg.Schedules)-1]; s.Recover != nixdeploy.RecoverPowerReset {
+		t.Errorf("recover = %q", s.Recover)
+	}
+	if _, err := nixdeploy.ParseConfig("t.toml", []byte(onBoard+schedule(`["ganon"]`, "none"))); err != nil {
+		t.Errorf("recover = none: %v", err)
+	}
+	for _, tc := range []struct{ name, data, want string }{
+		{"host without bmc", onBoard + schedule(`["@rk1", "ganon"]`, "power-reset"), `needs a BMC for every host, and ganon has no bmc`},
+		{"unknown value", onBoard + schedule(`["@rk1"]`, "reboot"), `recover "reboot" must be none or power-reset`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := nixdeploy.ParseConfig("t.toml", []byte(tc.data))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one containing %q", err, tc.want)
+			}
+		})
 	}
 }

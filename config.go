@@ -219,6 +219,9 @@ type Schedule struct {
 	Missed string `toml:"missed"`
 	// CatchUpWindow bounds how late a catch-up run may start.
 	CatchUpWindow Duration `toml:"catch_up_window"`
+	// Recover is what to do about a host that cannot be reached after
+	// activation: "none" (default) or "power-reset" (through its BMC).
+	Recover Recover `toml:"recover"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("15m").

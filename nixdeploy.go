@@ -47,7 +47,7 @@ func ParseAction(s string) (Action, error) {
 
 // Destructive reports whether the action can destroy data on the target and
 // therefore needs an approval.
-func (a Action) Destructive() bool { return a == ActionInstall }
+func (a Action) Destructive() bool { return a == ActionInstall || a == ActionFlash }
 
 // Source says where a request came from.
 type Source string
@@ -66,6 +66,10 @@ type Request struct {
 	Hosts     []string // host names from the fleet config, in fleet order
 	Requester string   // Slack user id, schedule name, or local user
 	Source    Source
+	// Image is what a flash writes: an absolute path on the runner.
+	Image string
+	// Recover is the schedule's recover key for a scheduled request.
+	Recover Recover
 }
 
 // State is the lifecycle state of a deployment.
@@ -121,6 +125,14 @@ type Deployment struct {
 	// It lives with the run, not in the database: an approved request that
 	// did not start before a restart is ended, never started later.
 	Fingerprint string
+	// Image is the image a flash request names (a path on the runner),
+	// until Resolve puts it into Lock with its size and SHA-256. Like
+	// Fingerprint it lives with the request only; Lock is stored.
+	Image string
+	// Recover says whether the run may power-cycle a host it cannot
+	// reach after activation (a schedule's recover key). Like Fingerprint
+	// it lives with the run only.
+	Recover Recover
 }
 
 // Lock is what the fleet's flakes resolved to on the runner
@@ -135,6 +147,12 @@ type Lock struct {
 	InstallerURL      string `json:"installer_url,omitempty"`
 	// Devices maps disko disk names to devices, per host.
 	Devices map[string]map[string]string `json:"devices,omitempty"`
+	// Image, ImageSize and ImageSHA256 (hex) are a flash's image on the
+	// runner as it was when the flash was requested: the approval is
+	// bound to them, and the run refuses an image that differs.
+	Image       string `json:"image,omitempty"`
+	ImageSize   int64  `json:"image_size,omitempty"`
+	ImageSHA256 string `json:"image_sha256,omitempty"`
 }
 
 // Stream names the output stream a log line came from.

@@ -65,6 +65,10 @@ type HostReport struct {
 	Warnings      []string
 	// Revision is the flake revision deployed ("" when never resolved).
 	Revision string
+	// Recovery says what a power reset through the host's BMC did, when
+	// one was tried: "recovered after a power reset" or "still down after
+	// a power reset".
+	Recovery string
 }
 
 // Report is the result of a deployment run (deployer.Run).
@@ -111,6 +115,11 @@ func (r *Report) Summary() string {
 	}
 	if u := r.Untouched(); len(u) > 0 {
 		parts = append(parts, "not touched: "+strings.Join(u, ", "))
+	}
+	for _, h := range r.Hosts {
+		if h.Recovery != "" {
+			parts = append(parts, h.Host+" "+h.Recovery)
+		}
 	}
 	return strings.Join(parts, "; ")
 }

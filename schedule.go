@@ -44,6 +44,8 @@ type HostRequest struct {
 	// Trigger is cron, manual or catch-up; By is who asked for a manual run.
 	Trigger string
 	By      string
+	// Recover is the schedule's recover key.
+	Recover Recover
 }
 
 // HostResult is how a scheduled host's deployment ended. Anything but StateSucceeded with
@@ -57,6 +59,9 @@ type HostResult struct {
 	Link string
 	// Revision is the flake revision the deployment resolved and deployed.
 	Revision string
+	// Note says what else happened to a host that succeeded, for the
+	// run's summary: "recovered after a power reset".
+	Note string
 }
 
 // HostLock is a manual lock on a host.

@@ -24,7 +24,7 @@ func ValidName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
 var ReservedNames = []string{
 	"switch", "boot", "test", "dry-run", "dry-activate", "rollback", "install",
 	"status", "history", "cancel", "lock", "unlock", "unlock-disk", "schedules", "schedule", "keys", "help",
-	"power", "uart",
+	"power", "uart", "flash",
 }
 
 var digitsRE = regexp.MustCompile(`^[0-9]+$`)
@@ -227,6 +227,7 @@ func (c *Config) validateSchedules(p *problems) {
 		if s.Missed != "skip" && s.Missed != "catch-up" {
 			p.add("%s: missed %q must be skip or catch-up", where, s.Missed)
 		}
+		c.validateRecover(p, where, s)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,6 +119,9 @@ type Client struct {
 
 	mu    sync.Mutex
 	token string
+	// spki is the pinned certificate's SubjectPublicKeyInfo, seen in a
+	// handshake that matched the pin (for curl's --pinnedpubkey).
+	spki []byte
 }
 
 // New returns a client; it connects only when a call is made.
@@ -137,7 +141,13 @@ func New(o Options) (*Client, error) {
 	if o.PollInterval <= 0 {
 		o.PollInterval = DefaultPollInterval
 	}
-	return &Client{o: o, http: &http.Client{Transport: pinnedTransport(o.CertSHA256, o.Timeout)}}, nil
+	c := &Client{o: o}
+	c.http = &http.Client{Transport: pinnedTransport(o.CertSHA256, o.Timeout, func(leaf *x509.Certificate) {
+		c.mu.Lock()
+		c.spki = leaf.RawSubjectPublicKeyInfo
+		c.mu.Unlock()
+	})}
+	return c, nil
 }
 
 // pinnedTransport trusts exactly one certificate, by its SHA-256.
@@ -155,7 +165,7 @@ func New(o Options) (*Client, error) {
 // the password or a token) is written; TestPinMismatchSendsNothing proves
 // it on the wire. This is the same trust as a pinned SSH host key: no
 // trust on first use, nothing else accepted.
-func pinnedTransport(pin [32]byte, timeout time.Duration) *http.Transport {
+func pinnedTransport(pin [32]byte, timeout time.Duration, matched func(*x509.Certificate)) *http.Transport {
 	return &http.Transport{
 		// No proxy from the environment: a BMC on the LAN is reached
 		// directly, and a proxy would see where the bot connects.
@@ -170,6 +180,9 @@ func pinnedTransport(pin [32]byte, timeout time.Duration) *http.Transport {
 				got := sha256.Sum256(cs.PeerCertificates[0].Raw)
 				if got != pin {
 					return &CertMismatchError{Got: got, Want: pin}
+				}
+				if matched != nil {
+					matched(cs.PeerCertificates[0])
 				}
 				return nil
 			},

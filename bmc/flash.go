@@ -2,7 +2,6 @@ package bmc
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,24 +61,14 @@ func (c *Client) Flash(ctx context.Context, node int, img Image, progress Progre
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.o.FlashTimeout)
 	defer cancel()
-	data, err := c.call(ctx, url.Values{
-		"opt": {"set"}, "type": {"flash"}, "node": {apiNode(node)},
-		"file": {img.Name}, "length": {strconv.FormatInt(img.Size, 10)},
-		"sha256": {hex.EncodeToString(img.SHA256[:])},
-	})
+	handle, err := c.announce(ctx, node, img.Name, img.Size, img.SHA256)
 	if err != nil {
 		return c.fail(call, err)
 	}
-	var h struct {
-		Handle *uint32 `json:"handle"`
-	}
-	if err := json.Unmarshal(data, &h); err != nil || h.Handle == nil {
-		return c.fail(call, fmt.Errorf("%w: no transfer handle in %.80q", ErrAPI, data))
-	}
-	if err := c.upload(ctx, *h.Handle, img); err != nil {
+	if err := c.upload(ctx, handle, img); err != nil {
 		return c.fail(call, err)
 	}
-	if err := c.waitFlashed(ctx, *h.Handle, progress); err != nil {
+	if err := c.waitFlashed(ctx, handle, progress); err != nil {
 		return c.fail(call, err)
 	}
 	return nil

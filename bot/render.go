@@ -306,6 +306,9 @@ func approvalMessage(dep nixdeploy.Deployment, plan []planHost, a nixdeploy.Appr
 	if decision != "" {
 		sections[0] = decision + "\n~Approval needed: " + title(dep) + "~"
 	}
+	if dep.Action == nixdeploy.ActionFlash {
+		sections, plan = flashSections(dep, cfg, decision), nil
+	}
 	for _, h := range plan {
 		sec := fmt.Sprintf("*%s* (%s)\n• Disk that will be *wiped*: `%s`\n• Installer: `%s`\n• Flake: `%s`",
 			escape(h.Name), escape(h.Address), escape(h.Disk), escape(h.Installer), escape(h.Flake))

@@ -22,7 +22,7 @@ func deployErrorForUsers(err error, r Result) error {
 	case errors.Is(err, nixdeploy.ErrHostBusy), errors.Is(err, nixdeploy.ErrUnknownHost), errors.As(err, &um), errors.As(err, &ue):
 		return err
 	case errors.Is(err, nixdeploy.ErrPlanChanged):
-		return UserError(fmt.Sprintf("the plan for %s changed after it was approved, so its disk was not touched; request the install again", r.Host), err)
+		return UserError(fmt.Sprintf("the plan for %s changed after it was approved, so its disk was not touched; request it again", r.Host), err)
 	case errors.Is(err, nixdeploy.ErrShutdown):
 		return UserError(fmt.Sprintf("nixdeploy shut down during step %s on %s; check the host with /nixdeploy status and run it again", r.Step, r.Host), err)
 	case errors.Is(err, nixdeploy.ErrCancelled), errors.Is(err, context.Canceled):

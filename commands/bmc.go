@@ -74,3 +74,19 @@ func (c Command) bmcWords() []string {
 	}
 	return []string{"uart", host}
 }
+
+// flash parses "flash HOST IMAGE": one host on a BMC and the image, an
+// absolute path on the runner (nixdeploy.ValidImagePath), kept as typed.
+func (p parser) flash(s spec, args []string) (Command, error) {
+	if len(args) != 2 {
+		return Command{}, usagef("flash takes a host and an image, not %d words; %s", len(args), s.usage())
+	}
+	host, err := p.bmcHost(s, args[0])
+	if err != nil {
+		return Command{}, err
+	}
+	if !nixdeploy.ValidImagePath(args[1]) {
+		return Command{}, usagef("the image %q must be an absolute path on the runner made of letters, digits and . _ + - /, such as /srv/images/rk1-staging.img; %s", args[1], s.usage())
+	}
+	return Command{Kind: KindDeploy, Action: nixdeploy.ActionFlash, Hosts: []string{host}, Image: args[1]}, nil
+}

@@ -102,12 +102,14 @@ type Command struct {
 	Topic string
 	// PowerOp is what KindPower asks of the host's BMC slot.
 	PowerOp nixdeploy.PowerOp
+	// Image is the image a flash writes, a path on the runner.
+	Image string
 }
 
 // Request turns a deploy command into the request policy and the deployer
 // see. It is only meaningful for KindDeploy.
 func (c Command) Request(requester string, source nixdeploy.Source) nixdeploy.Request {
-	return nixdeploy.Request{Action: c.Action, Hosts: slices.Clone(c.Hosts), Requester: requester, Source: source}
+	return nixdeploy.Request{Action: c.Action, Hosts: slices.Clone(c.Hosts), Requester: requester, Source: source, Image: c.Image}
 }
 
 // Parse parses the text of a slash command, with or without the leading
@@ -144,6 +146,9 @@ func Parse(cfg *nixdeploy.Config, text string) (Command, error) {
 	}
 	switch s.kind {
 	case KindDeploy:
+		if s.action == nixdeploy.ActionFlash {
+			return p.flash(s, args)
+		}
 		return p.deploy(s, args)
 	case KindStatus, KindKeysCheck:
 		return p.optionalHosts(s, args)
@@ -504,6 +509,9 @@ func (c Command) String() string {
 	switch c.Kind {
 	case KindDeploy:
 		words = append(append(words, string(c.Action)), sels...)
+		if c.Action == nixdeploy.ActionFlash {
+			words = append(words, c.Image)
+		}
 	case KindStatus:
 		words = append(append(words, "status"), sels...)
 	case KindKeysCheck:

@@ -30,6 +30,7 @@ func FuzzParse(f *testing.F) {
 		"switch ganon; reboot", "switch $(id)", "status `id`", "status &amp;", "<@U1|a>",
 		"switch ganon\nstatus", "rk1\u2010node3", "\uff52k1-node3", "rk1-\u200bnode3", "gan\xffon",
 		"switch\u00a0ganon", "status\x00",
+		"flash rk1-node3 /srv/images/rk1.img", "flash rk1-node3 /srv/../x", "flash rk1-node3 /A+b_c-1.img.xz",
 	} {
 		f.Add(s)
 	}

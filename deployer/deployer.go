@@ -89,6 +89,10 @@ type Options struct {
 	// Preflight runs first in every install, after the deployer's own
 	// check that the host's private and public keys match.
 	Preflight Preflight
+	// BMC, optional, reaches the Turing Pi boards of hosts that have one:
+	// their serial console for the log, and a power reset when a
+	// schedule's recover allows it (recover.go).
+	BMC BMC
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -399,7 +403,7 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 			rep.Hosts = append(rep.Hosts, HostReport{Host: p.Host.Name, Outcome: OutcomeUntouched, ExitCode: -1})
 			continue
 		}
-		if dep.Lock != nil && dep.Lock.URL != "" {
+		if dep.Lock != nil && (dep.Lock.URL != "" || dep.Lock.Image != "") {
 			p.Locked = dep.Lock
 		}
 		hr := r.host(ctx, p)

@@ -188,6 +188,9 @@ func (d *Deployer) Plan(host string, action nixdeploy.Action) (*Plan, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %q is not in the fleet config", nixdeploy.ErrUnknownHost, host)
 	}
+	if action == nixdeploy.ActionFlash {
+		return d.flashPlan(h)
+	}
 	if _, err := nixdeploy.ParseAction(string(action)); err != nil {
 		return nil, fmt.Errorf("%w: %v", nixdeploy.ErrInvalidInput, err)
 	}
@@ -400,6 +403,9 @@ func fill(argv []string, tmp string, l *nixdeploy.Lock) []string {
 			}
 			if l.InstallerURL != "" {
 				a = strings.ReplaceAll(a, LockedInstaller, l.InstallerURL)
+			}
+			if l.Image != "" {
+				a = strings.ReplaceAll(a, FlashImage, l.Image)
 			}
 		}
 		out[i] = a

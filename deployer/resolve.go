@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/nixdeploy/nixdeploy"
@@ -27,6 +28,9 @@ func (d *Deployer) Resolve(ctx context.Context, dep nixdeploy.Deployment) (*nixd
 	ex, err := r.runnerExec(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if dep.Action == nixdeploy.ActionFlash {
+		return d.resolveFlash(ctx, ex, dep)
 	}
 	lock := &nixdeploy.Lock{}
 	for _, p := range plans {
@@ -118,7 +122,16 @@ func fingerprint(dep *nixdeploy.Deployment, plans []*Plan) string {
 	field(l.URL)
 	field(l.InstallerRevision)
 	field(l.InstallerURL)
+	if l.Image != "" {
+		// A flash: the approval names the image's bytes.
+		field(l.Image)
+		field(strconv.FormatInt(l.ImageSize, 10))
+		field(l.ImageSHA256)
+	}
 	for _, p := range plans {
+		if p.Action == nixdeploy.ActionFlash {
+			field(p.Host.BMC + "/" + strconv.Itoa(p.Host.BMCNode))
+		}
 		field(p.Host.Name)
 		field(p.Host.SSHAddr())
 		field(p.Host.Disk)

@@ -31,6 +31,9 @@ type run struct {
 	// planFingerprint is the fingerprint of the plans this run runs, set
 	// when the deployment carries an approved one to compare it with.
 	planFingerprint string
+
+	// resets is the run's one power reset per host (recover.go).
+	resets resets
 }
 
 func (d *Deployer) newRun(ctx context.Context, dep *nixdeploy.Deployment, sinks []Sink, log *slog.Logger) *run {
@@ -187,6 +190,7 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 			rep.Outcome = OutcomeCancelled
 		}
 	}
+	h.recoverUnreachable(ctx, &rep)
 	rep.Before, rep.After, rep.Warnings = h.before, h.after, h.warnings
 	rep.Revision = h.locked.Revision
 	return rep
@@ -294,7 +298,7 @@ func (h *hostRun) describe(st Step) string {
 	case KindPreflight:
 		return "checking the host key and the key preflight"
 	case KindConnect:
-		if h.plan.Action == nixdeploy.ActionInstall {
+		if h.plan.Action == nixdeploy.ActionInstall || h.plan.Action == nixdeploy.ActionFlash {
 			return "connecting to the runner"
 		}
 		return "connecting to the runner and " + h.host.Name + " with pinned host keys"
@@ -302,6 +306,10 @@ func (h *hostRun) describe(st Step) string {
 		return "waiting for " + h.host.Name + " to come back with its pinned host key"
 	case KindVerify:
 		return "checking " + h.d.opts.CurrentSystemPath + " and the systemd state"
+	case KindImage:
+		return "hashing the staged image and comparing it with the approved one"
+	case KindFlash:
+		return "writing the image to " + h.host.Name + "'s eMMC through its BMC"
 	}
 	return string(st.Kind)
 }
@@ -315,7 +323,7 @@ func (h *hostRun) exec(ctx context.Context, st Step) error {
 		if _, err := h.runnerExec(ctx); err != nil {
 			return err
 		}
-		if h.plan.Action != nixdeploy.ActionInstall {
+		if h.plan.Action != nixdeploy.ActionInstall && h.plan.Action != nixdeploy.ActionFlash {
 			// The installer the target runs now has a throwaway key;
 			// for every other action its pinned key is checked before
 			// anything runs anywhere.
@@ -352,6 +360,10 @@ func (h *hostRun) exec(ctx context.Context, st Step) error {
 		return nil
 	case KindVerify:
 		return h.verify(ctx)
+	case KindImage:
+		return h.checkImage(ctx, st)
+	case KindFlash:
+		return h.flash(ctx, st)
 	}
 	return fmt.Errorf("unknown step kind %q", st.Kind)
 }

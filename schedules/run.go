@@ -178,7 +178,7 @@ func (s *Scheduler) record(runID int64, h HostSummary) {
 // deployHost deploys one host, waiting on the clock while it is busy.
 func (s *Scheduler) deployHost(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, host, by string) HostSummary {
 	log := s.log.With("schedule", e.cfg.Name, "run", r.ID, "host", host)
-	req := HostRequest{Schedule: e.cfg.Name, RunID: r.ID, Host: host, Action: e.cfg.Action, Trigger: r.Trigger, By: by}
+	req := HostRequest{Schedule: e.cfg.Name, RunID: r.ID, Host: host, Action: e.cfg.Action, Trigger: r.Trigger, By: by, Recover: e.cfg.Recover}
 	first := s.clock.Now()
 	deadline := first.Add(e.cfg.BusyWait.Duration)
 	backoff := busyBackoffMin
@@ -214,7 +214,7 @@ func (s *Scheduler) deployHost(ctx context.Context, e *entry, r nixdeploy.Schedu
 		case err == nil && res.State == nixdeploy.StateSucceeded:
 			// A host that finished while the scheduler was stopping
 			// (a graceful shutdown lets it) still succeeded.
-			h.Outcome = OutcomeSucceeded
+			h.Outcome, h.Detail = OutcomeSucceeded, res.Note
 		case ctx.Err() != nil:
 			h.Outcome, h.Detail = OutcomeInterrupted, "the scheduler was stopping"
 		case err != nil:

@@ -61,7 +61,7 @@ echo    ALICE asked for it, so her own approval does not count:
 :white_check_mark:
 echo 3. BOB approves. The install runs phase by phase (kexec, disko, install, reboot), then the switch and the checks.
 :white_check_mark: as BOB
-echo 4. The nightly rolling rebuild of the RK1 nodes, started by hand. rk1-node2's configuration is broken, so the run halts there and leaves rk1-node3 and rk1-node4 alone.
+echo 4. The nightly rolling rebuild of the RK1 nodes, started by hand. rk1-node1 hangs after its switch: the run reads its serial console and power-cycles it through the Turing Pi BMC, and it comes back. rk1-node2's configuration is broken, so the run halts there and leaves rk1-node3 and rk1-node4 alone.
 /nixdeploy schedule run nightly-rk1
 echo What the database recorded:
 /nixdeploy history
@@ -144,16 +144,23 @@ func cmdDemo(ctx context.Context, s stdio, args []string) error {
 	}
 	logger := newLogger(s.err, level)
 
-	fleet, client, err := startDemoFleet(ctx, work, *pace)
+	board := startDemoBoard()
+	defer board.close()
+	fleet, client, err := startDemoFleet(ctx, work, *pace, board)
 	if err != nil {
 		return err
 	}
 	defer fleet.Close()
+	board.fleet = fleet
 	cfgPath := filepath.Join(work, "nixdeploy.toml")
-	if err := os.WriteFile(cfgPath, []byte(demoConfig(fleet)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(demoConfig(fleet, board)), 0o600); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	boards, err := board.client(cfg)
 	if err != nil {
 		return err
 	}
@@ -161,6 +168,7 @@ func cmdDemo(ctx context.Context, s stdio, args []string) error {
 		// A simulated reboot takes a few paces, not minutes.
 		o.WaitBackoff = max(*pace/4, 50*time.Millisecond)
 		o.KillGrace = time.Second
+		o.BMC = boards
 	}}, logger)
 	if err != nil {
 		return err
@@ -171,7 +179,7 @@ func cmdDemo(ctx context.Context, s stdio, args []string) error {
 	b, err := bot.New(bot.Options{
 		Config: cfg, Store: deps.store, Lifecycle: runs.New(deps.store, nil), Chat: demoChat{Terminal: term, w: out}, Deployer: deps.deployer,
 		Locks: deps.locks, Keys: deps.keys, Schedules: deps.schedules, Interrupted: deps.interrupted,
-		BotUser: "nixdeploy", Logger: logger, TailLines: 6,
+		BotUser: "nixdeploy", Logger: logger, TailLines: 6, BMC: boards,
 	})
 	if err != nil {
 		return err
@@ -218,7 +226,7 @@ func cmdDemo(ctx context.Context, s stdio, args []string) error {
 // startDemoFleet generates the fleet's host keys with the key workflow
 // (keys init into dir/keys) and a client key for the bot, and starts the
 // simulated fleet with rk1-node2 broken.
-func startDemoFleet(ctx context.Context, dir string, pace time.Duration) (*simfleet.Fleet, ssh.Signer, error) {
+func startDemoFleet(ctx context.Context, dir string, pace time.Duration, board *demoBoard) (*simfleet.Fleet, ssh.Signer, error) {
 	store := keys.NewStore(filepath.Join(dir, "keys"), nil)
 	names := make([]string, len(demoHosts))
 	for i, h := range demoHosts {
@@ -263,6 +271,7 @@ func startDemoFleet(ctx context.Context, dir string, pace time.Duration) (*simfl
 	}
 	fleet, err := simfleet.Start(simfleet.Options{
 		Hosts: hosts, ClientKey: client.PublicKey(), Pace: pace, FailRebuild: []string{"rk1-node2"},
+		HangAfterSwitch: []string{demoHang}, OnHang: board.hung,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("demo: %w", err)
@@ -272,7 +281,7 @@ func startDemoFleet(ctx context.Context, dir string, pace time.Duration) (*simfl
 
 // demoConfig is the fleet config of the demo: the example fleet's hosts,
 // policy and nightly schedule, at the simulated fleet's addresses.
-func demoConfig(f *simfleet.Fleet) string {
+func demoConfig(f *simfleet.Fleet, board *demoBoard) string {
 	var b strings.Builder
 	r := f.Runner()
 	fmt.Fprintf(&b, `# Written by nixdeploy demo: the example fleet, simulated on loopback.
@@ -299,7 +308,7 @@ approval_ttl = "15m"
 		e, _ := f.Host(h.name)
 		fmt.Fprintf(&b, "\n[[hosts]]\nname = %q\naddress = %q\nport = %d\nsystem = %q\ntags = [%q]\ndisk = %q\n", h.name, e.IP, e.Port, h.system, h.tag, h.disk)
 		if h.system == nixdeploy.SystemAarch64 {
-			b.WriteString("build_on_target = true\n")
+			b.WriteString("build_on_target = true\n" + board.hostConfig(h.name))
 		} else {
 			b.WriteString("disk_key = \"/tmp/secret.key\"\n")
 		}
@@ -312,7 +321,9 @@ timezone = "Europe/Berlin"
 hosts = ["@rk1"]
 action = "switch"
 strategy = "rolling"
+recover = "power-reset"
 `)
+	b.WriteString(board.config())
 	return b.String()
 }
 
@@ -339,7 +350,8 @@ Try, in this order:
   2. /nixdeploy install ganon               an install waits for an approval
      :white_check_mark:                     your own approval does not count
   3. :white_check_mark: as BOB              BOB approves: the install runs, phase by phase
-  4. /nixdeploy schedule run nightly-rk1    the rolling nightly rebuild halts at rk1-node2
+  4. /nixdeploy schedule run nightly-rk1    the rolling nightly rebuild: rk1-node1 hangs and is reset
+                                           through the BMC, then the run halts at rk1-node2
 Also: /nixdeploy status, /nixdeploy history, /nixdeploy help, quit.
 `)
 	}

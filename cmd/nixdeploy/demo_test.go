@@ -110,10 +110,19 @@ wait
 		"remove-keys on runner: rm -rf -- /tmp/tmp.", "ganon is up and presents its pinned host key",
 		"nixos-rebuild switch --flake 'git+file:///home/michael/dots/nix?rev=", "ganon is running /nix/store/",
 		"remove-tmp on runner: rm -rf -- /tmp/tmp.")
+	// 4. rk1-node1 hangs after its switch; the run attaches its serial
+	// console, resets it through the (fake) BMC, and it comes back.
+	inOrder(t, out, "*#3 switch rk1-node1* — succeeded", "file nixdeploy-3-switch.log",
+		"Done. The new configuration is /nix/store/",
+		"rk1-node1 verify event: verify failed", "rk1-node1 cannot be reached after step verify; reading its serial console through the BMC turingpi (slot 1)",
+		"console| [ 8144.422316] watchdog: BUG: soft lockup - CPU#2 stuck for 22s! [systemd:1]",
+		"power-cycled rk1-node1 through the BMC (it is on now)", "rk1-node1 is up and presents its pinned host key",
+		"rk1-node1 recovered after a power reset through its BMC and passed verification",
+		"deployment 3 finished: succeeded: rk1-node1; rk1-node1 recovered after a power reset")
 	// 4. The rolling run halts at rk1-node2 and leaves the rest alone.
 	inOrder(t, out, "*#3 switch rk1-node1* — succeeded",
 		"*#4 switch rk1-node2* — failed", "*Failing step:* `nixos-rebuild` on rk1-node2 · *exit code* 1", "has conflicting definition values",
-		"❌ *nightly-rk1* (switch) failed: halted: rk1-node2 failed", "✅ rk1-node1", "❌ rk1-node2",
+		"❌ *nightly-rk1* (switch) failed: halted: rk1-node2 failed", "✅ rk1-node1", "`: recovered after a power reset", "❌ rk1-node2",
 		"⏭ rk1-node3 not touched (halted after rk1-node2)", "⏭ rk1-node4 not touched (halted after rk1-node2)",
 		"done; 4 deployments recorded in "+dbPath)
 	if strings.Contains(out, "#5 ") {

@@ -84,12 +84,20 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 	for _, d := range interrupted {
 		fmt.Fprintf(s.err, "nixdeploy: deployment %d (%s %s) was interrupted by a restart\n", d.ID, d.Action, strings.Join(d.Hosts, ", "))
 	}
+	logger := slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// A host on a BMC that cannot be reached after activation gets its
+	// serial console into the log; a terminal deployment never resets it.
+	var board deployer.BMC
+	if f := openBoards(cfg, logger); f != nil {
+		board = f
+	}
 	d, err := deployer.New(deployer.Options{
 		Config:    cfg,
 		Store:     store,
 		HostKeys:  ks,
 		ClientKey: client,
-		Logger:    slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		BMC:       board,
+		Logger:    logger,
 		Preflight: func(ctx context.Context, host string) error {
 			rep, err := keys.Check(ctx, cfg, ks, []string{host})
 			if err != nil {

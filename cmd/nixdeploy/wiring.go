@@ -112,6 +112,9 @@ func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, o depsOptions, logg
 			return nil
 		},
 	}
+	if d.boards != nil {
+		opts.BMC = d.boards
+	}
 	if o.tune != nil {
 		o.tune(&opts)
 	}

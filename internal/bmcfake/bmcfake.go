@@ -55,6 +55,8 @@ type Options struct {
 	OnReset func(node int)
 	// OnPower, if set, runs after slot node was switched on or off.
 	OnPower func(node int, on bool)
+	// OnUART, if set, runs before slot node's serial buffer is read.
+	OnUART func(node int)
 	// Power is the initial state of slots 1-4.
 	Power [Slots]bool
 }
@@ -353,6 +355,9 @@ func (f *BMC) api(w http.ResponseWriter, r *http.Request) {
 		node, ok := nodeParam(w, q)
 		if !ok {
 			return
+		}
+		if f.o.OnUART != nil {
+			f.o.OnUART(node)
 		}
 		f.mu.Lock()
 		s := strings.ToValidUTF8(string(f.uart[node-1]), "\uFFFD")

@@ -688,6 +688,9 @@ func (f *Fleet) rebuild(ctx context.Context, p *proc, port int, knownHosts strin
 	}
 	t.activate(system, action == "switch" || action == "test")
 	fmt.Fprintf(p.stderr, "Done. The new configuration is %s\n", system)
+	if action == "switch" {
+		t.hangIfAsked()
+	}
 	return 0
 }
 

@@ -58,6 +58,11 @@ type Options struct {
 	Pace time.Duration
 	// FailRebuild names hosts whose nixos-rebuild fails to evaluate.
 	FailRebuild []string
+	// HangAfterSwitch names hosts that hang right after their next
+	// switch's activation, until PowerReset (hang.go); OnHang, if set,
+	// hears when one does.
+	HangAfterSwitch []string
+	OnHang          func(host string)
 	// Logger gets one debug line per command; default: discard.
 	Logger *slog.Logger
 }
@@ -133,7 +138,7 @@ func Start(o Options) (*Fleet, error) {
 		return nil, err
 	}
 	for i, h := range o.Hosts {
-		t := &target{f: f, host: h, fail: slices.Contains(o.FailRebuild, h.Name)}
+		t := &target{f: f, host: h, fail: slices.Contains(o.FailRebuild, h.Name), hangNext: slices.Contains(o.HangAfterSwitch, h.Name)}
 		t.generations = []string{storePath(h.Name, "previous", 0)}
 		t.srv = f.newServer(h.Name, lns[i], h.HostKey, "root", t.exec)
 		t.srv.accept = t.isUp

@@ -29,13 +29,16 @@ type target struct {
 	current     int
 	downUntil   time.Time
 	builds      int
+	// hangNext: the next switch hangs the host after activation; hung:
+	// it hangs until PowerReset (hang.go).
+	hangNext, hung bool
 }
 
 // isUp reports whether the host accepts connections: not while it reboots.
 func (t *target) isUp() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return !time.Now().Before(t.downUntil)
+	return !t.hung && !time.Now().Before(t.downUntil)
 }
 
 // reboot drops every connection and refuses new ones for d.

@@ -1,0 +1,34 @@
+package bot
+
+import (
+	"context"
+
+	"github.com/nixdeploy/nixdeploy"
+)
+
+// stepReader is what a Store may offer to read a deployment's recorded
+// steps (*db.DB does).
+type stepReader interface {
+	Steps(ctx context.Context, deploymentID int64) ([]nixdeploy.StepResult, error)
+}
+
+// recoveryNote is nixdeploy.RecoveredNote when the deployer recovered a
+// host of deployment id by a power reset (its recover step succeeded),
+// for the schedule's summary; "" otherwise.
+func (b *Bot) recoveryNote(ctx context.Context, id int64) string {
+	sr, ok := b.store.(stepReader)
+	if !ok {
+		return ""
+	}
+	steps, err := sr.Steps(context.WithoutCancel(ctx), id)
+	if err != nil {
+		b.log.Warn("read steps for the summary", "deployment", id, "err", err)
+		return ""
+	}
+	for _, s := range steps {
+		if s.Name == nixdeploy.StepRecover && s.ExitCode == 0 {
+			return nixdeploy.RecoveredNote
+		}
+	}
+	return ""
+}
