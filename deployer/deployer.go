@@ -114,6 +114,19 @@ type Options struct {
 	KillGrace time.Duration
 	// CurrentSystemPath is read on targets (default /run/current-system).
 	CurrentSystemPath string
+	// BootedSystemPath is read on targets for the drift board (default
+	// /run/booted-system).
+	BootedSystemPath string
+	// ReadParallel bounds how many hosts the drift board reads at once
+	// (default 16); ReadTimeout bounds one host's reading, connection
+	// included (default 20s); EvalTimeout bounds the runner's evaluation
+	// of the expected systems (default 10m).
+	ReadParallel int
+	ReadTimeout  time.Duration
+	EvalTimeout  time.Duration
+	// OnReadings, when set, gets every drift-board reading (the metrics'
+	// gauges); it must not block.
+	OnReadings func([]nixdeploy.HostReading)
 	// TargetUser is the login on targets (default root).
 	TargetUser string
 	// RedactValues are more secret strings to remove from output, on top
@@ -158,6 +171,14 @@ func (o *Options) defaults() {
 	if o.CurrentSystemPath == "" {
 		o.CurrentSystemPath = "/run/current-system"
 	}
+	if o.BootedSystemPath == "" {
+		o.BootedSystemPath = "/run/booted-system"
+	}
+	if o.ReadParallel <= 0 {
+		o.ReadParallel = 16
+	}
+	def(&o.ReadTimeout, 20*time.Second)
+	def(&o.EvalTimeout, 10*time.Minute)
 	if o.TargetUser == "" {
 		o.TargetUser = "root"
 	}
@@ -180,6 +201,8 @@ type Deployer struct {
 	jump   *endpoint
 
 	runnerSys string // the runner's Nix system, once probed; under mu
+
+	evals evalCache // the drift board's expected systems, per revision
 
 	mu      sync.Mutex
 	busy    map[string]int64 // host → deployment holding it (0 while it is being created)
