@@ -1,0 +1,164 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/slack-go/slack"
+
+	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/commands"
+)
+
+// The drift board ("/nixdeploy status"): one row per host with what it
+// runs, what it booted, what the flake's current revision expects, drift,
+// its last deployment, its locks and when it was read.
+
+// Slack's table block (https://docs.slack.dev/reference/block-kit/blocks/table-block):
+// "rows: … Maximum 100 rows. Each row object is an array with a max of 20
+// table cells. Table cells can have a type of raw_text or rich_text."
+const (
+	MaxTableRows  = 100
+	MaxTableCells = 20
+)
+
+// maxCell bounds one cell's text, so a long reason cannot crowd the table;
+// the whole sentence is in the terminal's table and the log.
+const maxCell = 300
+
+// Board reads hosts (every host when none are named) and adds what the
+// database knows: each host's last deployment and its locks. Without a
+// deployer that reads hosts, the systems show as unknown.
+func (b *Bot) Board(ctx context.Context, hosts []string) (nixdeploy.Board, error) {
+	hosts = b.hostsOrAll(hosts)
+	board := nixdeploy.Board{At: b.clock.Now().UTC()}
+	var readings []nixdeploy.HostReading
+	if r, ok := b.deployer.(HostReader); ok {
+		var err error
+		if readings, err = r.ReadHosts(ctx, hosts); err != nil {
+			return board, fmt.Errorf("read hosts: %w", err)
+		}
+	} else {
+		for _, h := range hosts {
+			readings = append(readings, nixdeploy.HostReading{Host: h, Drift: nixdeploy.DriftUnknown, Why: "this nixdeploy cannot read hosts"})
+		}
+	}
+	for _, rd := range readings {
+		row := nixdeploy.BoardRow{HostReading: rd}
+		deps, err := b.store.Deployments(ctx, rd.Host, 1)
+		if err != nil {
+			return board, fmt.Errorf("board: deployments of %s: %w", rd.Host, err)
+		}
+		if len(deps) > 0 {
+			d := deps[0]
+			row.LastID, row.LastAction, row.LastState, row.LastRevision = d.ID, d.Action, d.State, d.Revision
+		}
+		b.mu.Lock()
+		for _, r := range b.runs {
+			if containsHost(r.dep.Hosts, rd.Host) {
+				row.Locks = append(row.Locks, fmt.Sprintf("#%d %s running", r.dep.ID, r.dep.Action))
+			}
+		}
+		b.mu.Unlock()
+		if b.locks != nil {
+			l, ok, err := b.locks.HostLockOf(ctx, rd.Host)
+			if err != nil {
+				return board, fmt.Errorf("board: lock of %s: %w", rd.Host, err)
+			}
+			if ok {
+				row.Locks = append(row.Locks, fmt.Sprintf("locked by %s until %s", plainUser(l.Holder), utc(l.ExpiresAt)))
+			}
+		}
+		board.Rows = append(board.Rows, row)
+	}
+	return board, nil
+}
+
+// plainUser names a user in a raw_text cell, where mentions do not render.
+func plainUser(u string) string {
+	if u == "" {
+		return "nobody"
+	}
+	return "@" + u
+}
+
+// severity orders rows for a board too long for one table: drift first,
+// then unknown, then reboot pending.
+func severity(r nixdeploy.BoardRow) int {
+	switch {
+	case r.Drift == nixdeploy.DriftYes:
+		return 0
+	case r.Drift == nixdeploy.DriftUnknown:
+		return 1
+	case r.RebootPending:
+		return 2
+	}
+	return 3
+}
+
+// BoardMessage renders a board: a headline section and a table, in
+// config order. A board with more hosts than a table holds shows the
+// drifted, unknown and reboot-pending hosts first and says how many in
+// sync were left out.
+func BoardMessage(board nixdeploy.Board, head string) Message {
+	rows := board.Rows
+	left := 0
+	if len(rows) > MaxTableRows-1 {
+		rows = slices.Clone(rows)
+		slices.SortStableFunc(rows, func(a, b nixdeploy.BoardRow) int { return severity(a) - severity(b) })
+		left = len(rows) - (MaxTableRows - 1)
+		rows = rows[:MaxTableRows-1]
+	}
+	table := [][]string{nixdeploy.BoardColumns}
+	for _, r := range rows {
+		cells := r.Cells()
+		for i, c := range cells {
+			cells[i] = clip(c, maxCell)
+		}
+		table = append(table, cells)
+	}
+	headline := board.Headline()
+	sections := []string{"*" + escape(head) + "* — " + escape(headline) + " (read " + utc(board.At) + ")"}
+	if left > 0 {
+		sections = append(sections, fmt.Sprintf("_%d more hosts are not shown; ask for them by name: /nixdeploy status HOST_", left))
+	}
+	return Message{Kind: KindReply, Text: headline, Sections: sections, Table: table}
+}
+
+// tableBlock renders rows (the first is the header) as a Block Kit table
+// of raw_text cells, within Slack's limits.
+func tableBlock(rows [][]string) *slack.TableBlock {
+	t := slack.NewTableBlock("")
+	for i, row := range rows {
+		if i == MaxTableRows {
+			break
+		}
+		cells := make([]slack.TableCell, 0, min(len(row), MaxTableCells))
+		for j, c := range row {
+			if j == MaxTableCells {
+				break
+			}
+			if c == "" {
+				c = " "
+			}
+			cells = append(cells, slack.NewTableRawTextCell(c))
+		}
+		t.AddRow(cells...)
+	}
+	return t
+}
+
+// status shows the drift board of the named hosts, or of every host, and
+// any approvals still waiting.
+func (b *Bot) status(ctx context.Context, inv Invocation, cmd commands.Command) error {
+	board, err := b.Board(ctx, cmd.Hosts)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	m := BoardMessage(board, "Fleet status")
+	if pending, err := b.store.PendingApprovals(ctx); err == nil && len(pending) > 0 {
+		m.Sections = append(m.Sections, "_"+approvalsSummary(pending)+"_")
+	}
+	return b.tell(ctx, inv, m)
+}
