@@ -39,6 +39,7 @@ func (b *Bot) Board(ctx context.Context, hosts []string) (nixdeploy.Board, error
 		if readings, err = r.ReadHosts(ctx, hosts); err != nil {
 			return board, fmt.Errorf("read hosts: %w", err)
 		}
+		b.observeReadings(readings)
 	} else {
 		for _, h := range hosts {
 			readings = append(readings, nixdeploy.HostReading{Host: h, Drift: nixdeploy.DriftUnknown, Why: "this nixdeploy cannot read hosts"})

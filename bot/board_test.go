@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,6 +80,12 @@ func (r readingDeployer) ReadHosts(_ context.Context, hosts []string) ([]nixdepl
 	return r.read(hosts), nil
 }
 
+// readingObserver counts the boards the bot read (the metrics' gauges).
+type readingObserver struct{ boards atomic.Int32 }
+
+func (*readingObserver) DeploymentEnded(nixdeploy.Deployment, nixdeploy.State, time.Duration) {}
+func (o *readingObserver) HostsRead([]nixdeploy.HostReading)                                  { o.boards.Add(1) }
+
 const (
 	sysA = "/nix/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-nixos-system-ganon-25.05"
 	sysB = "/nix/store/9z8y7x6w5v4u3t2s1r0q9p8o7n6m5l4k-nixos-system-ganon-25.05"
@@ -103,7 +110,8 @@ func TestStatusBoardTable(t *testing.T) {
 		}
 		return out
 	}
-	h := newHarness(t, harnessOptions{deployer: func(d *db.DB) bot.Deployer {
+	obs := &readingObserver{}
+	h := newHarness(t, harnessOptions{observer: obs, deployer: func(d *db.DB) bot.Deployer {
 		return readingDeployer{Deployer: &fakeDeployer{store: d, clock: newFakeClock()}, read: read}
 	}})
 	h.command(carol, "status")
@@ -119,6 +127,9 @@ func TestStatusBoardTable(t *testing.T) {
 		if strings.Join(rows[host], "|") != strings.Join(cells, "|") {
 			t.Errorf("%s row\n got %q\nwant %q", host, rows[host], cells)
 		}
+	}
+	if obs.boards.Load() != 1 {
+		t.Errorf("the observer heard %d readings, want 1", obs.boards.Load())
 	}
 	got := h.ephemerals(carol)[0]
 	if !strings.Contains(got, "Drift board: 1 drifted, 1 unknown, 1 reboot pending of 2 hosts") {

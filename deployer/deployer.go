@@ -124,9 +124,6 @@ type Options struct {
 	ReadParallel int
 	ReadTimeout  time.Duration
 	EvalTimeout  time.Duration
-	// OnReadings, when set, gets every drift-board reading (the metrics'
-	// gauges); it must not block.
-	OnReadings func([]nixdeploy.HostReading)
 	// TargetUser is the login on targets (default root).
 	TargetUser string
 	// RedactValues are more secret strings to remove from output, on top

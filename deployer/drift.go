@@ -129,9 +129,6 @@ func (d *Deployer) ReadHosts(ctx context.Context, names []string) ([]nixdeploy.H
 	for i := range out {
 		judge(&out[i], hosts[i], exp)
 	}
-	if d.opts.OnReadings != nil {
-		d.opts.OnReadings(out)
-	}
 	return out, nil
 }
 

@@ -34,10 +34,10 @@ func TestTableBlockLimits(t *testing.T) {
 		t.Errorf("100 rows of 20 cells: %v", err)
 	}
 	for name, b := range map[string]slack.Block{
-		"101 rows":                     table(101, 3),
-		"21 cells":                     table(2, 21),
-		"no rows":                      table(0, 0),
-		"a raw_text cell without text": slack.NewTableBlock("").AddRow(&slack.TableRawTextCell{Type: "image"}),
+		"101 rows":      table(101, 3),
+		"21 cells":      table(2, 21),
+		"no rows":       table(0, 0),
+		"an image cell": slack.NewTableBlock("").AddRow(&slack.TableRawTextCell{Type: "image"}),
 	} {
 		if err := post(b); err == nil || !strings.Contains(err.Error(), "invalid_blocks") {
 			t.Errorf("%s: err = %v, want invalid_blocks", name, err)
