@@ -219,7 +219,15 @@ type Schedule struct {
 	Missed string `toml:"missed"`
 	// CatchUpWindow bounds how late a catch-up run may start.
 	CatchUpWindow Duration `toml:"catch_up_window"`
+	// Always makes a report schedule (action = "report") post the board
+	// on every run, not only when it changed since the last one it posted.
+	Always bool `toml:"always"`
 }
+
+// ScheduleReport is the schedule action that deploys nothing: it reads
+// the drift board of the schedule's hosts and posts it (see
+// Schedule.Always). It is no Action of chat requests or the CLI.
+const ScheduleReport Action = "report"
 
 // Duration is a time.Duration written as a Go duration string ("15m").
 type Duration struct{ time.Duration }

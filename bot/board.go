@@ -163,3 +163,14 @@ func (b *Bot) status(ctx context.Context, inv Invocation, cmd commands.Command) 
 	}
 	return b.tell(ctx, inv, m)
 }
+
+// PostBoard posts a report schedule's board to the fleet channel; with
+// Board it makes the bot the scheduler's Reporter.
+func (b *Bot) PostBoard(ctx context.Context, schedule string, board nixdeploy.Board) error {
+	m := BoardMessage(board, "Schedule "+schedule)
+	m.Kind = KindNotice
+	if _, err := b.chat.Post(ctx, b.Config().Slack.Channel, m); err != nil {
+		return fmt.Errorf("post the board of %s: %w", schedule, err)
+	}
+	return nil
+}
