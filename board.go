@@ -102,6 +102,9 @@ func (b Board) Headline() string {
 	if reboot > 0 {
 		parts = append(parts, fmt.Sprintf("%d reboot pending", reboot))
 	}
+	if len(parts) == 0 && len(b.Rows) == 1 {
+		return "Drift board: " + b.Rows[0].Host + " runs the expected system"
+	}
 	if len(parts) == 0 {
 		return fmt.Sprintf("Drift board: all %s run the expected system", plural(len(b.Rows), "host"))
 	}
