@@ -173,9 +173,11 @@ func (r BoardRow) Cells() []string {
 }
 
 // ShortSystem shortens a system path for a table: a store path keeps the
-// first 7 characters of its hash and its name
-// ("/nix/store/0a1b2c3…-nixos-system-rk1-node1-25.05" → "0a1b2c3-nixos-system-rk1-node1-25.05"),
-// enough to tell systems apart at a glance; "-" when unknown.
+// first 7 characters of its hash, which tell systems apart at a glance,
+// and the last word of its name, the NixOS version for a system
+// ("/nix/store/0a1b2c3…-nixos-system-rk1-node1-25.05.20250612.1c2a5e8" →
+// "0a1b2c3…25.05.20250612.1c2a5e8"); another path keeps its base name;
+// "-" when unknown.
 func ShortSystem(p string) string {
 	if p == "" {
 		return "-"
@@ -185,7 +187,7 @@ func ShortSystem(p string) string {
 	if !ok || len(hash) != 32 {
 		return base
 	}
-	return hash[:7] + "-" + name
+	return hash[:7] + "…" + name[strings.LastIndexByte(name, '-')+1:]
 }
 
 // ShortRevision is a commit as people quote it.

@@ -120,7 +120,7 @@ func TestStatusBoardTable(t *testing.T) {
 		t.Fatalf("%d rows for %d hosts", len(rows), len(h.cfg.Hosts))
 	}
 	want := map[string][]string{
-		"ganon":     {"ganon", "0a1b2c3-nixos-system-ganon-25.05", "9z8y7x6-nixos-system-ganon-25.05 (reboot pending)", "9z8y7x6-nixos-system-ganon-25.05", "yes: ganon does not run the system of revision 5f3c9a1e7b2d", "never", "free", "22:00:05 UTC"},
+		"ganon":     {"ganon", "0a1b2c3…25.05", "9z8y7x6…25.05 (reboot pending)", "9z8y7x6…25.05", "yes: ganon does not run the system of revision 5f3c9a1e7b2d", "never", "free", "22:00:05 UTC"},
 		"rk1-node1": {"rk1-node1", "-", "-", "-", "unknown: rk1-node1 (192.0.2.12:22) is unreachable: connection refused", "never", "free", "22:00:05 UTC"},
 	}
 	for host, cells := range want {

@@ -269,14 +269,14 @@ func (d *Deployer) expect(ctx context.Context, r *run, hosts []nixdeploy.Host) *
 		for _, a := range missing {
 			one, err := d.evalToplevels(ctx, ex, url, []string{a})
 			if err != nil {
-				exp.why[a] = fmt.Sprintf("nixosConfigurations.%s does not evaluate at revision %s: %s", a, nixdeploy.ShortRevision(rev), oneLine(err))
+				exp.why[a] = fmt.Sprintf("nixosConfigurations.%s does not evaluate at revision %s: %s", a, nixdeploy.ShortRevision(rev), err)
 				continue
 			}
 			got[a] = one[a]
 		}
 	} else if err != nil {
 		for _, a := range missing {
-			exp.why[a] = fmt.Sprintf("nixosConfigurations.%s does not evaluate at revision %s: %s", a, nixdeploy.ShortRevision(rev), oneLine(err))
+			exp.why[a] = fmt.Sprintf("nixosConfigurations.%s does not evaluate at revision %s: %s", a, nixdeploy.ShortRevision(rev), err)
 		}
 		return exp
 	}
@@ -300,16 +300,40 @@ func (d *Deployer) expect(ctx context.Context, r *run, hosts []nixdeploy.Host) *
 }
 
 // evalToplevels runs ToplevelsArgv and checks its answer: a JSON object of
-// store paths.
+// store paths. A failure says what nix said first ("error: …"), the line
+// that names the problem; the trace after it is in the log.
 func (d *Deployer) evalToplevels(ctx context.Context, ex executor, url string, attrs []string) (map[string]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.opts.EvalTimeout)
 	defer cancel()
-	out, err := captureOn(ctx, ex, ToplevelsArgv(url, attrs))
+	var out strings.Builder
+	var first, last string
+	err := ex.run(ctx, command{argv: ToplevelsArgv(url, attrs), note: func(string) {}, out: func(s nixdeploy.Stream, b []byte) {
+		if s == nixdeploy.StreamStdout {
+			if out.Len() < 4<<20 {
+				out.Write(b)
+			}
+			return
+		}
+		l := strings.TrimSpace(string(b))
+		if first == "" && strings.HasPrefix(l, "error:") {
+			first = l
+		}
+		if l != "" {
+			last = l
+		}
+	}})
 	if err != nil {
+		d.log.Warn("evaluate the expected systems", "err", err, "first_error", first, "last_output", last)
+		switch {
+		case first != "":
+			return nil, errors.New(truncate(strings.TrimSpace(strings.TrimPrefix(first, "error:")), 200))
+		case last != "":
+			return nil, fmt.Errorf("%w (last output: %s)", err, truncate(last, 200))
+		}
 		return nil, err
 	}
 	var got map[string]string
-	if err := json.Unmarshal(out, &got); err != nil {
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
 		return nil, fmt.Errorf("nix eval of the systems did not print a JSON object of paths: %w", err)
 	}
 	for a, p := range got {
