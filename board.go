@@ -15,6 +15,39 @@ import (
 // shows the board in Slack and the terminal; the report schedule action
 // posts it when it changed (Board.Digest).
 
+// BoardConfig is the [board] table of the fleet config.
+type BoardConfig struct {
+	// Parallel bounds how many hosts are read at once (default 16).
+	Parallel int `toml:"parallel"`
+	// ReadTimeout bounds one host's reading, connection included
+	// (default 20s); a host that takes longer reads as unknown.
+	ReadTimeout Duration `toml:"read_timeout"`
+}
+
+// Defaults of [board].
+const (
+	DefaultBoardParallel    = 16
+	DefaultBoardReadTimeout = 20 * time.Second
+)
+
+func (b *BoardConfig) applyDefaults() {
+	if b.Parallel == 0 {
+		b.Parallel = DefaultBoardParallel
+	}
+	if b.ReadTimeout.Duration == 0 {
+		b.ReadTimeout.Duration = DefaultBoardReadTimeout
+	}
+}
+
+func (b BoardConfig) validate(p *problems) {
+	if b.Parallel < 1 || b.Parallel > 256 {
+		p.add("board: parallel must be between 1 and 256")
+	}
+	if b.ReadTimeout.Duration < time.Second {
+		p.add("board: read_timeout must be at least 1s")
+	}
+}
+
 // Drift says whether a host runs what the flake's current revision
 // evaluates to.
 type Drift string

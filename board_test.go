@@ -68,3 +68,28 @@ func TestReportScheduleConfig(t *testing.T) {
 		t.Error("report must not be an action of chat or CLI requests")
 	}
 }
+
+func TestBoardConfig(t *testing.T) {
+	cfg, err := nixdeploy.ParseConfig("f.toml", []byte(validConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Board.Parallel != 16 || cfg.Board.ReadTimeout.Duration != 20*time.Second {
+		t.Errorf("defaults: %+v", cfg.Board)
+	}
+	cfg, err = nixdeploy.ParseConfig("f.toml", []byte(validConfig+"[board]\nparallel = 4\nread_timeout = \"5s\"\n"))
+	if err != nil || cfg.Board.Parallel != 4 || cfg.Board.ReadTimeout.Duration != 5*time.Second {
+		t.Errorf("set: %+v, %v", cfg.Board, err)
+	}
+	for text, want := range map[string]string{
+		"[board]\nparallel = 300\n":          "board: parallel must be between 1 and 256",
+		"[board]\nparallel = -1\n":           "board: parallel must be between 1 and 256",
+		"[board]\nread_timeout = \"10ms\"\n": "board: read_timeout must be at least 1s",
+	} {
+		_, err := nixdeploy.ParseConfig("f.toml", []byte(validConfig+text))
+		var ce *nixdeploy.ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(strings.Join(ce.Problems, "\n"), want) {
+			t.Errorf("%q: %v, want %q", text, err, want)
+		}
+	}
+}

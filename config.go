@@ -50,6 +50,8 @@ type Config struct {
 	// BMCs are the Turing Pi boards whose BMC powers, watches and flashes
 	// their nodes (bmc.go).
 	BMCs []BMC `toml:"bmcs"`
+	// Board tunes the drift board's reading of hosts (board.go).
+	Board BoardConfig `toml:"board"`
 
 	// Path is the file the config was loaded from; Dir its directory.
 	Path string `toml:"-"`
@@ -399,6 +401,7 @@ func (c *Config) applyDefaults() {
 	if c.Slack.MultiHostInstall == "" {
 		c.Slack.MultiHostInstall = MultiInstallPerHost
 	}
+	c.Board.applyDefaults()
 	for i := range c.Schedules {
 		s := &c.Schedules[i]
 		if s.TimeZone == "" {

@@ -118,6 +118,7 @@ func (c *Config) Validate() []string {
 		}
 	}
 	c.validateRunner(&p)
+	c.Board.validate(&p)
 	c.validateSecrets(&p)
 	c.validateSlack(&p)
 	c.validateSchedules(&p)

@@ -118,9 +118,10 @@ type Options struct {
 	// /run/booted-system).
 	BootedSystemPath string
 	// ReadParallel bounds how many hosts the drift board reads at once
-	// (default 16); ReadTimeout bounds one host's reading, connection
-	// included (default 20s); EvalTimeout bounds the runner's evaluation
-	// of the expected systems (default 10m).
+	// (default: the config's board.parallel); ReadTimeout bounds one
+	// host's reading, connection included (default: board.read_timeout);
+	// EvalTimeout bounds the runner's evaluation of the expected systems
+	// (default 10m).
 	ReadParallel int
 	ReadTimeout  time.Duration
 	EvalTimeout  time.Duration
@@ -171,10 +172,16 @@ func (o *Options) defaults() {
 	if o.BootedSystemPath == "" {
 		o.BootedSystemPath = "/run/booted-system"
 	}
-	if o.ReadParallel <= 0 {
-		o.ReadParallel = 16
+	if o.ReadParallel <= 0 && o.Config != nil {
+		o.ReadParallel = o.Config.Board.Parallel
 	}
-	def(&o.ReadTimeout, 20*time.Second)
+	if o.ReadParallel <= 0 {
+		o.ReadParallel = nixdeploy.DefaultBoardParallel
+	}
+	if o.ReadTimeout <= 0 && o.Config != nil {
+		o.ReadTimeout = o.Config.Board.ReadTimeout.Duration
+	}
+	def(&o.ReadTimeout, nixdeploy.DefaultBoardReadTimeout)
 	def(&o.EvalTimeout, 10*time.Minute)
 	if o.TargetUser == "" {
 		o.TargetUser = "root"
