@@ -207,6 +207,7 @@ type Deployer struct {
 	runnerSys string // the runner's Nix system, once probed; under mu
 
 	evals evalCache // the drift board's expected systems, per revision
+	reads readCalls // the drift board's readings in flight
 
 	mu      sync.Mutex
 	busy    map[string]int64 // host → deployment holding it (0 while it is being created)

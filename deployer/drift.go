@@ -96,6 +96,50 @@ func (e *expectation) of(attr string) (string, string) {
 // whose expected system is not known, reads as drift unknown with the
 // reason; only an unknown host name is an error.
 func (d *Deployer) ReadHosts(ctx context.Context, names []string) ([]nixdeploy.HostReading, error) {
+	// Boards asked for at once (a channel typing /nixdeploy status
+	// together) share one reading, so a burst of requests does not open
+	// a burst of sessions on every host. A follower shares the first
+	// caller's outcome, its cancellation included.
+	key := strings.Join(names, "\x00")
+	d.reads.mu.Lock()
+	if c, ok := d.reads.inflight[key]; ok {
+		d.reads.mu.Unlock()
+		select {
+		case <-c.done:
+			return slices.Clone(c.out), c.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	c := &readCall{done: make(chan struct{})}
+	if d.reads.inflight == nil {
+		d.reads.inflight = map[string]*readCall{}
+	}
+	d.reads.inflight[key] = c
+	d.reads.mu.Unlock()
+	defer func() {
+		d.reads.mu.Lock()
+		delete(d.reads.inflight, key)
+		d.reads.mu.Unlock()
+		close(c.done)
+	}()
+	c.out, c.err = d.readHosts(ctx, names)
+	return slices.Clone(c.out), c.err
+}
+
+// readCalls are the readings in flight, by the hosts asked for.
+type readCalls struct {
+	mu       sync.Mutex
+	inflight map[string]*readCall
+}
+
+type readCall struct {
+	done chan struct{}
+	out  []nixdeploy.HostReading
+	err  error
+}
+
+func (d *Deployer) readHosts(ctx context.Context, names []string) ([]nixdeploy.HostReading, error) {
 	var hosts []nixdeploy.Host
 	if len(names) == 0 {
 		hosts = slices.Clone(d.cfg.Hosts)
@@ -172,7 +216,7 @@ func (d *Deployer) readHost(ctx context.Context, dl *dialer, h nixdeploy.Host) (
 	c, err := dl.dial(ctx, ep)
 	if err != nil {
 		d.log.Info("read host: unreachable", "host", h.Name, "err", err)
-		return unknown(unreachable(h, err, d.opts.ReadTimeout.String()))
+		return unknown(unreachable(h, err, min(d.opts.ConnectTimeout, d.opts.ReadTimeout).String()))
 	}
 	ex := &sshExec{c: c, maxLine: d.opts.MaxLineBytes, killGrace: d.opts.KillGrace}
 	defer ex.close()

@@ -1,8 +1,13 @@
 package deployer_test
 
 import (
+	"net"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/deployer"
@@ -176,5 +181,93 @@ func TestToplevelsApply(t *testing.T) {
 	want := `cs: builtins.mapAttrs (n: c: c.config.system.build.toplevel.outPath) (builtins.intersectAttrs { "rk1-node1" = null; "vm.test" = null; } cs)`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+// Two boards asked for at once share one reading: a host that never
+// answers is dialled once, and both get its reason.
+func TestReadHostsShareOneReading(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, silent: no SSH banner ever
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	e := newEnv(t, envConfig{
+		lab: sshlab.Options{Hosts: []string{"node1", "node2"}},
+		cfg: func(c *nixdeploy.Config) {
+			c.Hosts[1].Address, c.Hosts[1].Port = "127.0.0.1", port
+		},
+		opts: func(o *deployer.Options) { o.ConnectTimeout = 2 * time.Second },
+	})
+	type result struct {
+		rs  []nixdeploy.HostReading
+		err error
+	}
+	first, second := make(chan result, 1), make(chan result, 1)
+	go func() {
+		rs, err := e.d.ReadHosts(t.Context(), nil)
+		first <- result{rs, err}
+	}()
+	var held net.Conn
+	select {
+	case held = <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first board never dialled node2")
+	}
+	defer held.Close()
+	go func() {
+		rs, err := e.d.ReadHosts(t.Context(), nil)
+		second <- result{rs, err}
+	}()
+	a, b := <-first, <-second
+	if a.err != nil || b.err != nil {
+		t.Fatal(a.err, b.err)
+	}
+	for _, r := range []result{a, b} {
+		n2 := readingOf(t, r.rs, "node2")
+		if n2.Drift != nixdeploy.DriftUnknown || n2.Why != "node2 (127.0.0.1:"+strconv.Itoa(port)+") is unreachable: no SSH handshake within 2s" {
+			t.Errorf("node2 = %+v", n2)
+		}
+	}
+	select {
+	case c := <-accepted:
+		c.Close()
+		t.Error("the second board dialled node2 again instead of sharing the reading")
+	default:
+	}
+	if n := e.lab.Target("node1").Logins(); n != 1 {
+		t.Errorf("node1: %d logins for two boards at once, want 1", n)
+	}
+}
+
+// A host that presents another key than its pinned one is unknown, and
+// the board says so; nothing is sent to it.
+func TestReadHostsHostKeyMismatch(t *testing.T) {
+	wrong := sshlab.NewPublicKey(t)
+	e := newEnv(t, envConfig{lab: sshlab.Options{Hosts: []string{"node1"}}, opts: func(o *deployer.Options) {
+		o.HostKeys = wrongKeys{HostKeys: o.HostKeys, host: "node1", key: wrong}
+	}})
+	lab := e.lab
+	rs, err := e.d.ReadHosts(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "node1 presented a host key other than its pinned one (" + ssh.FingerprintSHA256(lab.Target("node1").HostKey) + "); nothing was sent to it"
+	if rs[0].Drift != nixdeploy.DriftUnknown || rs[0].Why != want {
+		t.Errorf("reading %+v\nwant why %q", rs[0], want)
+	}
+	if n := lab.Target("node1").Logins(); n != 0 {
+		t.Errorf("%d logins to a host with the wrong key", n)
 	}
 }
