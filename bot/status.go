@@ -58,14 +58,6 @@ func (b *Bot) hostsOrAll(hosts []string) []string {
 	return out
 }
 
-// shortRev is a commit as people quote it.
-func shortRev(rev string) string {
-	if len(rev) > 12 {
-		return rev[:12]
-	}
-	return rev
-}
-
 func (b *Bot) history(ctx context.Context, inv Invocation, cmd commands.Command) error {
 	host := ""
 	if len(cmd.Hosts) == 1 {
