@@ -164,3 +164,30 @@ func TestBoardMessageLimit(t *testing.T) {
 		t.Errorf("sections %q", m.Sections)
 	}
 }
+
+// The report schedule's board goes to the fleet channel as a table.
+func TestPostBoard(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	board := nixdeploy.Board{At: time.Date(2026, 11, 27, 7, 0, 0, 0, time.UTC), Rows: []nixdeploy.BoardRow{
+		{HostReading: nixdeploy.HostReading{Host: "ganon", Running: sysA, Booted: sysA, Expected: sysB, Drift: nixdeploy.DriftYes, Why: "ganon does not run the system of revision 5f3c9a1e7b2d"}},
+	}}
+	if err := h.bot.PostBoard(t.Context(), "morning-board", board); err != nil {
+		t.Fatal(err)
+	}
+	var posted []slackfake.Message
+	for _, m := range h.slack.Messages() {
+		if !m.Ephemeral && m.Channel == h.cfg.Slack.Channel {
+			posted = append(posted, m)
+		}
+	}
+	if len(posted) != 1 {
+		t.Fatalf("%d channel messages, want 1", len(posted))
+	}
+	rows := tableRows(t, posted[0].Blocks)
+	if rows["ganon"][4] != "yes: ganon does not run the system of revision 5f3c9a1e7b2d" {
+		t.Errorf("rows %q", rows)
+	}
+	if !strings.Contains(posted[0].Rendered(), "*Schedule morning-board* — Drift board: 1 drifted of 1 host") {
+		t.Errorf("message:\n%s", posted[0].Rendered())
+	}
+}
