@@ -55,13 +55,25 @@ func (b *Bot) Board(ctx context.Context, hosts []string) (nixdeploy.Board, error
 			d := deps[0]
 			row.LastID, row.LastAction, row.LastState, row.LastRevision = d.ID, d.Action, d.State, d.Revision
 		}
+		mine := map[int64]bool{}
 		b.mu.Lock()
 		for _, r := range b.runs {
 			if containsHost(r.dep.Hosts, rd.Host) {
+				mine[r.dep.ID] = true
 				row.Locks = append(row.Locks, fmt.Sprintf("#%d %s running", r.dep.ID, r.dep.Action))
 			}
 		}
 		b.mu.Unlock()
+		if cs, ok := b.store.(ClaimStore); ok {
+			// A deployment of another process on the same database.
+			id, _, ok, err := cs.HostClaim(ctx, rd.Host)
+			if err != nil {
+				return board, fmt.Errorf("board: claim on %s: %w", rd.Host, err)
+			}
+			if ok && !mine[id] {
+				row.Locks = append(row.Locks, fmt.Sprintf("#%d running", id))
+			}
+		}
 		if b.locks != nil {
 			l, ok, err := b.locks.HostLockOf(ctx, rd.Host)
 			if err != nil {

@@ -96,15 +96,24 @@ func TestStatus(t *testing.T) {
 		t.Errorf("rows %q", rows)
 	}
 
+	// A deployment another process runs on the same database holds ganon.
+	if err := h.db.ClaimHosts(t.Context(), 99, []string{"ganon"}); err != nil {
+		t.Fatal(err)
+	}
+	h.command(carol, "status ganon")
+	if rows := boardRows(t, h, carol, 1); rows["ganon"][6] != "#99 running" {
+		t.Errorf("ganon claimed by #99: %q", rows["ganon"])
+	}
+
 	h.command(bob, "lock rk1-node1 3d waiting for a new eMMC")
 	h.command(carol, "status rk1-node1")
-	rows = boardRows(t, h, carol, 1)
+	rows = boardRows(t, h, carol, 2)
 	if len(rows) != 1 || rows["rk1-node1"][6] != "locked by @"+bob+" until 2026-11-29 22:00 UTC" {
 		t.Errorf("status rk1-node1: %q", rows)
 	}
 	h.command(carol, "unlock rk1-node1")
-	if got := h.ephemerals(carol); !strings.Contains(got[2], "only they or an approver can unlock it") {
-		t.Errorf("carol unlocking bob's lock: %q", got[2])
+	if got := h.ephemerals(carol); !strings.Contains(got[3], "only they or an approver can unlock it") {
+		t.Errorf("carol unlocking bob's lock: %q", got[3])
 	}
 	h.command(alice, "unlock rk1-node1")
 	if _, ok, _ := h.db.HostLockOf(t.Context(), "rk1-node1"); ok {
@@ -112,8 +121,8 @@ func TestStatus(t *testing.T) {
 	}
 
 	h.command(carol, "history ganon")
-	if got := h.ephemerals(carol); !strings.Contains(got[3], "#1 switch ganon — :white_check_mark: succeeded") {
-		t.Errorf("history:\n%s", got[3])
+	if got := h.ephemerals(carol); !strings.Contains(got[4], "#1 switch ganon — :white_check_mark: succeeded") {
+		t.Errorf("history:\n%s", got[4])
 	}
 }
 
