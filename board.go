@@ -151,6 +151,25 @@ func plural(n int, word string) string {
 	return strconv.Itoa(n) + " " + word + "s"
 }
 
+// Revision is the flake revision the board's expected systems are of, ""
+// when it could not be locked.
+func (b Board) Revision() string {
+	for _, r := range b.Rows {
+		if r.Revision != "" {
+			return r.Revision
+		}
+	}
+	return ""
+}
+
+// Summary is the headline with the revision the hosts are compared with.
+func (b Board) Summary() string {
+	if rev := b.Revision(); rev != "" {
+		return b.Headline() + " (flake at " + ShortRevision(rev) + ")"
+	}
+	return b.Headline()
+}
+
 // Digest identifies what the board says, leaving out when it was read: two
 // boards with the same digest show the same systems, drift, reasons,
 // deployments and locks. The report action posts only when it changes.
@@ -175,7 +194,7 @@ func (b Board) Digest() string {
 }
 
 // BoardColumns are the board's columns, in order, for every rendering.
-var BoardColumns = []string{"host", "running", "booted", "expected", "drift", "last deployment", "locks", "read at"}
+var BoardColumns = []string{"host", "running", "booted", "expected", "drift", "last deployment", "locks", "read (UTC)"}
 
 // Cells is the row as the board's columns show it, in plain text.
 func (r BoardRow) Cells() []string {
@@ -183,8 +202,10 @@ func (r BoardRow) Cells() []string {
 	if r.RebootPending {
 		booted += " (reboot pending)"
 	}
+	// Why a host drifts is what the expected column shows; why it is
+	// unknown only the sentence can say.
 	drift := string(r.Drift)
-	if r.Why != "" {
+	if r.Drift == DriftUnknown && r.Why != "" {
 		drift += ": " + r.Why
 	}
 	last := "never"
@@ -200,27 +221,26 @@ func (r BoardRow) Cells() []string {
 	}
 	at := "-"
 	if !r.At.IsZero() {
-		at = r.At.UTC().Format("15:04:05 UTC")
+		at = r.At.UTC().Format("15:04:05")
 	}
 	return []string{r.Host, ShortSystem(r.Running), booted, ShortSystem(r.Expected), drift, last, locks, at}
 }
 
-// ShortSystem shortens a system path for a table: a store path keeps the
-// first 7 characters of its hash, which tell systems apart at a glance,
-// and the last word of its name, the NixOS version for a system
-// ("/nix/store/0a1b2c3…-nixos-system-rk1-node1-25.05.20250612.1c2a5e8" →
-// "0a1b2c3…25.05.20250612.1c2a5e8"); another path keeps its base name;
-// "-" when unknown.
+// ShortSystem shortens a system path for a table: a store path to the
+// first 7 characters of its hash, which tell systems apart at a glance
+// ("/nix/store/0a1b2c3…-nixos-system-rk1-node1-25.05…" → "0a1b2c3"), as
+// git shortens commits; another path to its base name; "-" when unknown.
+// Slack's table holds 10,000 characters in all, so every cell counts.
 func ShortSystem(p string) string {
 	if p == "" {
 		return "-"
 	}
 	base := p[strings.LastIndexByte(p, '/')+1:]
-	hash, name, ok := strings.Cut(base, "-")
+	hash, _, ok := strings.Cut(base, "-")
 	if !ok || len(hash) != 32 {
 		return base
 	}
-	return hash[:7] + "…" + name[strings.LastIndexByte(name, '-')+1:]
+	return hash[:7]
 }
 
 // ShortRevision is a commit as people quote it.

@@ -36,7 +36,7 @@ func TestBoardDigestIgnoresTimeOnly(t *testing.T) {
 
 func TestShortSystem(t *testing.T) {
 	for in, want := range map[string]string{
-		"/nix/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-nixos-system-rk1-node1-25.05.20250612.1c2a5e8": "0a1b2c3…25.05.20250612.1c2a5e8",
+		"/nix/store/0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-nixos-system-rk1-node1-25.05.20250612.1c2a5e8": "0a1b2c3",
 		"/tmp/lab/store/nixos-system-node1-initial":                                                 "nixos-system-node1-initial",
 		"": "-",
 	} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -17,15 +18,21 @@ import (
 
 // Slack's table block (https://docs.slack.dev/reference/block-kit/blocks/table-block):
 // "rows: … Maximum 100 rows. Each row object is an array with a max of 20
-// table cells. Table cells can have a type of raw_text or rich_text."
+// table cells. Table cells can have a type of raw_text or rich_text." Two
+// more rules are not in that page's field list but are what Slack enforces,
+// as clients that hit them report: at most 10,000 characters over all
+// cells of a table, an empty cell counting as its one padding space
+// (getnao/nao#1178, vellum-ai/vellum-assistant#36219), and one table per
+// message (vercel/chat#194, openclaw/openclaw#57717).
 const (
 	MaxTableRows  = 100
 	MaxTableCells = 20
+	MaxTableChars = 10000
 )
 
-// maxCell bounds one cell's text, so a long reason cannot crowd the table;
-// the whole sentence is in the terminal's table and the log.
-const maxCell = 300
+// maxCell bounds one cell's text, so one long reason cannot use up the
+// table's characters; the whole sentence is in the terminal's table.
+const maxCell = 160
 
 // Board reads hosts (every host when none are named) and adds what the
 // database knows: each host's last deployment and its locks. Without a
@@ -111,32 +118,56 @@ func severity(r nixdeploy.BoardRow) int {
 }
 
 // BoardMessage renders a board: a headline section and a table, in
-// config order. A board with more hosts than a table holds shows the
-// drifted, unknown and reboot-pending hosts first and says how many in
-// sync were left out.
+// config order. A board that does not fit one table (100 rows, 10,000
+// characters) shows the drifted, unknown and reboot-pending hosts first
+// and says how many hosts were left out.
 func BoardMessage(board nixdeploy.Board, head string) Message {
-	rows := board.Rows
-	left := 0
-	if len(rows) > MaxTableRows-1 {
-		rows = slices.Clone(rows)
-		slices.SortStableFunc(rows, func(a, b nixdeploy.BoardRow) int { return severity(a) - severity(b) })
-		left = len(rows) - (MaxTableRows - 1)
-		rows = rows[:MaxTableRows-1]
-	}
+	rows := slices.Clone(board.Rows)
 	table := [][]string{nixdeploy.BoardColumns}
+	used := cellChars(nixdeploy.BoardColumns)
+	var cells [][]string
+	fits := len(rows) <= MaxTableRows-1
 	for _, r := range rows {
-		cells := r.Cells()
-		for i, c := range cells {
-			cells[i] = clip(c, maxCell)
+		c := r.Cells()
+		for i := range c {
+			c[i] = clip(c[i], maxCell)
 		}
-		table = append(table, cells)
+		cells = append(cells, c)
+		used += cellChars(c)
 	}
-	headline := board.Headline()
-	sections := []string{"*" + escape(head) + "* — " + escape(headline) + " (read " + utc(board.At) + ")"}
+	if fits && used <= MaxTableChars {
+		table = append(table, cells...)
+	} else {
+		order := make([]int, len(rows))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int { return severity(rows[a]) - severity(rows[b]) })
+		used = cellChars(nixdeploy.BoardColumns)
+		for _, i := range order {
+			if len(table) == MaxTableRows || used+cellChars(cells[i]) > MaxTableChars {
+				break
+			}
+			used += cellChars(cells[i])
+			table = append(table, cells[i])
+		}
+	}
+	left := len(rows) - (len(table) - 1)
+	summary := board.Summary()
+	sections := []string{"*" + escape(head) + "* — " + escape(summary) + " (read " + utc(board.At) + ")"}
 	if left > 0 {
-		sections = append(sections, fmt.Sprintf("_%d more hosts are not shown; ask for them by name: /nixdeploy status HOST_", left))
+		sections = append(sections, fmt.Sprintf("_%d more hosts are not shown (a Slack table holds %d rows of %d characters in all); ask for them by name: /nixdeploy status HOST_", left, MaxTableRows-1, MaxTableChars))
 	}
-	return Message{Kind: KindReply, Text: headline, Sections: sections, Table: table}
+	return Message{Kind: KindReply, Text: summary, Sections: sections, Table: table}
+}
+
+// cellChars counts a row as Slack does: an empty cell is sent as one space.
+func cellChars(row []string) int {
+	n := 0
+	for _, c := range row {
+		n += max(1, utf8.RuneCountInString(c))
+	}
+	return n
 }
 
 // tableBlock renders rows (the first is the header) as a Block Kit table

@@ -81,7 +81,7 @@ func cmdStatus(ctx context.Context, s stdio, args []string) error {
 		return &exitError{code: 1, msg: "status: " + err.Error()}
 	}
 	fmt.Fprint(s.out, board.Text())
-	fmt.Fprintln(s.out, board.Headline())
+	fmt.Fprintln(s.out, board.Summary())
 	return nil
 }
 

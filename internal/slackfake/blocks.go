@@ -1,6 +1,9 @@
 package slackfake
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"unicode/utf8"
+)
 
 // Block rules the fake enforces, as Slack refuses a message that breaks
 // them with invalid_blocks:
@@ -11,12 +14,17 @@ import "encoding/json"
 //     with a max of 20 table cells. Table cells can have a type of
 //     raw_text or rich_text"; column_settings "Maximum 20 items". A
 //     raw_number cell is accepted too: slack-go v0.35.0 (block_table.go)
-//     notes that Slack's current reference documents it.
+//     notes that Slack's current reference documents it;
+//   - and, as clients that hit them report, at most 10,000 characters
+//     over all cells of a table, an empty cell counting as one
+//     (getnao/nao#1178, vellum-ai/vellum-assistant#36219), and one table
+//     per message (vercel/chat#194, openclaw/openclaw#57717).
 const (
 	maxBlocks         = 50
 	maxTableRows      = 100
 	maxTableCells     = 20
 	maxColumnSettings = 20
+	maxTableChars     = 10000
 )
 
 // checkBlocks returns "invalid_blocks" when the blocks JSON breaks a rule
@@ -36,10 +44,15 @@ func checkBlocks(blocks string) string {
 	if len(bs) > maxBlocks {
 		return "invalid_blocks"
 	}
+	tables := 0
 	for _, b := range bs {
 		if b.Type != "table" {
 			continue
 		}
+		if tables++; tables > 1 {
+			return "invalid_blocks"
+		}
+		chars := 0
 		if len(b.Rows) == 0 || len(b.Rows) > maxTableRows || len(b.ColumnSettings) > maxColumnSettings {
 			return "invalid_blocks"
 		}
@@ -55,6 +68,11 @@ func checkBlocks(blocks string) string {
 				if json.Unmarshal(c, &cell) != nil {
 					return "invalid_blocks"
 				}
+				if cell.Text != nil {
+					chars += max(1, utf8.RuneCountInString(*cell.Text))
+				} else {
+					chars++
+				}
 				switch {
 				case cell.Type == "raw_text" && cell.Text != nil:
 				case cell.Type == "rich_text", cell.Type == "raw_number":
@@ -62,6 +80,9 @@ func checkBlocks(blocks string) string {
 					return "invalid_blocks"
 				}
 			}
+		}
+		if chars > maxTableChars {
+			return "invalid_blocks"
 		}
 	}
 	return ""

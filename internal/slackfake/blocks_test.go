@@ -10,7 +10,8 @@ import (
 )
 
 // The fake refuses tables that Slack refuses: more than 100 rows, more
-// than 20 cells in a row, a cell of a type tables do not hold.
+// than 20 cells in a row, more than 10,000 characters, a cell of a type
+// tables do not hold, a second table in one message.
 func TestTableBlockLimits(t *testing.T) {
 	s := slackfake.New(slackfake.Options{BotToken: "xoxb-test"})
 	defer s.Close()
