@@ -50,6 +50,8 @@ type Config struct {
 	// BMCs are the Turing Pi boards whose BMC powers, watches and flashes
 	// their nodes (bmc.go).
 	BMCs []BMC `toml:"bmcs"`
+	// Board tunes the drift board's reading of hosts (board.go).
+	Board BoardConfig `toml:"board"`
 
 	// Path is the file the config was loaded from; Dir its directory.
 	Path string `toml:"-"`
@@ -222,7 +224,15 @@ type Schedule struct {
 	// Recover is what to do about a host that cannot be reached after
 	// activation: "none" (default) or "power-reset" (through its BMC).
 	Recover Recover `toml:"recover"`
+	// Always makes a report schedule (action = "report") post the board
+	// on every run, not only when it changed since the last one it posted.
+	Always bool `toml:"always"`
 }
+
+// ScheduleReport is the schedule action that deploys nothing: it reads
+// the drift board of the schedule's hosts and posts it (see
+// Schedule.Always). It is no Action of chat requests or the CLI.
+const ScheduleReport Action = "report"
 
 // Duration is a time.Duration written as a Go duration string ("15m").
 type Duration struct{ time.Duration }
@@ -394,6 +404,7 @@ func (c *Config) applyDefaults() {
 	if c.Slack.MultiHostInstall == "" {
 		c.Slack.MultiHostInstall = MultiInstallPerHost
 	}
+	c.Board.applyDefaults()
 	for i := range c.Schedules {
 		s := &c.Schedules[i]
 		if s.TimeZone == "" {

@@ -118,6 +118,7 @@ func (c *Config) Validate() []string {
 		}
 	}
 	c.validateRunner(&p)
+	c.Board.validate(&p)
 	c.validateSecrets(&p)
 	c.validateSlack(&p)
 	c.validateSchedules(&p)
@@ -213,8 +214,13 @@ func (c *Config) validateSchedules(p *problems) {
 		} else if _, err := c.Select(s.Hosts); err != nil {
 			p.add("%s: selector matches nothing: %v", where, err)
 		}
-		if _, err := ParseAction(string(s.Action)); err != nil {
-			p.add("%s: %v", where, err)
+		if s.Always && s.Action != ScheduleReport {
+			p.add("%s: always applies only to action \"report\"", where)
+		}
+		if s.Action == ScheduleReport {
+			// Reads and posts the board; deploys nothing.
+		} else if _, err := ParseAction(string(s.Action)); err != nil {
+			p.add("%s: %v (or \"report\", which posts the drift board)", where, err)
 		} else if s.Action.Destructive() {
 			p.add("%s: action %q is destructive and cannot be scheduled", where, s.Action)
 		}

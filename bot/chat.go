@@ -39,6 +39,10 @@ type Message struct {
 	Kind     MessageKind
 	Text     string
 	Sections []string
+	// Table, when set, follows the sections as a Block Kit table block
+	// (an aligned text table in the terminal); its first row is the
+	// header. Cells are plain text.
+	Table [][]string
 }
 
 // File is a file to upload. Open is called once per attempt and returns
@@ -204,6 +208,9 @@ func sectionBlocks(m Message) []slack.Block {
 			continue
 		}
 		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, clip(s, MaxSection), false, false), nil, nil))
+	}
+	if len(m.Table) > 0 {
+		blocks = append(blocks, tableBlock(m.Table))
 	}
 	return blocks
 }

@@ -69,6 +69,16 @@ type Unlocker interface {
 	Unlock(ctx context.Context, host string, sinks ...nixdeploy.Sink) error
 }
 
+// HostReader is what a Deployer may offer for the drift board
+// ("/nixdeploy status"); *deployer.Deployer satisfies it. ReadHosts reads
+// each host's running and booted system and the system the flake's current
+// revision expects (every host when none are named); a host it cannot read
+// is a reading with drift unknown and the reason, only an unknown host
+// name is an error.
+type HostReader interface {
+	ReadHosts(ctx context.Context, hosts []string) ([]nixdeploy.HostReading, error)
+}
+
 // ClaimStore is what a Store may offer when several processes share it
 // (*db.DB does): the live claim on a host, by any process, so a request
 // is refused as busy before anything is stored. Claims of this process's

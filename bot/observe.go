@@ -19,3 +19,16 @@ func (b *Bot) observe(dep nixdeploy.Deployment, state nixdeploy.State, took time
 		b.observer.DeploymentEnded(dep, state, took)
 	}
 }
+
+// ReadingObserver is an Observer that also hears every reading of hosts
+// for the drift board (the metrics' drift gauges). It is optional: the bot
+// checks for it. HostsRead must not block.
+type ReadingObserver interface {
+	HostsRead(readings []nixdeploy.HostReading)
+}
+
+func (b *Bot) observeReadings(rs []nixdeploy.HostReading) {
+	if o, ok := b.observer.(ReadingObserver); ok {
+		o.HostsRead(rs)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nixdeploy/nixdeploy"
 )
 
 // Terminal is Chat on a terminal: every post, update, ephemeral reply,
@@ -50,6 +52,11 @@ func (t *Terminal) print(header string, m Message) {
 			for _, l := range strings.Split(plain(s), "\n") {
 				b.WriteString("  " + l + "\n")
 			}
+		}
+	}
+	if len(m.Table) > 0 {
+		for _, l := range strings.Split(strings.TrimRight(nixdeploy.AlignColumns(m.Table), "\n"), "\n") {
+			b.WriteString("  " + l + "\n")
 		}
 	}
 	t.mu.Lock()

@@ -44,7 +44,7 @@ var table = []spec{
 		summary: "wipe the disk and install NixOS with nixos-anywhere (destructive: someone else must approve)",
 		example: "install rk1-node4"},
 	{name: "status", kind: KindStatus, args: "[HOST…]",
-		summary: "show running deployments, locks and what each host runs",
+		summary: "the drift board: what each host runs, booted and should run, its last deployment and locks",
 		example: "status @rk1"},
 	{name: "history", kind: KindHistory, args: "[HOST] [N]",
 		summary: fmt.Sprintf("list the last N deployments (default %d, at most %d)", DefaultHistory, MaxHistory),

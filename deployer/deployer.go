@@ -118,6 +118,17 @@ type Options struct {
 	KillGrace time.Duration
 	// CurrentSystemPath is read on targets (default /run/current-system).
 	CurrentSystemPath string
+	// BootedSystemPath is read on targets for the drift board (default
+	// /run/booted-system).
+	BootedSystemPath string
+	// ReadParallel bounds how many hosts the drift board reads at once
+	// (default: the config's board.parallel); ReadTimeout bounds one
+	// host's reading, connection included (default: board.read_timeout);
+	// EvalTimeout bounds the runner's evaluation of the expected systems
+	// (default 10m).
+	ReadParallel int
+	ReadTimeout  time.Duration
+	EvalTimeout  time.Duration
 	// TargetUser is the login on targets (default root).
 	TargetUser string
 	// RedactValues are more secret strings to remove from output, on top
@@ -162,6 +173,20 @@ func (o *Options) defaults() {
 	if o.CurrentSystemPath == "" {
 		o.CurrentSystemPath = "/run/current-system"
 	}
+	if o.BootedSystemPath == "" {
+		o.BootedSystemPath = "/run/booted-system"
+	}
+	if o.ReadParallel <= 0 && o.Config != nil {
+		o.ReadParallel = o.Config.Board.Parallel
+	}
+	if o.ReadParallel <= 0 {
+		o.ReadParallel = nixdeploy.DefaultBoardParallel
+	}
+	if o.ReadTimeout <= 0 && o.Config != nil {
+		o.ReadTimeout = o.Config.Board.ReadTimeout.Duration
+	}
+	def(&o.ReadTimeout, nixdeploy.DefaultBoardReadTimeout)
+	def(&o.EvalTimeout, 10*time.Minute)
 	if o.TargetUser == "" {
 		o.TargetUser = "root"
 	}
@@ -184,6 +209,9 @@ type Deployer struct {
 	jump   *endpoint
 
 	runnerSys string // the runner's Nix system, once probed; under mu
+
+	evals evalCache // the drift board's expected systems, per revision
+	reads readCalls // the drift board's readings in flight
 
 	mu      sync.Mutex
 	busy    map[string]int64 // host → deployment holding it (0 while it is being created)

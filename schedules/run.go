@@ -23,6 +23,10 @@ const (
 func (s *Scheduler) execute(e *entry, r nixdeploy.ScheduleRun, by string) {
 	defer s.runs.Done()
 	ctx := s.ctx
+	if e.cfg.Action == nixdeploy.ScheduleReport {
+		s.executeReport(e, r, by)
+		return
+	}
 	hosts := strategies[e.cfg.Strategy](s, ctx, e, r, by)
 	outcome, detail := verdict(hosts)
 

@@ -129,6 +129,9 @@ type Options struct {
 	Deployer Deployer
 	// Notifier is optional; without it summaries are only logged.
 	Notifier Notifier
+	// Reporter reads and posts the drift board; required when a schedule
+	// has action = "report".
+	Reporter Reporter
 	// Clock defaults to the real clock.
 	Clock Clock
 	// Logger defaults to discarding.
@@ -140,6 +143,7 @@ type Scheduler struct {
 	store    Store
 	deployer Deployer
 	notifier Notifier
+	reporter Reporter
 	clock    Clock
 	log      *slog.Logger
 	onCall   []string
@@ -172,6 +176,7 @@ func New(o Options) (*Scheduler, error) {
 		store:    o.Store,
 		deployer: o.Deployer,
 		notifier: o.Notifier,
+		reporter: o.Reporter,
 		clock:    o.Clock,
 		log:      o.Logger,
 		onCall:   slices.Clone(o.Config.Slack.OnCall),
@@ -188,6 +193,10 @@ func New(o Options) (*Scheduler, error) {
 		e, err := newEntry(o.Config, sc)
 		if err != nil {
 			problems = append(problems, err.Error())
+			continue
+		}
+		if sc.Action == nixdeploy.ScheduleReport && o.Reporter == nil {
+			problems = append(problems, fmt.Sprintf("schedule %s: action report needs a reporter", sc.Name))
 			continue
 		}
 		s.entries = append(s.entries, e)
@@ -208,7 +217,7 @@ func newEntry(c *nixdeploy.Config, sc nixdeploy.Schedule) (*entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schedule %s: %w", sc.Name, err)
 	}
-	if _, err := nixdeploy.ParseAction(string(sc.Action)); err != nil {
+	if _, err := nixdeploy.ParseAction(string(sc.Action)); err != nil && sc.Action != nixdeploy.ScheduleReport {
 		return nil, fmt.Errorf("schedule %s: %w", sc.Name, err)
 	}
 	// Config validation refuses this too; a scheduler must never wipe a

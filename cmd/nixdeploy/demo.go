@@ -63,6 +63,8 @@ echo 3. BOB approves. The install runs phase by phase (kexec, disko, install, re
 :white_check_mark: as BOB
 echo 4. The nightly rolling rebuild of the RK1 nodes, started by hand. rk1-node1 hangs after its switch: the run reads its serial console and power-cycles it through the Turing Pi BMC, and it comes back. rk1-node2's configuration is broken, so the run halts there and leaves rk1-node3 and rk1-node4 alone.
 /nixdeploy schedule run nightly-rk1
+echo 5. The drift board: what each host runs, what it booted and what the flake's current revision says it should run. rk1-node4, left alone by the halted run, still runs its old system; rk1-node2's configuration does not evaluate; the switched hosts wait for a reboot into their new system.
+/nixdeploy status
 echo What the database recorded:
 /nixdeploy history
 `

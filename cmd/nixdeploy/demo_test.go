@@ -62,6 +62,8 @@ echo BOB approves now
 :white_check_mark: as BOB
 /nixdeploy schedule run nightly-rk1
 wait
+echo the board
+/nixdeploy status
 `)
 	var stdout, stderr strings.Builder
 	err := run(t.Context(), []string{"demo", "--script", script, "--pace", "0", "--db", dbPath}, strings.NewReader(""), &stdout, &stderr)
@@ -86,7 +88,7 @@ wait
 	// 2. The approval gate.
 	inOrder(t, out, "Approval needed: #2 install ganon", "• Disk that will be *wiped*: `/dev/nvme0n1`",
 		"> @ALICE reacted :white_check_mark:", "You requested this, so someone else must approve it",
-		"*ganon* — last: #2 install :raised_hand: awaiting approval",
+		"*Fleet status* — Drift board:", "#2 install awaiting-approval",
 		"BOB approves now", "> @BOB reacted :white_check_mark:", "*Approved* by @BOB",
 		"*#2 install ganon* — running")
 	if i, j := strings.Index(out, "#2 install ganon* — running"), strings.Index(out, "*Approved* by @BOB"); i < j {
@@ -127,6 +129,34 @@ wait
 		"done; 4 deployments recorded in "+dbPath)
 	if strings.Contains(out, "#5 ") {
 		t.Error("a fifth deployment was started")
+	}
+	// 5. The drift board: one drifted host (rk1-node4, left alone by the
+	// halted run), rk1-node2 unknown (its configuration does not
+	// evaluate), the switched hosts in line and waiting for a reboot.
+	board := out[strings.LastIndex(out, "*Fleet status*"):]
+	inOrder(t, board, "Drift board: 1 drifted, 1 unknown, 3 reboot pending of 5 hosts (flake at 5f3c9a1e7b2d", "host ", "running", "booted", "expected", "drift", "last deployment", "locks", "read (UTC)")
+	rowOf := func(host string) string {
+		for _, l := range strings.Split(board, "\n") {
+			if strings.HasPrefix(l, "  "+host+"  ") {
+				return l
+			}
+		}
+		t.Errorf("the board has no row for %s:\n%s", host, board)
+		return ""
+	}
+	for host, want := range map[string][]string{
+		"ganon":     {"(reboot pending)", "  no  ", "#2 install succeeded at 5f3c9a1e7b2d"},
+		"rk1-node1": {"(reboot pending)", "  no  ", "#3 switch succeeded"},
+		"rk1-node2": {"unknown: nixosConfigurations.rk1-node2 does not evaluate at revision 5f3c9a1e7b2d: The option `fileSystems.\"/\".device' has conflicting definition values:", "#4 switch failed"},
+		"rk1-node3": {"(reboot pending)", "  no  ", "#1 switch succeeded"},
+		"rk1-node4": {"  yes  ", "never"},
+	} {
+		row := rowOf(host)
+		for _, w := range want {
+			if !strings.Contains(row, w) {
+				t.Errorf("%s's row lacks %q:\n%s", host, w, row)
+			}
+		}
 	}
 	// The failed host's line in the channel summary is a sentence for
 	// people, never the deployer's Go error chain (issue 13: the

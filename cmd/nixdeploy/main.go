@@ -50,6 +50,7 @@ func commands() map[string]command {
 		"console": {"drive the bot from a terminal: commands, reactions, streamed output", cmdConsole},
 		"deploy":  {"run a deployment from the terminal", cmdDeploy},
 		"plan":    {"print what a deployment would run, without connecting anywhere", cmdPlan},
+		"status":  {"print the drift board: what each host runs, booted and should run", cmdStatus},
 		"demo":    {"the bot against a simulated fleet in this terminal: no Slack, no hardware", cmdDemo},
 		"restore": {"replace the database with a backup (stop the bot first)", cmdRestore},
 	}

@@ -135,7 +135,7 @@ func (d *botDeps) newScheduler(b *bot.Bot) error {
 		return nil
 	}
 	s, err := schedules.New(schedules.Options{
-		Config: d.cfg, Store: d.store, Deployer: b, Notifier: scheduleNotifier{b}, Logger: d.log,
+		Config: d.cfg, Store: d.store, Deployer: b, Notifier: scheduleNotifier{b}, Reporter: b, Logger: d.log,
 	})
 	if err != nil {
 		return err

@@ -51,6 +51,8 @@ type Metrics struct {
 	log         *slog.Logger
 	deployments *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
+	// drift and reboot are the drift board's gauges (drift.go).
+	drift, reboot *prometheus.GaugeVec
 }
 
 // NewMetrics registers every metric on a new private registry.
@@ -72,7 +74,8 @@ func NewMetrics(o MetricsOptions) *Metrics {
 			Buckets: []float64{5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200},
 		}, []string{"action"}),
 	}
-	m.reg.MustRegister(m.deployments, m.duration,
+	m.drift, m.reboot = newDriftGauges()
+	m.reg.MustRegister(m.deployments, m.duration, m.drift, m.reboot,
 		&storeCollector{store: o.Store, schedules: o.Schedules, log: o.Logger},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -228,6 +230,8 @@ func (f *Fleet) nix(p *proc) int {
 		}
 		fmt.Fprintf(p.stderr, "error: flake '%s' does not provide attribute 'nixosConfigurations.%s'\n", ref, name)
 		return 1
+	case len(a) == 5 && a[0] == "eval" && a[1] == "--json" && strings.HasSuffix(a[2], "#nixosConfigurations") && a[3] == "--apply":
+		return f.toplevels(p, strings.TrimSuffix(a[2], "#nixosConfigurations"), a[4])
 	}
 	if len(a) > 0 && strings.HasPrefix(a[0], "-") {
 		fmt.Fprintf(p.stderr, "error: unrecognised flag '%s'\n", a[0])
@@ -235,6 +239,45 @@ func (f *Fleet) nix(p *proc) int {
 		fmt.Fprintf(p.stderr, "error: '%s' is not a recognised command\n", strings.Join(a, " "))
 	}
 	return 1
+}
+
+// applyNameRE finds the configuration names in deployer.ToplevelsApply.
+var applyNameRE = regexp.MustCompile(`"([^"]*)" = null;`)
+
+// toplevels answers the drift board's eval (deployer.ToplevelsArgv): each
+// named configuration's system as JSON (the path a switch at that locked
+// revision builds), leaving out names the flake lacks;
+// a configuration that does not evaluate (FailRebuild) fails the whole
+// eval, as nix stops at the first error.
+func (f *Fleet) toplevels(p *proc, flake, apply string) int {
+	var names []string
+	for _, m := range applyNameRE.FindAllStringSubmatch(apply, -1) {
+		names = append(names, m[1])
+	}
+	if apply != deployer.ToplevelsApply(names) {
+		fmt.Fprintln(p.stderr, "error: the simulator evaluates only nixdeploy's toplevels expression")
+		return 1
+	}
+	if !strings.Contains(flake, "rev="+revision) {
+		fmt.Fprintf(p.stderr, "error: the simulator evaluates only the locked flake, not '%s'\n", flake)
+		return 1
+	}
+	out := map[string]string{}
+	for _, n := range names {
+		t := f.target(n)
+		if t == nil {
+			continue
+		}
+		if t.fail {
+			fmt.Fprintf(p.stderr, "error: The option `fileSystems.\"/\".device' has conflicting definition values:\n")
+			fmt.Fprintf(p.stderr, "       … while evaluating the attribute 'nixosConfigurations.%s.config.system.build.toplevel'\n", n)
+			return 1
+		}
+		out[n] = t.build(flake + "#" + n)
+	}
+	b, _ := json.Marshal(out)
+	fmt.Fprintln(p.stdout, string(b))
+	return 0
 }
 
 // line is one line of simulated output, after a pause of the given units.

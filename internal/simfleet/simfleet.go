@@ -140,6 +140,7 @@ func Start(o Options) (*Fleet, error) {
 	for i, h := range o.Hosts {
 		t := &target{f: f, host: h, fail: slices.Contains(o.FailRebuild, h.Name), hangNext: slices.Contains(o.HangAfterSwitch, h.Name)}
 		t.generations = []string{storePath(h.Name, "previous", 0)}
+		t.booted = t.generations[0]
 		t.srv = f.newServer(h.Name, lns[i], h.HostKey, "root", t.exec)
 		t.srv.accept = t.isUp
 		f.targets = append(f.targets, t)
@@ -216,6 +217,26 @@ func (f *Fleet) CurrentSystem(name string) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.generations[t.current]
+}
+
+// BootedSystem is the named host's /run/booted-system.
+func (f *Fleet) BootedSystem(name string) string {
+	t := f.target(name)
+	if t == nil {
+		return ""
+	}
+	_, b := t.links()
+	return b
+}
+
+// ExpectedSystem is what the simulated flake, locked as flake (the URL
+// its metadata prints), evaluates the named host's system to.
+func (f *Fleet) ExpectedSystem(flake, name string) string {
+	t := f.target(name)
+	if t == nil {
+		return ""
+	}
+	return t.build(flake + "#" + name)
 }
 
 // Calls lists every command line the servers were asked to run, as

@@ -7,10 +7,16 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nixdeploy/nixdeploy/deployer"
 )
 
-// currentSystem is the one path the hosts' readlink answers for.
-const currentSystem = "/run/current-system"
+// currentSystem is the path the hosts' readlink answers for; the drift
+// board's script (deployer.ReadSystemsScript) reads bootedSystem too.
+const (
+	currentSystem = "/run/current-system"
+	bootedSystem  = "/run/booted-system"
+)
 
 // nixosRelease is the version in the simulated system paths.
 const nixosRelease = "25.05.20250612.1c2a5e8"
@@ -27,11 +33,13 @@ type target struct {
 	// current indexes the one /run/current-system points to.
 	generations []string
 	current     int
-	downUntil   time.Time
-	builds      int
 	// hangNext: the next switch hangs the host after activation; hung:
 	// it hangs until PowerReset (hang.go).
 	hangNext, hung bool
+	// booted is /run/booted-system: what the host last booted (the
+	// system it started with, or the one an install rebooted into).
+	booted    string
+	downUntil time.Time
 }
 
 // isUp reports whether the host accepts connections: not while it reboots.
@@ -56,20 +64,29 @@ func (t *target) system() string {
 	return t.generations[t.current]
 }
 
-// build makes the next system path of a configuration.
+// build is the system path of a configuration: ref is a locked flake
+// reference with its #attribute, so the same revision always builds the
+// same system, as Nix does.
 func (t *target) build(ref string) string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.builds++
-	return storePath(t.host.Name, ref, t.builds)
+	return storePath(t.host.Name, ref, 1)
 }
 
-// activate adds path as the newest generation; switch also makes it
-// current, boot only the default for the next boot.
+// links are /run/current-system and /run/booted-system.
+func (t *target) links() (current, booted string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.generations[t.current], t.booted
+}
+
+// activate adds path as the newest generation, unless it is the newest
+// already (Nix's createGeneration makes no generation for the same path);
+// switch also makes it current, boot only the default for the next boot.
 func (t *target) activate(path string, now bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.generations = append(t.generations, path)
+	if t.generations[len(t.generations)-1] != path {
+		t.generations = append(t.generations, path)
+	}
 	if now {
 		t.current = len(t.generations) - 1
 	}
@@ -81,6 +98,7 @@ func (t *target) install(path string) {
 	defer t.mu.Unlock()
 	t.generations = []string{path}
 	t.current = 0
+	t.booted = path
 }
 
 // rollback makes the generation before the current one current.
@@ -104,6 +122,25 @@ func (t *target) exec(_ context.Context, p *proc) int {
 			return 1
 		}
 		fmt.Fprintln(p.stdout, t.system())
+		return 0
+	case "sh":
+		// The drift board's one session: deployer.ReadSystemsScript over
+		// the two links.
+		if len(argv) < 4 || argv[1] != "-c" || argv[2] != deployer.ReadSystemsScript || argv[3] != "sh" {
+			fmt.Fprintln(p.stderr, "sh: only nixdeploy's read-systems script is simulated")
+			return 2
+		}
+		cur, booted := t.links()
+		for _, l := range argv[4:] {
+			v := ""
+			switch l {
+			case currentSystem:
+				v = cur
+			case bootedSystem:
+				v = booted
+			}
+			fmt.Fprintf(p.stdout, "%s %s\n", l, v)
+		}
 		return 0
 	case "systemctl":
 		switch strings.Join(argv[1:], " ") {

@@ -398,6 +398,9 @@ func (s *Server) dispatch(method string, p url.Values, token string) (map[string
 		if p.Get("text") == "" && p.Get("blocks") == "" {
 			return nil, "no_text"
 		}
+		if code := checkBlocks(p.Get("blocks")); code != "" {
+			return nil, code
+		}
 		m := &Message{Channel: ch, TS: s.nextTS(), ThreadTS: p.Get("thread_ts"), Text: p.Get("text"), Blocks: p.Get("blocks"), User: BotUserID}
 		m.Versions, m.Times = []string{m.Rendered()}, []time.Time{time.Now()}
 		s.messages = append(s.messages, m)
@@ -407,6 +410,9 @@ func (s *Server) dispatch(method string, p url.Values, token string) (map[string
 		m := s.find(p.Get("channel"), p.Get("ts"))
 		if m == nil {
 			return nil, "message_not_found"
+		}
+		if code := checkBlocks(p.Get("blocks")); code != "" {
+			return nil, code
 		}
 		if p.Has("text") {
 			m.Text = p.Get("text")
@@ -422,6 +428,9 @@ func (s *Server) dispatch(method string, p url.Values, token string) (map[string
 			return nil, "user_not_in_channel"
 		}
 		if code := s.canPost(ch, user); code != "" {
+			return nil, code
+		}
+		if code := checkBlocks(p.Get("blocks")); code != "" {
 			return nil, code
 		}
 		m := &Message{Channel: ch, TS: s.nextTS(), Text: p.Get("text"), Blocks: p.Get("blocks"), Ephemeral: true, User: user}
@@ -633,6 +642,10 @@ func (s *Server) serveResponse(w http.ResponseWriter, r *http.Request) {
 	case params.Get("text") == "" && params.Get("blocks") == "":
 		call.Status, call.Error = http.StatusBadRequest, "no_text"
 		http.Error(w, "no_text", http.StatusBadRequest)
+		return
+	case checkBlocks(params.Get("blocks")) != "":
+		call.Status, call.Error = http.StatusBadRequest, "invalid_blocks"
+		http.Error(w, "invalid_blocks", http.StatusBadRequest)
 		return
 	}
 	ru.uses++

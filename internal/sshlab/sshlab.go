@@ -175,7 +175,7 @@ func New(t testing.TB, opts Options) *Lab {
 		Flake:          filepath.Join(dir, "flake"),
 		InstallerFlake: filepath.Join(dir, "flake", "installer"),
 	}
-	for _, d := range []string{l.StubDir, l.ControlDir, l.KeysDir, filepath.Join(dir, "store"), filepath.Join(dir, "systems"), filepath.Join(dir, "sshd")} {
+	for _, d := range []string{l.StubDir, l.ControlDir, l.KeysDir, filepath.Join(dir, "store"), filepath.Join(dir, "systems"), filepath.Join(dir, "booted"), filepath.Join(dir, "sshd")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -259,9 +259,40 @@ func (l *Lab) initSystem(host string) {
 	if err := os.Symlink(sys, l.systemLink(host)); err != nil {
 		l.t.Fatal(err)
 	}
+	// It booted what it runs, until a switch changes the running system.
+	if err := os.Symlink(sys, l.bootedLink(host)); err != nil {
+		l.t.Fatal(err)
+	}
 }
 
 func (l *Lab) systemLink(host string) string { return filepath.Join(l.Dir, "systems", host) }
+func (l *Lab) bootedLink(host string) string { return filepath.Join(l.Dir, "booted", host) }
+
+// BootedSystem is what the stubbed `readlink /run/booted-system` prints on
+// host ("" when the link is missing).
+func (l *Lab) BootedSystem(host string) string {
+	p, _ := os.Readlink(l.bootedLink(host))
+	return p
+}
+
+// SetBooted points host's /run/booted-system at path, as a reboot into
+// that system would; "" removes the link.
+func (l *Lab) SetBooted(host, path string) {
+	link := l.bootedLink(host)
+	if err := os.Remove(link); err != nil && !os.IsNotExist(err) {
+		l.t.Fatal(err)
+	}
+	if path == "" {
+		return
+	}
+	if err := os.Symlink(path, link); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// SetExpected makes the stub nix evaluate host's system (its
+// config.system.build.toplevel) to path.
+func (l *Lab) SetExpected(host, path string) { l.Set("nix."+host+".toplevel", path) }
 
 // CurrentSystem is what the stubbed `readlink /run/current-system` prints on
 // host.
@@ -513,7 +544,8 @@ func descendants(pid int) []int {
 //	nixos-rebuild: sshopts (replaces NIX_SSHOPTS, "-" unsets it, @tmp@
 //	  stands for the run directory), noagent (unset SSH_AUTH_SOCK): the
 //	  runner's hop as an older plan set it up
-//	nix: revision (what flake metadata reports)
+//	nix: revision (what flake metadata reports); nix.<host>.toplevel,
+//	  nix.<host>.eval-error, nix.<host>.missing (the systems eval)
 //	disko.<host>.device, disko.<host>.luks (passwordFile), initrd.<host>.path
 //	systemctl: state (running, degraded, …), failed (units, one a line)
 func (l *Lab) Set(name, value string) {

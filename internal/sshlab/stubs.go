@@ -287,12 +287,17 @@ esac
 exit 0
 `
 
-// stubNix answers the two questions the deployer asks the runner's nix, and
-// nothing else ("is not a recognised command", "unrecognised flag", as
+// stubNix answers the three questions the deployer asks the runner's nix,
+// and nothing else ("is not a recognised command", "unrecognised flag", as
 // nix says): flake metadata --json (the fields Nix documents in
-// nix3-flake-metadata(1)) and the eval of an installer's disko disks. The
+// nix3-flake-metadata(1)), the eval of an installer's disko disks and the
+// drift board's eval of the hosts' systems (nix eval [option...]
+// installable, with --json and --apply, as nix eval --help has them). The
 // revision comes from the control file nix.revision, a disk from
-// disko.<attr>.device (default /dev/vda).
+// disko.<attr>.device (default /dev/vda), a host's system from
+// nix.<attr>.toplevel (default <lab>/store/nixos-system-<attr>-<rev>);
+// nix.<attr>.eval-error makes its configuration fail to evaluate and
+// nix.<attr>.missing leaves it out of the flake.
 const stubNix = `TOOL=nix
 log_call nix "$@"
 while [ "${1:-}" = --extra-experimental-features ]; do shift 2; done
@@ -307,14 +312,59 @@ flake)
 	printf '{"description":"lab flake","lastModified":1700000000,"locked":{"rev":"%s","type":"git","url":"file://%s"},"original":{"type":"git","url":"file://%s"},"path":"/nix/store/lab-source","revision":"%s","url":"git+file://%s?rev=%s"}\n' "$rev" "$f" "$f" "$rev" "$f" "$rev"
 	;;
 eval)
+	# nix eval [option...] installable (nix eval --help): flags and the
+	# one installable in any order.
 	shift
-	[ "${1:-}" = --json ] || { echo "error: unrecognised flag '${1:-}'" >&2; exit 1; }
-	inst=${2:-}
-	[ "${3:-}" = --apply ] && [ "${4:-}" = "builtins.mapAttrs (n: d: d.device)" ] && [ $# -eq 4 ] || { echo "error: unexpected arguments" >&2; exit 1; }
-	case $inst in *'#nixosConfigurations.'*.config.disko.devices.disk) ;; *) echo "error: flake does not provide attribute '${inst#*#}'" >&2; exit 1;; esac
-	ATTR=${inst#*#nixosConfigurations.}; ATTR=${ATTR%.config.disko.devices.disk}
-	dev=$(cat "$C/disko.$ATTR.device" 2>/dev/null) || dev=/dev/vda
-	printf '{"main":"%s"}\n' "$dev"
+	json= apply= inst= applied=
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--json) json=1;;
+		--raw|--read-only) ;;
+		--apply) [ $# -ge 2 ] || { echo "error: flag '--apply' requires 1 argument(s)" >&2; exit 1; }; apply=$2; applied=1; shift;;
+		-*) echo "error: unrecognised flag '$1'" >&2; exit 1;;
+		*) [ -z "$inst" ] || { echo "error: unexpected argument '$1'" >&2; exit 1; }; inst=$1;;
+		esac
+		shift
+	done
+	[ -n "$inst" ] || { echo "error: no installable given" >&2; exit 1; }
+	case $inst in
+	*'#nixosConfigurations.'*.config.disko.devices.disk)
+		[ -n "$json" ] && [ "$apply" = "builtins.mapAttrs (n: d: d.device)" ] || { echo "error: unexpected arguments" >&2; exit 1; }
+		ATTR=${inst#*#nixosConfigurations.}; ATTR=${ATTR%.config.disko.devices.disk}
+		dev=$(cat "$C/disko.$ATTR.device" 2>/dev/null) || dev=/dev/vda
+		printf '{"main":"%s"}\n' "$dev"
+		;;
+	*'#nixosConfigurations')
+		# The drift board's question (deployer.ToplevelsArgv): each named
+		# configuration's system.build.toplevel.outPath, as JSON. Without
+		# --json nix would print a Nix value, which the deployer cannot
+		# read; without --apply it would try to print every configuration.
+		[ -n "$json" ] && [ -n "$applied" ] || bad "toplevels eval without --json and --apply"
+		case $apply in
+		'cs: builtins.mapAttrs (n: c: c.config.system.build.toplevel.outPath) (builtins.intersectAttrs {'*' } cs)') ;;
+		*) bad "unexpected --apply $apply";;
+		esac
+		case $inst in *'?rev='*) rev=${inst##*rev=}; rev=${rev%%[&#]*};; *) bad "toplevels eval of an unlocked flake $inst";; esac
+		names=$(printf '%s' "$apply" | grep -o '"[^"]*" = null;' | cut -d'"' -f2)
+		out= sep=
+		for ATTR in $names; do
+			if msg=$(knob eval-error); then
+				echo "error: $msg" >&2
+				echo "       … while evaluating the attribute 'nixosConfigurations.$ATTR.config.system.build.toplevel'" >&2
+				exit 1
+			fi
+			knob missing >/dev/null && continue
+			p=$(knob toplevel) || p="$LAB/store/nixos-system-$ATTR-$rev"
+			out="$out$sep\"$ATTR\":\"$p\""
+			sep=,
+		done
+		printf '{%s}\n' "$out"
+		;;
+	*)
+		echo "error: flake does not provide attribute '${inst#*#}'" >&2
+		exit 1
+		;;
+	esac
 	;;
 *)
 	echo "error: '${1:-}' is not a recognised command" >&2
@@ -370,12 +420,20 @@ esac
 bad "unexpected arguments: $*"
 `
 
-// The deployer reads /run/current-system; the lab keeps one symlink per host
-// instead, chosen by the LAB_HOST each sshd sets.
-const stubReadlink = `if [ $# -eq 1 ] && [ "$1" = /run/current-system ]; then
-	TOOL=readlink
-	log_call readlink "$@"
-	exec @READLINK@ "$LAB/systems/$LAB_HOST"
+// The deployer reads /run/current-system and /run/booted-system; the lab
+// keeps one symlink per host for each instead, chosen by the LAB_HOST each
+// sshd sets. A missing link fails silently with status 1, as coreutils
+// readlink does without -v.
+const stubReadlink = `if [ $# -eq 1 ]; then
+	case $1 in
+	/run/current-system|/run/booted-system)
+		TOOL=readlink
+		log_call readlink "$@"
+		dir=systems
+		[ "$1" = /run/booted-system ] && dir=booted
+		exec @READLINK@ "$LAB/$dir/$LAB_HOST"
+		;;
+	esac
 fi
 exec @READLINK@ "$@"
 `
