@@ -31,7 +31,7 @@ func plan(cfg *nixdeploy.Config, dep nixdeploy.Deployment) ([]planHost, error) {
 		}
 		ph := planHost{
 			Name: h.Name, Address: h.SSHAddr(), Disk: h.Disk,
-			Flake: cfg.FlakeRef(h), Installer: cfg.InstallerRef(h), Boot: bootNote(h),
+			Flake: cfg.FlakeRef(h), Installer: cfg.InstallerRef(h), Boot: h.BootNote(),
 		}
 		if l := dep.Lock; l != nil {
 			ph.Revision, ph.InstallerRevision = l.Revision, l.InstallerRevision
@@ -66,17 +66,6 @@ func (b *Bot) planFingerprint(dep nixdeploy.Deployment, hosts []planHost) (strin
 		return fingerprint(dep.Action, hosts), nil
 	}
 	return r.Fingerprint(dep)
-}
-
-// bootNote says what an installed host needs at boot.
-func bootNote(h nixdeploy.Host) string {
-	switch {
-	case !h.LUKS():
-		return "no disk encryption; boots unattended"
-	case h.InitrdSSH != nil:
-		return fmt.Sprintf("LUKS; the bot unlocks it over the initrd SSH server (port %d, pinned key), or `/nixdeploy unlock-disk %s`", h.InitrdSSH.Port, h.Name)
-	}
-	return "LUKS; its passphrase (keys/" + h.Name + "_disk_key) must be typed at the console at every boot"
 }
 
 func fingerprint(action nixdeploy.Action, hosts []planHost) string {

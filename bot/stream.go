@@ -56,7 +56,7 @@ func newStreamer(b *Bot, dep nixdeploy.Deployment, channel, approvedBy string) *
 		var notes []string
 		for _, name := range dep.Hosts {
 			if h, ok := b.Config().Host(name); ok {
-				notes = append(notes, name+": "+bootNote(h))
+				notes = append(notes, name+": "+h.BootNote())
 			}
 		}
 		st.boot = strings.Join(notes, "; ")
