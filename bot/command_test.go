@@ -13,7 +13,6 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/commands"
-	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // TestBusyHost: a second request for a host with a deployment in flight,
@@ -182,7 +181,7 @@ func TestSchedulesAndKeys(t *testing.T) {
 	h := newHarness(t, harnessOptions{cfg: cfg})
 	sch := &fakeSchedules{paused: map[string]string{}}
 	term := &strings.Builder{}
-	b, err := bot.New(bot.Options{Config: cfg, Store: h.db, Lifecycle: runs.New(h.db, nil), Chat: bot.NewTerminal(term), Deployer: h.deployer, Schedules: sch, Keys: fakeKeys{},
+	b, err := bot.New(bot.Options{Config: cfg, Store: h.db, Chat: bot.NewTerminal(term), Deployer: h.deployer, Schedules: sch, Keys: fakeKeys{},
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // Deploy runs a request that did not come from chat, such as a scheduled
@@ -24,46 +25,28 @@ func (b *Bot) Deploy(ctx context.Context, req nixdeploy.Request) (nixdeploy.Depl
 	if b.isClosed() {
 		return nixdeploy.Deployment{}, userf(nixdeploy.ErrShutdown, "nixdeploy is shutting down; %s %s was not started", req.Action, hostsText(req.Hosts))
 	}
-	if err := b.checkFree(ctx, req.Requester, req.Hosts); err != nil {
-		return nixdeploy.Deployment{}, err
+	if req.Source == "" {
+		req.Source = nixdeploy.SourceSchedule
 	}
-	source := req.Source
-	if source == "" {
-		source = nixdeploy.SourceSchedule
-	}
-	dep := nixdeploy.Deployment{
-		Hosts: req.Hosts, Action: req.Action, Requester: req.Requester, Source: source,
-		State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
-	}
-	if err := b.life.CreateDeployment(ctx, &dep); err != nil {
-		return dep, fmt.Errorf("deploy %s %v: %w", req.Action, req.Hosts, err)
-	}
-	b.audit(ctx, req.Requester, "requested", dep.ID, fmt.Sprintf("%s %s", req.Action, hostsText(req.Hosts)))
-	r, err := b.claim(dep)
+	sub, err := b.life.Submit(ctx, runs.Request{Request: req, Channel: b.Config().Slack.Channel})
 	if err != nil {
-		b.finishUnstarted(ctx, dep, nixdeploy.StateCancelled, err)
-		return dep, err
-	}
-	if err := b.begin(ctx, r); err != nil {
-		return dep, err
-	}
-	done := make(chan struct{})
-	if !b.spawn(func(context.Context) {
-		defer close(done)
-		b.execRun(ctx, r, b.Config().Slack.Channel, "")
-	}) {
-		b.release(dep.ID)
-		err := userf(context.Canceled, "nixdeploy is shutting down")
-		b.finishUnstarted(ctx, dep, nixdeploy.StateCancelled, err)
-		return dep, err
+		if errors.Is(err, nixdeploy.ErrShutdown) {
+			return sub.Deployment, userf(nixdeploy.ErrShutdown, "nixdeploy is shutting down; %s %s was not started", req.Action, hostsText(req.Hosts))
+		}
+		if sub.Deployment.ID == 0 {
+			return sub.Deployment, b.word(Result{Err: err})
+		}
+		return sub.Deployment, fmt.Errorf("deploy %s %v: %w", req.Action, req.Hosts, b.word(Result{Err: err}))
 	}
 	select {
-	case <-done:
+	case <-sub.Done:
 	case <-ctx.Done():
-		r.cancel()
-		<-done
+		if _, err := b.life.Cancel(context.WithoutCancel(ctx), sub.Deployment.ID, ""); err != nil {
+			b.log.Warn("cancel deployment", "deployment", sub.Deployment.ID, "err", err)
+		}
+		<-sub.Done
 	}
-	return b.store.Deployment(context.WithoutCancel(ctx), dep.ID)
+	return b.store.Deployment(context.WithoutCancel(ctx), sub.Deployment.ID)
 }
 
 // DeployHost runs one host of a scheduled run through Deploy and answers

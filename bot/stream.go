@@ -130,7 +130,7 @@ func (s *Streamer) post(ctx context.Context) {
 		return
 	}
 	s.ts = ts
-	if err := s.b.life.SetMessage(ctx, s.dep.ID, s.channel, ts); err != nil {
+	if err := s.b.life.Shown(ctx, s.dep.ID, s.channel, ts); err != nil {
 		s.b.log.Error("record status message", "deployment", s.dep.ID, "err", err)
 	}
 }
@@ -199,7 +199,7 @@ func (s *Streamer) finish(ctx context.Context, res Result, cancelledBy string) {
 			var ts string
 			if ts, err = s.b.chat.Post(ctx, s.channel, msg); err == nil {
 				s.ts = ts
-				if err := s.b.life.SetMessage(ctx, s.dep.ID, s.channel, ts); err != nil {
+				if err := s.b.life.Shown(ctx, s.dep.ID, s.channel, ts); err != nil {
 					s.b.log.Error("record status message", "deployment", s.dep.ID, "err", err)
 				}
 			}

@@ -199,10 +199,10 @@ func (l *Lifecycle) armExpiry(a nixdeploy.Approval) {
 			l.mu.Unlock()
 			return
 		}
-		l.wg.Add(1)
+		l.work.Add(1)
 		l.mu.Unlock()
 		go func() {
-			defer l.wg.Done()
+			defer l.work.Done()
 			if err := l.expire(l.ctx, a.ID); err != nil {
 				l.log.Error("expire approval", "approval", a.ID, "err", err)
 			}
@@ -352,10 +352,10 @@ func (l *Lifecycle) Recover(ctx context.Context, interrupted []nixdeploy.Deploym
 			continue
 		}
 		l.mu.Lock()
-		l.wg.Add(1)
+		l.work.Add(1)
 		l.mu.Unlock()
 		go func() {
-			defer l.wg.Done()
+			defer l.work.Done()
 			l.executeWith(r, dep.Channel, "", func(ctx context.Context, d nixdeploy.Deployment, sink nixdeploy.Sink) Result {
 				return resultOf(re.Reattach(ctx, &d, sink))
 			})
@@ -378,16 +378,9 @@ func (l *Lifecycle) Shutdown(ctx context.Context) []nixdeploy.Deployment {
 		delete(l.timers, id)
 	}
 	l.mu.Unlock()
-	idle := make(chan struct{})
-	go func() {
-		l.wg.Wait()
-		close(idle)
-	}()
-	select {
-	case <-idle:
+	if l.work.wait(ctx) == nil {
 		l.cancel(nixdeploy.ErrShutdown)
 		return nil
-	case <-ctx.Done():
 	}
 	l.mu.Lock()
 	var stopped []nixdeploy.Deployment
@@ -400,6 +393,7 @@ func (l *Lifecycle) Shutdown(ctx context.Context) []nixdeploy.Deployment {
 	slices.SortFunc(stopped, func(x, y nixdeploy.Deployment) int { return int(x.ID - y.ID) })
 	l.log.Warn("shutdown grace period over: interrupting deployments", "deployments", len(stopped))
 	l.cancel(nixdeploy.ErrShutdown)
-	<-idle
+	// Each run still records and shows its end, bounded by finishTimeout.
+	_ = l.work.wait(context.Background())
 	return stopped
 }

@@ -331,13 +331,13 @@ func (l *Lifecycle) start(ctx context.Context, dep nixdeploy.Deployment, channel
 		l.notStarted(ctx, dep, err, a, approvedBy)
 		return nil, err
 	}
-	l.wg.Add(1)
+	l.work.Add(1)
 	l.mu.Unlock()
 	if started != nil {
 		started()
 	}
 	go func() {
-		defer l.wg.Done()
+		defer l.work.Done()
 		l.execute(r, channel, approvedBy)
 	}()
 	return r.done, nil
@@ -554,6 +554,12 @@ func (l *Lifecycle) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ..
 		return rep, errors.Join(err, fmt.Errorf("record the end of deployment %d: %w", dep.ID, ferr))
 	}
 	return rep, err
+}
+
+// Shown records where deployment id's status message is, for the
+// presenter; the next process finds it there after a restart.
+func (l *Lifecycle) Shown(ctx context.Context, id int64, channel, ts string) error {
+	return l.store.SetMessage(context.WithoutCancel(ctx), id, channel, ts)
 }
 
 func (l *Lifecycle) isClosed() bool {
