@@ -166,6 +166,10 @@ func New(o Options) (*Bot, error) {
 	return b, nil
 }
 
+// SetSchedules wires the scheduler in after it was built on this bot (it
+// announces through it). Call it before serving.
+func (b *Bot) SetSchedules(s Schedules) { b.schedules = s }
+
 // Config returns the config decisions are made against.
 func (b *Bot) Config() *nixdeploy.Config { return b.cfg.Load() }
 

@@ -148,10 +148,10 @@ type fakeSchedules struct {
 	runs   int64
 }
 
-func (f *fakeSchedules) List(context.Context) ([]bot.ScheduleInfo, error) {
-	return []bot.ScheduleInfo{{Name: "nightly-rk1", Spec: "0 3 * * *", TimeZone: "Europe/Berlin", Hosts: []string{"rk1-node1"},
+func (f *fakeSchedules) List(context.Context) ([]nixdeploy.ScheduleStatus, error) {
+	return []nixdeploy.ScheduleStatus{{Name: "nightly-rk1", Spec: "0 3 * * *", TimeZone: "Europe/Berlin", Hosts: []string{"rk1-node1"},
 		Action: nixdeploy.ActionSwitch, Strategy: "rolling", Paused: f.paused["nightly-rk1"] != "", PausedBy: f.paused["nightly-rk1"],
-		Next: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), LastOutcome: "succeeded", LastAt: time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)}}, nil
+		Next: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Last: &nixdeploy.ScheduleRun{Outcome: "succeeded", StartedAt: time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)}}}, nil
 }
 func (f *fakeSchedules) Pause(_ context.Context, name, by string) error {
 	f.paused[name] = by

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/runs"
+	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
 // Deploy runs a request that did not come from chat, such as a scheduled
@@ -49,44 +49,26 @@ func (b *Bot) Deploy(ctx context.Context, req nixdeploy.Request) (nixdeploy.Depl
 	return b.store.Deployment(context.WithoutCancel(ctx), sub.Deployment.ID)
 }
 
-// DeployHost runs one host of a scheduled run through Deploy and answers
-// the scheduler (it is the scheduler's schedules.Deployer). A failure's
-// Err is the sentence people saw, never a Go error chain.
-func (b *Bot) DeployHost(ctx context.Context, req nixdeploy.HostRequest) (nixdeploy.HostResult, error) {
-	by := "schedule:" + req.Schedule
-	if req.By != "" {
-		by = req.By
-	}
-	// The scheduler's context ends when it stops, at shutdown; the host's
-	// deployment then gets the bot's grace period like any other, so it
-	// runs without that cancel.
-	dep, err := b.Deploy(context.WithoutCancel(ctx), nixdeploy.Request{Action: req.Action, Hosts: []string{req.Host}, Requester: by, Source: nixdeploy.SourceSchedule})
-	if errors.Is(err, nixdeploy.ErrShutdown) {
-		// Refused because the bot is shutting down: the scheduler is
-		// being stopped too, and waiting for that makes it record the
-		// host as interrupted rather than failed.
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Second):
-		}
-	}
-	if err != nil {
-		return nixdeploy.HostResult{DeploymentID: dep.ID}, err
-	}
-	res := nixdeploy.HostResult{DeploymentID: dep.ID, State: dep.State, Revision: dep.Revision}
-	if dep.State != nixdeploy.StateSucceeded {
-		why := dep.Error
-		if why == "" {
-			why = string(dep.State)
-		}
-		res.Err = errors.New(why)
-	}
-	return res, nil
-}
-
 // Announce posts a notice to the fleet channel, such as a schedule's run
 // summary.
 func (b *Bot) Announce(ctx context.Context, text string) error {
 	_, err := b.chat.Post(ctx, b.Config().Slack.Channel, Message{Kind: KindNotice, Text: text})
 	return err
 }
+
+// Summary posts a scheduled run's summary to the fleet channel: the bot is
+// the scheduler's Notifier as it is.
+func (b *Bot) Summary(ctx context.Context, s schedules.Summary) error {
+	return b.Announce(ctx, s.Text())
+}
+
+// Waiting says in the fleet channel that a scheduled run waits for a busy
+// or locked host.
+func (b *Bot) Waiting(ctx context.Context, w schedules.Wait) error {
+	return b.Announce(ctx, w.Text())
+}
+
+var (
+	_ schedules.Notifier     = (*Bot)(nil)
+	_ schedules.WaitNotifier = (*Bot)(nil)
+)

@@ -58,43 +58,20 @@ type Locks interface {
 	HostLockOf(ctx context.Context, host string) (nixdeploy.HostLock, bool, error)
 }
 
-// ScheduleInfo is one schedule as "/nixdeploy schedules" shows it.
-type ScheduleInfo struct {
-	Name     string
-	Spec     string
-	TimeZone string
-	Hosts    []string
-	Action   nixdeploy.Action
-	Strategy nixdeploy.Strategy
-	Paused   bool
-	PausedBy string
-	// Next is the next tick, zero while paused.
-	Next time.Time
-	// RunningID is the run in flight, 0 if none.
-	RunningID int64
-	// LastOutcome and LastAt describe the newest run, if any.
-	LastOutcome nixdeploy.Outcome
-	LastAt      time.Time
-}
-
 // Schedules is the scheduler as the bot drives it; *schedules.Scheduler
-// satisfies it through a thin adapter for List.
+// satisfies it directly.
 type Schedules interface {
-	List(ctx context.Context) ([]ScheduleInfo, error)
+	List(ctx context.Context) ([]nixdeploy.ScheduleStatus, error)
 	Pause(ctx context.Context, name, by string) error
 	Resume(ctx context.Context, name, by string) error
 	RunNow(ctx context.Context, name, by string) (int64, error)
 }
 
-// KeyReport is the outcome of a key preflight.
-type KeyReport struct {
-	// Table is the printable per-host table.
-	Table string
-	// Failures holds one line per failed check; empty means all passed.
-	Failures []string
-}
+// KeyReport is the outcome of a key preflight (root vocabulary).
+type KeyReport = nixdeploy.KeyReport
 
-// KeyChecker runs the key preflight ("/nixdeploy keys check").
+// KeyChecker runs the key preflight ("/nixdeploy keys check");
+// keys.Checker satisfies it.
 type KeyChecker interface {
 	CheckKeys(ctx context.Context, hosts []string) (KeyReport, error)
 }

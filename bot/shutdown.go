@@ -20,9 +20,9 @@ const announceTimeout = 30 * time.Second
 // which they were. Shutdown returns them once all background work has ended.
 func (b *Bot) Shutdown(ctx context.Context) []nixdeploy.Deployment {
 	b.stopIntake()
-	// Commands and reactions being worked on may still submit or approve
-	// within the grace period; the lifecycle refuses what comes after.
-	_ = b.work.wait(ctx)
+	// The lifecycle refuses new deployments from now on (a command or a
+	// reaction still being worked on is told so), lets those in flight
+	// finish within ctx and interrupts the rest.
 	stopped := b.life.Shutdown(ctx)
 	b.cancel(nixdeploy.ErrShutdown)
 	b.work.wait(context.Background())

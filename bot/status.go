@@ -9,6 +9,7 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/commands"
 	"github.com/nixdeploy/nixdeploy/runs"
+	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
 func stateWord(st nixdeploy.State) string {
@@ -285,7 +286,7 @@ func (b *Bot) unlock(ctx context.Context, inv Invocation, cmd commands.Command) 
 
 func (b *Bot) listSchedules(ctx context.Context, inv Invocation) error {
 	if b.schedules == nil {
-		return userf(nixdeploy.ErrInvalidInput, "schedules are not running in this nixdeploy")
+		return b.tell(ctx, inv, reply("No schedules are configured."))
 	}
 	list, err := b.schedules.List(ctx)
 	if err != nil {
@@ -304,8 +305,8 @@ func (b *Bot) listSchedules(ctx context.Context, inv Invocation) error {
 			state += fmt.Sprintf(" · run #%d in progress", s.RunningID)
 		}
 		last := ""
-		if s.LastOutcome != "" {
-			last = fmt.Sprintf(" · last %s %s", s.LastOutcome, utc(s.LastAt))
+		if s.Last != nil && s.Last.Outcome != "" {
+			last = fmt.Sprintf(" · last %s %s", s.Last.Outcome, utc(s.Last.StartedAt))
 		}
 		lines[i] = fmt.Sprintf("*%s* `%s` (%s) %s %s, %s — %s%s", s.Name, s.Spec, s.TimeZone, s.Action, hostsText(s.Hosts), s.Strategy, state, last)
 	}
@@ -317,7 +318,7 @@ func (b *Bot) schedule(ctx context.Context, inv Invocation, cmd commands.Command
 		return err
 	}
 	if b.schedules == nil {
-		return userf(nixdeploy.ErrInvalidInput, "schedules are not running in this nixdeploy")
+		return userf(nixdeploy.ErrNotFound, "no schedules are configured in the fleet config")
 	}
 	var text string
 	switch cmd.ScheduleOp {
@@ -333,6 +334,9 @@ func (b *Bot) schedule(ctx context.Context, inv Invocation, cmd commands.Command
 		text = fmt.Sprintf(":arrow_forward: schedule %s resumed by %s", cmd.Schedule, mention(inv.User))
 	case commands.ScheduleRun:
 		id, err := b.schedules.RunNow(ctx, cmd.Schedule, inv.User)
+		if errors.Is(err, schedules.ErrRunning) {
+			return userf(err, "schedule %s is already running; wait for its summary", cmd.Schedule)
+		}
 		if err != nil {
 			return fmt.Errorf("run %s: %w", cmd.Schedule, err)
 		}

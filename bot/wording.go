@@ -159,3 +159,9 @@ func busyText(e *runs.BusyError) string {
 func NoSSHKey(env string, cause error) error {
 	return UserError("nixdeploy has no SSH key to reach the fleet; set "+env+" or pass --ssh-key, then request it again", cause)
 }
+
+// KeyPreflightFailed is an install stopped by the key preflight, with its
+// failures.
+func KeyPreflightFailed(failures []string) error {
+	return UserError("the key preflight failed: "+strings.Join(failures, "; "), errors.New("key preflight failed"))
+}
