@@ -1,7 +1,6 @@
 package bot
 
 import (
-	
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/commands"
 )

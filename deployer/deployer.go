@@ -77,6 +77,11 @@ type Options struct {
 	// ClientKey is the bot's SSH identity, for the runner, the jump host
 	// and the targets.
 	ClientKey ssh.Signer
+	// NoClientKey, when ClientKey is nil, is the error every deployment
+	// and unlock fails with (it says how to provide a key): nixdeploy
+	// still starts, plans, and binds approvals to plans, without reaching
+	// the fleet. Resolve then pins nothing.
+	NoClientKey error
 	// Preflight runs first in every install, after the deployer's own
 	// check that the host's private and public keys match.
 	Preflight Preflight
@@ -187,7 +192,7 @@ func New(opts Options) (*Deployer, error) {
 		return nil, errors.New("deployer: no store")
 	case opts.HostKeys == nil:
 		return nil, errors.New("deployer: no host key store")
-	case opts.ClientKey == nil:
+	case opts.ClientKey == nil && opts.NoClientKey == nil:
 		return nil, errors.New("deployer: no SSH key for the bot")
 	}
 	d := &Deployer{
@@ -285,6 +290,11 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	plans, err := d.plans(dep)
 	if err != nil {
 		return nil, err
+	}
+	if d.opts.ClientKey == nil {
+		dep.State, dep.ExitCode, dep.Error = nixdeploy.StateFailed, 1, d.opts.NoClientKey.Error()
+		return &Report{DeploymentID: dep.ID, State: nixdeploy.StateFailed},
+			&StepError{Host: dep.Hosts[0], Step: "connect", ExitCode: 1, Err: d.opts.NoClientKey}
 	}
 	dep.State = nixdeploy.StateRunning
 

@@ -90,18 +90,15 @@ func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, o depsOptions, logg
 	}
 	d.keys = keys.Checker{Config: cfg, Store: ks}
 	d.boards = openBoards(cfg, logger)
-	client := o.clientKey
+	client, noKey := o.clientKey, error(nil)
 	if client == nil {
-		client, err = deployer.LoadClientKey(o.sshKey)
-		if err != nil {
+		if client, err = deployer.LoadClientKey(o.sshKey); err != nil {
 			logger.Warn("no usable SSH key: deployments will fail until one is configured", "reason", err.Error())
-			d.deployer = deployer.Unavailable{Err: bot.NoSSHKey(deployer.ClientKeyEnv, err)}
-			d.life = runs.NewWith(runs.Options{Store: store, Executor: d.deployer, Config: d.config, Logger: logger})
-			return d, nil
+			noKey = bot.NoSSHKey(deployer.ClientKeyEnv, err)
 		}
 	}
 	opts := deployer.Options{
-		Config: cfg, Store: store, HostKeys: ks, ClientKey: client, Logger: logger,
+		Config: cfg, Store: store, HostKeys: ks, ClientKey: client, NoClientKey: noKey, Logger: logger,
 		Preflight: func(ctx context.Context, host string) error {
 			rep, err := keys.Check(ctx, cfg, ks, []string{host})
 			if err != nil {
@@ -198,7 +195,6 @@ var (
 	_ runs.Resolver      = (*deployer.Deployer)(nil)
 	_ runs.Fingerprinter = (*deployer.Deployer)(nil)
 	_ runs.Checker       = (*deployer.Deployer)(nil)
-	_ runs.Fingerprinter = deployer.Unavailable{}
 	_ runs.Store         = (*db.DB)(nil)
 	_ runs.Claims        = (*db.DB)(nil)
 	_ runs.Locks         = (*db.DB)(nil)
