@@ -111,7 +111,7 @@ func BenchmarkRow8Scale(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: schedDeployer{runs.New(store, d)}})
+	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: runs.New(store, d)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -118,6 +118,9 @@ type Result struct {
 	// Err says why it failed, for the log; people read
 	// Presenter.Sentence of it.
 	Err error
+	// Redacted is the executor's own one-line text of the failure, with
+	// secrets removed; a lifecycle without a presenter records it.
+	Redacted string
 }
 
 // Presenter shows people what the lifecycle did; the bot implements it.
@@ -308,8 +311,11 @@ func (quiet) Started(context.Context, nixdeploy.Deployment, string, string) Prog
 	return quietProgress{}
 }
 func (quiet) Sentence(res Result) string {
-	if res.Err == nil {
+	switch {
+	case res.Err == nil:
 		return ""
+	case res.Redacted != "":
+		return res.Redacted
 	}
 	return res.Err.Error()
 }

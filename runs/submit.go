@@ -489,7 +489,9 @@ func (l *Lifecycle) safeRun(ctx context.Context, dep nixdeploy.Deployment, sink 
 			res = Result{State: nixdeploy.StateFailed, ExitCode: -1, Err: fmt.Errorf("deployer panic: %v", p)}
 		}
 	}()
-	return resultOf(l.exec.Run(ctx, &dep, sink))
+	res = resultOf(l.exec.Run(ctx, &dep, sink))
+	res.Redacted = dep.Error
+	return res
 }
 
 // Run takes a deployment from the terminal through its whole life: it
