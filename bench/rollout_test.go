@@ -104,4 +104,3 @@ func BenchmarkRow6Rollout(b *testing.B) {
 		met:  mark(par.med <= 1.3),
 	}.write(b)
 }
-

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 
 	"github.com/nixdeploy/nixdeploy"
@@ -167,7 +166,5 @@ func (b *Bot) announceOwnLock(ctx context.Context, inv Invocation, dep nixdeploy
 		b.log.Warn("announce deployment through own lock", "deployment", dep.ID, "err", err)
 	}
 }
-
-func containsHost(hosts []string, h string) bool { return slices.Contains(hosts, h) }
 
 func hostsText(hosts []string) string { return strings.Join(hosts, ", ") }
