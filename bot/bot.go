@@ -5,10 +5,14 @@
 // bot's approval message; a running deployment is one status message,
 // updated at most every 1.5 s, whose thread gets the complete log.
 //
-// The bot talks to the rest of nixdeploy through small interfaces defined
-// here (Store, Deployer, Locks, Schedules, KeyChecker) and to the
-// lifecycle (runs.Lifecycle), whose Presenter it is, and to people through
-// Chat, implemented for the Slack Web API and for a terminal.
+// The bot decides nothing about a deployment's life: it checks who may ask
+// (Slack users), calls the lifecycle (runs.Lifecycle: submit, approve,
+// reject, cancel, recover, shut down) and, as its runs.Presenter, shows
+// people what happened and words every error in one sentence. It reads
+// through small interfaces defined here (Store, Locks, Schedules,
+// KeyChecker, and Deployer for the lifecycle it builds when none is
+// given) and talks to people through Chat, implemented for the Slack Web
+// API and for a terminal.
 package bot
 
 import (
@@ -41,7 +45,8 @@ type Options struct {
 	RateLimits map[string]Limit
 	// Deployer runs deployments; the bot builds its lifecycle on it and
 	// Store (which must then also be a runs.Store, as *db.DB is) unless
-	// Lifecycle is given. It may offer Unlocker.
+	// Lifecycle is given, which then has its own executor. It may offer
+	// Unlocker ("/nixdeploy unlock-disk").
 	Deployer Deployer
 	// Lifecycle, optional, is the one owner of deployments (runs); the
 	// bot becomes its Presenter.
