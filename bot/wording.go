@@ -144,6 +144,10 @@ func busyText(e *runs.BusyError) string {
 			e.Host, mention(e.Lock.Holder), utc(e.Lock.ExpiresAt), why, e.Host)
 	case e.What != "":
 		return fmt.Sprintf("%s is busy: %s is in progress; try again in a minute", e.Host, e.What)
+	case e.Owner != "" && e.Holder.ID == 0:
+		// A claim of a deployment still being created, or one lost in a
+		// race between the check and the claim.
+		return fmt.Sprintf("%s is busy with a deployment that is starting in %s; wait for it to finish", e.Host, e.Owner)
 	case e.Owner != "":
 		return fmt.Sprintf("%s is busy with deployment #%d, run by %s; wait for it to finish", e.Host, e.Holder.ID, e.Owner)
 	case e.Unstarted != 0:
