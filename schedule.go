@@ -72,3 +72,32 @@ type HostLock struct {
 	CreatedAt time.Time
 	ExpiresAt time.Time
 }
+
+// ScheduleStatus is one schedule as the scheduler lists it and
+// "/nixdeploy schedules" shows it.
+type ScheduleStatus struct {
+	Name     string
+	Spec     string
+	TimeZone string
+	Hosts    []string
+	Action   Action
+	Strategy Strategy
+	Paused   bool
+	PausedBy string
+	// ChangedAt is when the schedule was last paused or resumed.
+	ChangedAt time.Time
+	// Next is the next tick in the schedule's zone; zero while paused.
+	Next time.Time
+	// RunningID is the run in flight, 0 if none.
+	RunningID int64
+	// Last is the newest recorded run or skip, nil before the first.
+	Last *ScheduleRun
+}
+
+// KeyReport is the outcome of a key preflight as chat shows it.
+type KeyReport struct {
+	// Table is the printable per-host table.
+	Table string
+	// Failures holds one line per failed check; empty means all passed.
+	Failures []string
+}

@@ -27,7 +27,6 @@ import (
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/slackfake"
-	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 const (
@@ -62,7 +61,7 @@ func newHarness(b *testing.B, cfg *nixdeploy.Config, dep func(*db.DB) bot.Deploy
 	quiet := slog.New(slog.DiscardHandler)
 	api := slack.New(benchToken, slack.OptionAPIURL(h.slack.APIURL()))
 	h.bot, err = bot.New(bot.Options{
-		Config: cfg, Store: store, Lifecycle: runs.New(store, nil), Deployer: dep(store), Logger: quiet, BotUser: slackfake.BotUserID,
+		Config: cfg, Store: store, Deployer: dep(store), Logger: quiet, BotUser: slackfake.BotUserID,
 		Chat: bot.NewSlackChat(api, bot.SlackChatOptions{Logger: quiet}),
 	})
 	if err != nil {

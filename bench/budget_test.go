@@ -20,7 +20,6 @@ import (
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/internal/slackfake"
-	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // slackTiers are Slack's limits as the fake enforces them in row 7:
@@ -140,7 +139,7 @@ func run7(b *testing.B, k int, s samples) {
 	out := &emitted{at: map[int64][]time.Time{}}
 	api := slack.New(benchToken, slack.OptionAPIURL(fake.APIURL()))
 	bt, err := bot.New(bot.Options{
-		Config: cfg, Store: store, Lifecycle: runs.New(store, nil), Deployer: streamingDeployer{store: store, out: out}, Logger: quiet, BotUser: slackfake.BotUserID,
+		Config: cfg, Store: store, Deployer: streamingDeployer{store: store, out: out}, Logger: quiet, BotUser: slackfake.BotUserID,
 		Chat: bot.NewSlackChat(api, bot.SlackChatOptions{Logger: quiet}), Handlers: 32,
 	})
 	if err != nil {

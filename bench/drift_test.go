@@ -15,6 +15,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/simfleet"
+	"github.com/nixdeploy/nixdeploy/internal/sshlab"
 )
 
 // boardGoal is row 9's bound on reading the board of 100 hosts.
@@ -30,14 +31,15 @@ const boardGoal = 10 * time.Second
 // counted from the simulated servers' command log: every session runs one
 // command.
 func BenchmarkRow9Board(b *testing.B) {
-	keys := signerKeys{}
+	keys := sshlab.MemKeys{Private: map[string][]byte{}}
 	var hosts []simfleet.Host
 	for i := 1; i <= scaleHosts; i++ {
 		name := fmt.Sprintf("sim%03d", i)
-		keys[name] = newSigner(b)
-		hosts = append(hosts, simfleet.Host{Name: name, System: nixdeploy.SystemX86_64, Disk: "/dev/sda", HostKey: keys[name]})
+		signer, pemBytes := newSigner(b)
+		keys.Private[name] = pemBytes
+		hosts = append(hosts, simfleet.Host{Name: name, System: nixdeploy.SystemX86_64, Disk: "/dev/sda", HostKey: signer})
 	}
-	client := newSigner(b)
+	client, _ := newSigner(b)
 	fleet, err := simfleet.Start(simfleet.Options{Hosts: hosts, ClientKey: client.PublicKey()})
 	if err != nil {
 		b.Fatal(err)

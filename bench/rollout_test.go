@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/runs"
@@ -61,7 +60,7 @@ func BenchmarkRow6Rollout(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: schedDeployer{runs.New(store, d)}})
+	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: runs.New(store, d)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,16 +103,4 @@ func BenchmarkRow6Rollout(b *testing.B) {
 		goal: "parallel ≤ 1.3 × one host",
 		met:  mark(par.med <= 1.3),
 	}.write(b)
-}
-
-// schedDeployer runs one single-host deployment per scheduled host.
-type schedDeployer struct{ life *runs.Lifecycle }
-
-func (s schedDeployer) DeployHost(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
-	dep := &nixdeploy.Deployment{Hosts: []string{req.Host}, Action: req.Action, Requester: "schedule:" + req.Schedule, Source: nixdeploy.SourceSchedule}
-	rep, err := s.life.Run(ctx, dep)
-	if rep == nil {
-		return schedules.Result{DeploymentID: dep.ID}, err
-	}
-	return schedules.Result{DeploymentID: rep.DeploymentID, State: rep.State, Err: err}, nil
 }

@@ -2,9 +2,6 @@ package bench_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,6 +17,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/simfleet"
+	"github.com/nixdeploy/nixdeploy/internal/sshlab"
 	"github.com/nixdeploy/nixdeploy/runs"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
@@ -27,45 +25,13 @@ import (
 // scaleHosts is the size of row 8's simulated fleet.
 const scaleHosts = 100
 
-// signerKeys is deployer.HostKeys over in-memory signers: the simulated
-// hosts present them and the deployer pins them.
-type signerKeys map[string]ssh.Signer
-
-func (k signerKeys) HostPublicKey(host string) (ssh.PublicKey, error) {
-	s, ok := k[host]
-	if !ok {
-		return nil, fmt.Errorf("no key for %s", host)
-	}
-	return s.PublicKey(), nil
-}
-
-func (k signerKeys) HostPrivateKey(string) ([]byte, error) {
-	return nil, errors.New("row 8 installs nothing")
-}
-
-func (k signerKeys) DiskKey(string) ([]byte, error) {
-	return nil, errors.New("row 8 installs nothing")
-}
-
-func (k signerKeys) InitrdHostPrivateKey(string) ([]byte, error) {
-	return nil, errors.New("row 8 installs nothing")
-}
-
-func (k signerKeys) InitrdHostPublicKey(string) (ssh.PublicKey, error) {
-	return nil, errors.New("row 8 has no initrd")
-}
-
-func newSigner(b *testing.B) ssh.Signer {
+func newSigner(b *testing.B) (ssh.Signer, []byte) {
 	b.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	s, pemBytes, err := sshlab.NewKey()
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s
+	return s, pemBytes
 }
 
 // BenchmarkRow8Scale switches 100 simulated hosts (internal/simfleet:
@@ -75,14 +41,15 @@ func newSigner(b *testing.B) ssh.Signer {
 // time and the process's peak RSS, which includes the simulated fleet. It
 // shows how the cost grows with the fleet; there is no reference.
 func BenchmarkRow8Scale(b *testing.B) {
-	keys := signerKeys{}
+	keys := sshlab.MemKeys{Private: map[string][]byte{}}
 	var hosts []simfleet.Host
 	for i := 1; i <= scaleHosts; i++ {
 		name := fmt.Sprintf("sim%03d", i)
-		keys[name] = newSigner(b)
-		hosts = append(hosts, simfleet.Host{Name: name, System: nixdeploy.SystemX86_64, Disk: "/dev/sda", HostKey: keys[name]})
+		signer, pemBytes := newSigner(b)
+		keys.Private[name] = pemBytes
+		hosts = append(hosts, simfleet.Host{Name: name, System: nixdeploy.SystemX86_64, Disk: "/dev/sda", HostKey: signer})
 	}
-	client := newSigner(b)
+	client, _ := newSigner(b)
 	fleet, err := simfleet.Start(simfleet.Options{Hosts: hosts, ClientKey: client.PublicKey()})
 	if err != nil {
 		b.Fatal(err)
@@ -111,7 +78,7 @@ func BenchmarkRow8Scale(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: schedDeployer{runs.New(store, d)}})
+	sched, err := schedules.New(schedules.Options{Config: cfg, Store: store, Deployer: runs.New(store, d)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -62,22 +62,18 @@ func (b *Bot) Board(ctx context.Context, hosts []string) (nixdeploy.Board, error
 			d := deps[0]
 			row.LastID, row.LastAction, row.LastState, row.LastRevision = d.ID, d.Action, d.State, d.Revision
 		}
-		mine := map[int64]bool{}
-		b.mu.Lock()
-		for _, r := range b.runs {
-			if containsHost(r.dep.Hosts, rd.Host) {
-				mine[r.dep.ID] = true
-				row.Locks = append(row.Locks, fmt.Sprintf("#%d %s running", r.dep.ID, r.dep.Action))
-			}
+		mine := int64(0)
+		if r, ok := b.life.Running(rd.Host); ok {
+			mine = r.ID
+			row.Locks = append(row.Locks, fmt.Sprintf("#%d %s running", r.ID, r.Action))
 		}
-		b.mu.Unlock()
-		if cs, ok := b.store.(ClaimStore); ok {
+		if cs, ok := b.store.(hostClaims); ok {
 			// A deployment of another process on the same database.
 			id, _, ok, err := cs.HostClaim(ctx, rd.Host)
 			if err != nil {
 				return board, fmt.Errorf("board: claim on %s: %w", rd.Host, err)
 			}
-			if ok && !mine[id] {
+			if ok && id != mine {
 				row.Locks = append(row.Locks, fmt.Sprintf("#%d running", id))
 			}
 		}
@@ -93,6 +89,12 @@ func (b *Bot) Board(ctx context.Context, hosts []string) (nixdeploy.Board, error
 		board.Rows = append(board.Rows, row)
 	}
 	return board, nil
+}
+
+// hostClaims is what a Store may offer when several processes share it
+// (*db.DB does): the live claim on a host, by any process.
+type hostClaims interface {
+	HostClaim(ctx context.Context, host string) (id int64, owner string, ok bool, err error)
 }
 
 // plainUser names a user in a raw_text cell, where mentions do not render.

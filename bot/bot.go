@@ -5,9 +5,14 @@
 // bot's approval message; a running deployment is one status message,
 // updated at most every 1.5 s, whose thread gets the complete log.
 //
-// The bot talks to the rest of nixdeploy through small interfaces defined
-// here (Store, Deployer, Locks, Schedules, KeyChecker) and to people through
-// Chat, implemented for the Slack Web API and for a terminal.
+// The bot decides nothing about a deployment's life: it checks who may ask
+// (Slack users), calls the lifecycle (runs.Lifecycle: submit, approve,
+// reject, cancel, recover, shut down) and, as its runs.Presenter, shows
+// people what happened and words every error in one sentence. It reads
+// through small interfaces defined here (Store, Locks, Schedules,
+// KeyChecker, and Deployer for the lifecycle it builds when none is
+// given) and talks to people through Chat, implemented for the Slack Web
+// API and for a terminal.
 package bot
 
 import (
@@ -21,6 +26,7 @@ import (
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // Defaults for Options.
@@ -37,9 +43,14 @@ type Options struct {
 	// RateLimits is the Slack rate budget all deployments share; nil:
 	// DefaultLimits for a SlackChat, none for another Chat (a terminal).
 	RateLimits map[string]Limit
-	Deployer   Deployer
-	// Lifecycle writes deployment and approval state (runs.New).
-	Lifecycle Lifecycle
+	// Deployer runs deployments; the bot builds its lifecycle on it and
+	// Store (which must then also be a runs.Store, as *db.DB is) unless
+	// Lifecycle is given, which then has its own executor. It may offer
+	// Unlocker ("/nixdeploy unlock-disk").
+	Deployer Deployer
+	// Lifecycle, optional, is the one owner of deployments (runs); the
+	// bot becomes its Presenter.
+	Lifecycle *runs.Lifecycle
 	// Locks, Schedules and Keys are optional; without them the commands
 	// that need them answer that the feature is not available.
 	Locks     Locks
@@ -48,7 +59,8 @@ type Options struct {
 	// BotUser is the bot's own user id; its reactions are not decisions.
 	BotUser string
 	// Interrupted are the deployments db.Open marked interrupted; Start
-	// edits their status messages to say so.
+	// hands them to the lifecycle's Recover and edits the status messages
+	// of those that stay interrupted to say so.
 	Interrupted []nixdeploy.Deployment
 	// Clock defaults to RealClock; Logger to slog.Default().
 	Clock  Clock
@@ -73,7 +85,7 @@ type Options struct {
 type Bot struct {
 	cfg       atomic.Pointer[nixdeploy.Config]
 	store     Store
-	life      Lifecycle
+	life      *runs.Lifecycle
 	chat      Chat
 	deployer  Deployer
 	locks     Locks
@@ -100,31 +112,12 @@ type Bot struct {
 
 	mu     sync.Mutex
 	closed bool
-	runs   map[int64]*run
-	timers map[int64]func() bool // approval id → stop its expiry timer
-	// held are hosts a power operation holds: host → what (power.go).
-	held map[string]string
 	// rawChat is Chat without the budget: progress updates wait for the
 	// budget themselves, behind urgent calls.
 	rawChat Chat
 	budget  *budget
-	// firstApprover is the first of two approvers, by approval id
-	// (slack.multi_host_install = "two_approvers").
-	firstApprover map[int64]string
 	// live holds each channel's shared progress board (live.go).
 	live map[string]*liveBoard
-}
-
-// run is a deployment in flight.
-type run struct {
-	dep nixdeploy.Deployment
-	// ctx is the run's own context, a child of the bot's.
-	ctx         context.Context
-	cancel      context.CancelFunc
-	cancelledBy string
-	// ended is set once the deployer returned; what remains is posting
-	// the outcome, which a shutdown does not interrupt.
-	ended bool
 }
 
 // New checks o and returns a Bot. Call Start before serving.
@@ -136,10 +129,8 @@ func New(o Options) (*Bot, error) {
 		return nil, errors.New("bot: no store")
 	case o.Chat == nil:
 		return nil, errors.New("bot: no chat")
-	case o.Deployer == nil:
+	case o.Deployer == nil && o.Lifecycle == nil:
 		return nil, errors.New("bot: no deployer")
-	case o.Lifecycle == nil:
-		return nil, errors.New("bot: no lifecycle")
 	}
 	b := &Bot{
 		store: o.Store, life: o.Lifecycle, chat: o.Chat, deployer: o.Deployer,
@@ -147,8 +138,6 @@ func New(o Options) (*Bot, error) {
 		botUser: o.BotUser, observer: o.Observer, clock: o.Clock, log: o.Logger,
 		interval: o.UpdateInterval, tailLines: o.TailLines,
 		interrupted: o.Interrupted,
-		runs:        map[int64]*run{},
-		timers:      map[int64]func() bool{},
 	}
 	if b.clock == nil {
 		b.clock = RealClock{}
@@ -173,8 +162,20 @@ func New(o Options) (*Bot, error) {
 	b.handlers = make(chan struct{}, o.Handlers)
 	b.cfg.Store(o.Config)
 	b.ctx, b.cancel = context.WithCancelCause(context.Background())
+	if b.life == nil {
+		rs, ok := o.Store.(runs.Store)
+		if !ok {
+			return nil, errors.New("bot: the store cannot record deployments; pass a Lifecycle")
+		}
+		b.life = runs.NewWith(runs.Options{Store: rs, Executor: o.Deployer, Config: b.Config, Clock: b.clock, Logger: b.log})
+	}
+	b.life.SetPresenter(b)
 	return b, nil
 }
+
+// SetSchedules wires the scheduler in after it was built on this bot (it
+// announces through it). Call it before serving.
+func (b *Bot) SetSchedules(s Schedules) { b.schedules = s }
 
 // Config returns the config decisions are made against.
 func (b *Bot) Config() *nixdeploy.Config { return b.cfg.Load() }
@@ -183,17 +184,15 @@ func (b *Bot) Config() *nixdeploy.Config { return b.cfg.Load() }
 // checked against the new one when someone approves.
 func (b *Bot) SetConfig(cfg *nixdeploy.Config) { b.cfg.Store(cfg) }
 
-// Start re-arms the expiry of the approvals still pending from before a
-// restart and tells the channel about deployments a restart interrupted.
+// Start recovers what a restart left (runs.Recover: the expiry of
+// pending approvals, deployments an executor can reattach to) and tells
+// the channel about deployments a restart interrupted.
 func (b *Bot) Start(ctx context.Context) error {
-	pending, err := b.store.PendingApprovals(ctx)
+	left, err := b.life.Recover(ctx, b.interrupted)
 	if err != nil {
 		return fmt.Errorf("start bot: %w", err)
 	}
-	for _, a := range pending {
-		b.armExpiry(a)
-	}
-	for _, dep := range b.interrupted {
+	for _, dep := range left {
 		b.log.Warn("deployment interrupted by restart", "deployment", dep.ID, "hosts", dep.Hosts)
 		b.audit(ctx, "nixdeploy", "interrupted", dep.ID, "nixdeploy restarted while it was in flight")
 		if dep.StartedAt.IsZero() && dep.Action.Destructive() {
@@ -212,34 +211,47 @@ func (b *Bot) Start(ctx context.Context) error {
 			b.log.Error("mark status message interrupted", "deployment", dep.ID, "err", err)
 		}
 	}
-	b.log.Info("bot started", "pending_approvals", len(pending), "interrupted", len(b.interrupted))
+	b.log.Info("bot started", "interrupted", len(left))
 	return nil
 }
 
-// Close stops the bot at once: expiry timers stop, deployments in flight
-// are interrupted (see Shutdown for the graceful way), and Close returns
-// once all background work has ended.
+// Close stops the bot at once: deployments in flight are interrupted
+// (see Shutdown for the graceful way), and Close returns once all
+// background work has ended.
 func (b *Bot) Close() {
 	b.stopIntake()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.life.Shutdown(done)
 	b.cancel(nixdeploy.ErrShutdown)
 	b.work.wait(context.Background())
 }
 
-// stopIntake makes the bot take no new work and stops the expiry timers;
-// pending approvals stay stored and are re-armed by the next Start.
+// stopIntake makes the bot take no new work.
 func (b *Bot) stopIntake() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
-	for id, stop := range b.timers {
-		stop()
-		delete(b.timers, id)
-	}
 }
 
 // Wait blocks until no request, reaction or deployment is being worked
 // on, or ctx ends. The terminal and tests use it to let things settle.
-func (b *Bot) Wait(ctx context.Context) error { return b.work.wait(ctx) }
+func (b *Bot) Wait(ctx context.Context) error {
+	for {
+		if err := b.work.wait(ctx); err != nil {
+			return err
+		}
+		if err := b.life.Wait(ctx); err != nil {
+			return err
+		}
+		// A run's end may have started new work (a schedule's next host)
+		// and a handler may have started a run: settled only when both
+		// are idle at once.
+		if b.work.idleNow() && b.life.Idle() {
+			return nil
+		}
+	}
+}
 
 // spawn runs fn in the background under the bot's context. It reports
 // false, running nothing, once the bot is closed.
@@ -321,6 +333,12 @@ func (t *tracker) done() {
 	if t.n == 0 {
 		close(t.idle)
 	}
+}
+
+func (t *tracker) idleNow() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n == 0
 }
 
 func (t *tracker) wait(ctx context.Context) error {

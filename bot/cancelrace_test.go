@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
-	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/runs"
 )
@@ -16,12 +15,12 @@ import (
 // before the bot goes on to start the deployment: the window a cancel can
 // race into.
 type hookStore struct {
-	*runs.Lifecycle
+	*db.DB
 	afterApprove func()
 }
 
 func (s *hookStore) DecideApproval(ctx context.Context, id int64, st nixdeploy.ApprovalState, by string) (bool, error) {
-	ok, err := s.Lifecycle.DecideApproval(ctx, id, st, by)
+	ok, err := s.DB.DecideApproval(ctx, id, st, by)
 	if ok && err == nil && st == nixdeploy.ApprovalApproved && s.afterApprove != nil {
 		s.afterApprove()
 	}
@@ -36,8 +35,8 @@ func TestCancelRacingApproveHasOneOutcome(t *testing.T) {
 	started := make(chan nixdeploy.Deployment, 1)
 	var h *harness
 	hs := &hookStore{}
-	h = newHarness(t, harnessOptions{started: started, life: func(d *db.DB) bot.Lifecycle {
-		hs.Lifecycle = runs.New(d, nil)
+	h = newHarness(t, harnessOptions{started: started, store: func(d *db.DB) runs.Store {
+		hs.DB = d
 		return hs
 	}})
 	h.command(alice, "install ganon")

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/commands"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // Invocation is one slash command as a chat delivered it.
@@ -104,8 +104,10 @@ func (b *Bot) requireDeployer(ctx context.Context, inv Invocation, what string, 
 	return userf(nixdeploy.ErrUnauthorized, "only deployers may %s; ask an admin to add you to slack.deployers in the fleet config", what)
 }
 
-// request handles a deploy command: authorization, the busy check, then
-// either the run or, for a destructive action, the approval message.
+// request handles a deploy command: who may ask (Slack users and the
+// chat policy are the bot's), then runs.Submit for each deployment it
+// becomes: it checks the hosts are free, records it, and starts it or,
+// for a destructive action, has the approval message posted.
 func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command) error {
 	cfg := b.Config()
 	if err := b.requireDeployer(ctx, inv, "request deployments", cmd); err != nil {
@@ -115,84 +117,29 @@ func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command)
 		b.audit(ctx, inv.User, "refused-destructive-disabled", 0, cmd.String())
 		return userf(nixdeploy.ErrUnauthorized, "%s is destructive and disabled from chat (slack.destructive = false); run it from a terminal", cmd.Action)
 	}
-	if err := b.checkFree(ctx, inv.User, cmd.Hosts); err != nil {
+	if err := b.life.Free(ctx, inv.User, cmd.Hosts); err != nil {
+		err = b.word(Result{Err: err})
 		b.audit(ctx, inv.User, "refused-busy", 0, cmd.String()+": "+UserMessage(err))
 		return err
 	}
 	groups := hostGroups(cfg, cmd)
 	for i, hosts := range groups {
-		dep := nixdeploy.Deployment{
-			Hosts: hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack,
-			State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(), Image: cmd.Image,
-		}
-		if cmd.Action.Destructive() {
-			dep.State = nixdeploy.StateAwaiting
-		}
 		what := cmd.String()
 		if len(groups) > 1 {
 			what = fmt.Sprintf("%s %s (%d of %d: one approval per host)", cmd.Action, hosts[0], i+1, len(groups))
 		}
-		if err := b.life.CreateDeployment(ctx, &dep); err != nil {
-			return fmt.Errorf("request %s: %w", cmd, err)
+		sub, err := b.life.Submit(ctx, runs.Request{
+			Request: nixdeploy.Request{Hosts: hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack, Image: cmd.Image},
+			Channel: b.channelFor(inv), What: what,
+		})
+		if sub.Deployment.ID != 0 {
+			b.announceOwnLock(ctx, inv, sub.Deployment)
 		}
-		b.audit(ctx, inv.User, "requested", dep.ID, what)
-		b.log.Info("deployment requested", "deployment", dep.ID, "action", dep.Action, "hosts", dep.Hosts, "user", inv.User)
-		b.announceOwnLock(ctx, inv, dep)
-		if !cmd.Action.Destructive() {
-			return b.startRun(ctx, dep, b.channelFor(inv), "", nil)
-		}
-		if err := b.askApproval(ctx, dep, b.channelFor(inv)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// checkFree refuses hosts that are locked by someone else or have a
-// deployment in flight.
-func (b *Bot) checkFree(ctx context.Context, user string, hosts []string) error {
-	b.mu.Lock()
-	if err := b.heldErrLocked(hosts); err != nil {
-		b.mu.Unlock()
-		return err
-	}
-	for _, r := range b.runs {
-		for _, h := range hosts {
-			if containsHost(r.dep.Hosts, h) {
-				b.mu.Unlock()
-				return userf(nixdeploy.ErrHostBusy, "%s is busy with deployment #%d (%s by %s); wait for it to finish or cancel it with /nixdeploy cancel %d",
-					h, r.dep.ID, r.dep.Action, mention(r.dep.Requester), r.dep.ID)
-			}
-		}
-	}
-	b.mu.Unlock()
-	if c, ok := b.store.(ClaimStore); ok {
-		for _, h := range hosts {
-			id, owner, held, err := c.HostClaim(ctx, h)
-			if err != nil {
-				return fmt.Errorf("check claim of %s: %w", h, err)
-			}
-			if held {
-				return userf(nixdeploy.ErrHostBusy, "%s is busy with deployment #%d, run by %s; wait for it to finish",
-					h, id, owner)
-			}
-		}
-	}
-	if b.locks == nil {
-		return nil
-	}
-	for _, h := range hosts {
-		l, ok, err := b.locks.HostLockOf(ctx, h)
 		if err != nil {
-			return fmt.Errorf("check lock of %s: %w", h, err)
-		}
-		if ok && l.Holder != user {
-			why := ""
-			if l.Reason != "" {
-				why = " (" + escape(l.Reason) + ")"
+			if sub.Deployment.ID == 0 {
+				b.audit(ctx, inv.User, "refused-busy", 0, cmd.String()+": "+UserMessage(b.word(Result{Err: err})))
 			}
-			return userf(nixdeploy.ErrHostBusy, "%s is locked by %s until %s%s; ask them, or wait for /nixdeploy unlock %s",
-				h, mention(l.Holder), utc(l.ExpiresAt), why, h)
+			return b.word(Result{Err: err})
 		}
 	}
 	return nil
@@ -219,7 +166,5 @@ func (b *Bot) announceOwnLock(ctx context.Context, inv Invocation, dep nixdeploy
 		b.log.Warn("announce deployment through own lock", "deployment", dep.ID, "err", err)
 	}
 }
-
-func containsHost(hosts []string, h string) bool { return slices.Contains(hosts, h) }
 
 func hostsText(hosts []string) string { return strings.Join(hosts, ", ") }

@@ -13,7 +13,6 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/commands"
-	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // TestBusyHost: a second request for a host with a deployment in flight,
@@ -152,10 +151,10 @@ type fakeSchedules struct {
 	runs   int64
 }
 
-func (f *fakeSchedules) List(context.Context) ([]bot.ScheduleInfo, error) {
-	return []bot.ScheduleInfo{{Name: "nightly-rk1", Spec: "0 3 * * *", TimeZone: "Europe/Berlin", Hosts: []string{"rk1-node1"},
+func (f *fakeSchedules) List(context.Context) ([]nixdeploy.ScheduleStatus, error) {
+	return []nixdeploy.ScheduleStatus{{Name: "nightly-rk1", Spec: "0 3 * * *", TimeZone: "Europe/Berlin", Hosts: []string{"rk1-node1"},
 		Action: nixdeploy.ActionSwitch, Strategy: "rolling", Paused: f.paused["nightly-rk1"] != "", PausedBy: f.paused["nightly-rk1"],
-		Next: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), LastOutcome: "succeeded", LastAt: time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)}}, nil
+		Next: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Last: &nixdeploy.ScheduleRun{Outcome: "succeeded", StartedAt: time.Date(2026, 11, 26, 2, 0, 0, 0, time.UTC)}}}, nil
 }
 func (f *fakeSchedules) Pause(_ context.Context, name, by string) error {
 	f.paused[name] = by
@@ -185,7 +184,7 @@ func TestSchedulesAndKeys(t *testing.T) {
 	h := newHarness(t, harnessOptions{cfg: cfg})
 	sch := &fakeSchedules{paused: map[string]string{}}
 	term := &strings.Builder{}
-	b, err := bot.New(bot.Options{Config: cfg, Store: h.db, Lifecycle: runs.New(h.db, nil), Chat: bot.NewTerminal(term), Deployer: h.deployer, Schedules: sch, Keys: fakeKeys{},
+	b, err := bot.New(bot.Options{Config: cfg, Store: h.db, Chat: bot.NewTerminal(term), Deployer: h.deployer, Schedules: sch, Keys: fakeKeys{},
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

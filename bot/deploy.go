@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/runs"
+	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
 // Deploy runs a request that did not come from chat, such as a scheduled
@@ -24,84 +25,28 @@ func (b *Bot) Deploy(ctx context.Context, req nixdeploy.Request) (nixdeploy.Depl
 	if b.isClosed() {
 		return nixdeploy.Deployment{}, userf(nixdeploy.ErrShutdown, "nixdeploy is shutting down; %s %s was not started", req.Action, hostsText(req.Hosts))
 	}
-	if err := b.checkFree(ctx, req.Requester, req.Hosts); err != nil {
-		return nixdeploy.Deployment{}, err
+	if req.Source == "" {
+		req.Source = nixdeploy.SourceSchedule
 	}
-	source := req.Source
-	if source == "" {
-		source = nixdeploy.SourceSchedule
-	}
-	dep := nixdeploy.Deployment{
-		Hosts: req.Hosts, Action: req.Action, Requester: req.Requester, Source: source,
-		State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(), Recover: req.Recover,
-	}
-	if err := b.life.CreateDeployment(ctx, &dep); err != nil {
-		return dep, fmt.Errorf("deploy %s %v: %w", req.Action, req.Hosts, err)
-	}
-	b.audit(ctx, req.Requester, "requested", dep.ID, fmt.Sprintf("%s %s", req.Action, hostsText(req.Hosts)))
-	r, err := b.claim(dep)
+	sub, err := b.life.Submit(ctx, runs.Request{Request: req, Channel: b.Config().Slack.Channel})
 	if err != nil {
-		b.finishUnstarted(ctx, dep, nixdeploy.StateCancelled, err)
-		return dep, err
-	}
-	if err := b.begin(ctx, r); err != nil {
-		return dep, err
-	}
-	done := make(chan struct{})
-	if !b.spawn(func(context.Context) {
-		defer close(done)
-		b.execRun(ctx, r, b.Config().Slack.Channel, "")
-	}) {
-		b.release(dep.ID)
-		err := userf(context.Canceled, "nixdeploy is shutting down")
-		b.finishUnstarted(ctx, dep, nixdeploy.StateCancelled, err)
-		return dep, err
+		if errors.Is(err, nixdeploy.ErrShutdown) {
+			return sub.Deployment, userf(nixdeploy.ErrShutdown, "nixdeploy is shutting down; %s %s was not started", req.Action, hostsText(req.Hosts))
+		}
+		if sub.Deployment.ID == 0 {
+			return sub.Deployment, b.word(Result{Err: err})
+		}
+		return sub.Deployment, fmt.Errorf("deploy %s %v: %w", req.Action, req.Hosts, b.word(Result{Err: err}))
 	}
 	select {
-	case <-done:
+	case <-sub.Done:
 	case <-ctx.Done():
-		r.cancel()
-		<-done
-	}
-	return b.store.Deployment(context.WithoutCancel(ctx), dep.ID)
-}
-
-// DeployHost runs one host of a scheduled run through Deploy and answers
-// the scheduler (it is the scheduler's schedules.Deployer). A failure's
-// Err is the sentence people saw, never a Go error chain.
-func (b *Bot) DeployHost(ctx context.Context, req nixdeploy.HostRequest) (nixdeploy.HostResult, error) {
-	by := "schedule:" + req.Schedule
-	if req.By != "" {
-		by = req.By
-	}
-	// The scheduler's context ends when it stops, at shutdown; the host's
-	// deployment then gets the bot's grace period like any other, so it
-	// runs without that cancel.
-	dep, err := b.Deploy(context.WithoutCancel(ctx), nixdeploy.Request{Action: req.Action, Hosts: []string{req.Host}, Requester: by, Source: nixdeploy.SourceSchedule, Recover: req.Recover})
-	if errors.Is(err, nixdeploy.ErrShutdown) {
-		// Refused because the bot is shutting down: the scheduler is
-		// being stopped too, and waiting for that makes it record the
-		// host as interrupted rather than failed.
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Second):
+		if _, err := b.life.Cancel(context.WithoutCancel(ctx), sub.Deployment.ID, ""); err != nil {
+			b.log.Warn("cancel deployment", "deployment", sub.Deployment.ID, "err", err)
 		}
+		<-sub.Done
 	}
-	if err != nil {
-		return nixdeploy.HostResult{DeploymentID: dep.ID}, err
-	}
-	res := nixdeploy.HostResult{DeploymentID: dep.ID, State: dep.State, Revision: dep.Revision}
-	if dep.State == nixdeploy.StateSucceeded {
-		res.Note = b.recoveryNote(ctx, dep.ID)
-	}
-	if dep.State != nixdeploy.StateSucceeded {
-		why := dep.Error
-		if why == "" {
-			why = string(dep.State)
-		}
-		res.Err = errors.New(why)
-	}
-	return res, nil
+	return b.store.Deployment(context.WithoutCancel(ctx), sub.Deployment.ID)
 }
 
 // Announce posts a notice to the fleet channel, such as a schedule's run
@@ -110,3 +55,20 @@ func (b *Bot) Announce(ctx context.Context, text string) error {
 	_, err := b.chat.Post(ctx, b.Config().Slack.Channel, Message{Kind: KindNotice, Text: text})
 	return err
 }
+
+// Summary posts a scheduled run's summary to the fleet channel: the bot is
+// the scheduler's Notifier as it is.
+func (b *Bot) Summary(ctx context.Context, s schedules.Summary) error {
+	return b.Announce(ctx, s.Text())
+}
+
+// Waiting says in the fleet channel that a scheduled run waits for a busy
+// or locked host.
+func (b *Bot) Waiting(ctx context.Context, w schedules.Wait) error {
+	return b.Announce(ctx, w.Text())
+}
+
+var (
+	_ schedules.Notifier     = (*Bot)(nil)
+	_ schedules.WaitNotifier = (*Bot)(nil)
+)

@@ -8,8 +8,8 @@ import (
 )
 
 // Store is the part of *db.DB the bot reads (and its audit trail and
-// event dedupe); deployment and approval state is written only through
-// Lifecycle.
+// event dedupe); deployment and approval state is written only by the
+// lifecycle (runs).
 type Store interface {
 	Deployment(ctx context.Context, id int64) (nixdeploy.Deployment, error)
 	Deployments(ctx context.Context, host string, limit int) ([]nixdeploy.Deployment, error)
@@ -30,19 +30,9 @@ type Store interface {
 // Streamer only records the line and wakes its updater.
 type Sink = nixdeploy.Sink
 
-// Result is how a deployment run ended.
-type Result struct {
-	// State is StateSucceeded, StateFailed or StateCancelled.
-	State    nixdeploy.State
-	ExitCode int
-	// Host and Step name where it failed.
-	Host string
-	Step string
-	// Err says why it failed, for the log; users see UserMessage(Err).
-	Err error
-}
-
-// Deployer runs deployments; *deployer.Deployer satisfies it directly. It
+// Deployer runs deployments (runs.Executor); *deployer.Deployer satisfies
+// it directly, and also offers what runs looks for (Check, Resolve,
+// Fingerprint: a destructive request needs the plan fingerprint). It
 // stores every log line of a deployment (the bot reads them back with
 // Store.EachLog for the uploaded log) and passes each one to the sinks as
 // well. Run returns when the deployment ended, with a report whenever it
@@ -51,16 +41,6 @@ type Result struct {
 // nixdeploy.ErrHostBusy.
 type Deployer interface {
 	Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...nixdeploy.Sink) (*nixdeploy.Report, error)
-}
-
-// Resolver is what a Deployer may offer to pin a destructive request
-// before it is approved: the flakes' locked revisions and the disk devices
-// (Resolve, asked on the runner), and a digest of every step it will run
-// (Fingerprint). The approval message shows the first; the approval is
-// bound to both.
-type Resolver interface {
-	Resolve(ctx context.Context, dep nixdeploy.Deployment) (*nixdeploy.Lock, error)
-	Fingerprint(dep nixdeploy.Deployment) (string, error)
 }
 
 // Unlocker is what a Deployer may offer for "/nixdeploy unlock-disk HOST":
@@ -79,37 +59,6 @@ type HostReader interface {
 	ReadHosts(ctx context.Context, hosts []string) ([]nixdeploy.HostReading, error)
 }
 
-// ClaimStore is what a Store may offer when several processes share it
-// (*db.DB does): the live claim on a host, by any process, so a request
-// is refused as busy before anything is stored. Claims of this process's
-// own deployments are seen first in the bot's own runs.
-type ClaimStore interface {
-	HostClaim(ctx context.Context, host string) (id int64, owner string, ok bool, err error)
-}
-
-// Lifecycle is the one writer of deployment and approval state;
-// *runs.Lifecycle satisfies it. Every transition that can race (a start
-// and a cancel, two decisions on one approval) is conditional there, so
-// only the first is recorded.
-type Lifecycle interface {
-	CreateDeployment(ctx context.Context, d *nixdeploy.Deployment) error
-	// SetState moves a live deployment on (running, or a final state from
-	// an approval decision); an ended one is a not-found error.
-	SetState(ctx context.Context, id int64, state nixdeploy.State) error
-	Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, errText string) error
-	// EndUnstarted ends a deployment only if it has not started: a cancel
-	// that loses to a start changes nothing.
-	EndUnstarted(ctx context.Context, id int64, state nixdeploy.State, errText string) error
-	SetMessage(ctx context.Context, id int64, channel, ts string) error
-	// SetLock keeps an approved request's lock with the deployment, so
-	// the run uses what was approved.
-	SetLock(ctx context.Context, id int64, l *nixdeploy.Lock) error
-
-	CreateApproval(ctx context.Context, a *nixdeploy.Approval) error
-	SetApprovalMessage(ctx context.Context, id int64, channel, ts string) error
-	DecideApproval(ctx context.Context, id int64, state nixdeploy.ApprovalState, by string) (bool, error)
-}
-
 // Locks keeps the manual host locks ("/nixdeploy lock"); *db.DB satisfies
 // it. LockHost fails with an error wrapping nixdeploy.ErrLocked (itself an
 // ErrHostBusy) when someone else holds a live lock.
@@ -119,43 +68,20 @@ type Locks interface {
 	HostLockOf(ctx context.Context, host string) (nixdeploy.HostLock, bool, error)
 }
 
-// ScheduleInfo is one schedule as "/nixdeploy schedules" shows it.
-type ScheduleInfo struct {
-	Name     string
-	Spec     string
-	TimeZone string
-	Hosts    []string
-	Action   nixdeploy.Action
-	Strategy nixdeploy.Strategy
-	Paused   bool
-	PausedBy string
-	// Next is the next tick, zero while paused.
-	Next time.Time
-	// RunningID is the run in flight, 0 if none.
-	RunningID int64
-	// LastOutcome and LastAt describe the newest run, if any.
-	LastOutcome nixdeploy.Outcome
-	LastAt      time.Time
-}
-
 // Schedules is the scheduler as the bot drives it; *schedules.Scheduler
-// satisfies it through a thin adapter for List.
+// satisfies it directly.
 type Schedules interface {
-	List(ctx context.Context) ([]ScheduleInfo, error)
+	List(ctx context.Context) ([]nixdeploy.ScheduleStatus, error)
 	Pause(ctx context.Context, name, by string) error
 	Resume(ctx context.Context, name, by string) error
 	RunNow(ctx context.Context, name, by string) (int64, error)
 }
 
-// KeyReport is the outcome of a key preflight.
-type KeyReport struct {
-	// Table is the printable per-host table.
-	Table string
-	// Failures holds one line per failed check; empty means all passed.
-	Failures []string
-}
+// KeyReport is the outcome of a key preflight (root vocabulary).
+type KeyReport = nixdeploy.KeyReport
 
-// KeyChecker runs the key preflight ("/nixdeploy keys check").
+// KeyChecker runs the key preflight ("/nixdeploy keys check");
+// keys.Checker satisfies it.
 type KeyChecker interface {
 	CheckKeys(ctx context.Context, hosts []string) (KeyReport, error)
 }

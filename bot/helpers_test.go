@@ -2,6 +2,8 @@ package bot_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -219,6 +221,33 @@ type fakeDeployer struct {
 	started chan nixdeploy.Deployment
 	// perLine advances the clock for every emitted line.
 	perLine time.Duration
+	// cfg is the config the plan fingerprint is computed against (the
+	// bot's, so a reload changes it).
+	cfg func() *nixdeploy.Config
+}
+
+// Fingerprint stands in for the deployer's plan fingerprint: a digest of
+// what the config says the hosts are (name, action, flake and installer
+// refs, disk, address) and the lock, so a change of any voids an
+// approval as the real plan's would.
+func (f *fakeDeployer) Fingerprint(dep nixdeploy.Deployment) (string, error) {
+	return fingerprintOf(f.cfg(), dep)
+}
+
+func fingerprintOf(cfg *nixdeploy.Config, dep nixdeploy.Deployment) (string, error) {
+	h := sha256.New()
+	for _, name := range dep.Hosts {
+		host, ok := cfg.Host(name)
+		if !ok {
+			return "", fmt.Errorf("%w: %s", nixdeploy.ErrUnknownHost, name)
+		}
+		rev := ""
+		if dep.Lock != nil {
+			rev = dep.Lock.Revision
+		}
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00\x00", host.Name, dep.Action, cfg.FlakeRef(host), cfg.InstallerRef(host), host.Disk, host.SSHAddr(), rev)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (f *fakeDeployer) Run(ctx context.Context, depp *nixdeploy.Deployment, sinks ...nixdeploy.Sink) (*nixdeploy.Report, error) {
@@ -305,8 +334,8 @@ type harnessOptions struct {
 	// started, when set, receives each deployment as the deployer starts it.
 	started chan nixdeploy.Deployment
 	perLine time.Duration
-	// life, when set, makes the bot's Lifecycle over the DB.
-	life func(*db.DB) bot.Lifecycle
+	// store, when set, wraps the DB the lifecycle writes through.
+	store func(*db.DB) runs.Store
 	// bmc and observer are passed to the bot as they are.
 	bmc      bot.BMC
 	observer bot.Observer
@@ -368,10 +397,18 @@ func (h *harness) open(interrupted []nixdeploy.Deployment) {
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	var life bot.Lifecycle = runs.New(d, nil)
-	if h.opts.life != nil {
-		life = h.opts.life(d)
+	var rs runs.Store = d
+	if h.opts.store != nil {
+		rs = h.opts.store(d)
 	}
+	cfgNow := func() *nixdeploy.Config {
+		if h.bot != nil {
+			return h.bot.Config()
+		}
+		return h.cfg
+	}
+	h.deployer.cfg = cfgNow
+	life := runs.NewWith(runs.Options{Store: rs, Executor: dep, Config: cfgNow, Clock: clock, Logger: logger})
 	b, err := bot.New(bot.Options{
 		Config:         h.cfg,
 		Store:          d,

@@ -31,6 +31,8 @@ const (
 	liveTail = 2
 	// liveLineWidth bounds each shown line.
 	liveLineWidth = 150
+	// liveCloseTimeout bounds the board's last update.
+	liveCloseTimeout = 2 * time.Minute
 )
 
 // liveBoard is a channel's shared progress message.
@@ -205,7 +207,7 @@ func (lb *liveBoard) end(ctx context.Context) {
 	}
 	lb.mu.Unlock()
 	if ts != "" {
-		ctx, cancel := context.WithTimeout(ctx, finishTimeout)
+		ctx, cancel := context.WithTimeout(ctx, liveCloseTimeout)
 		defer cancel()
 		if err := lb.b.chat.Update(ctx, lb.channel, ts, liveMessage(shown, lb.b.clock.Now(), true)); err != nil {
 			lb.b.log.Warn("close live board", "channel", lb.channel, "err", err)

@@ -47,7 +47,8 @@ func (b *Bot) power(ctx context.Context, inv Invocation, cmd commands.Command) e
 		if err := b.requireDeployer(ctx, inv, "switch a node's power", cmd); err != nil {
 			return err
 		}
-		if err := b.checkFree(ctx, inv.User, []string{host}); err != nil {
+		if err := b.life.Free(ctx, inv.User, []string{host}); err != nil {
+			err = b.word(Result{Err: err})
 			b.audit(ctx, inv.User, "refused-busy", 0, cmd.String()+": "+UserMessage(err))
 			return err
 		}
@@ -128,46 +129,12 @@ func (b *Bot) uart(ctx context.Context, inv Invocation, cmd commands.Command) er
 }
 
 // holdHost marks host as taken by a power operation until release, so
-// no deployment starts on it meanwhile and no second operation either.
+// no deployment starts on it meanwhile and no second operation either:
+// busy hosts are the lifecycle's to know.
 func (b *Bot) holdHost(host, what string) (release func(), err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.hostTakenLocked(host); err != nil {
-		return nil, err
+	release, err = b.life.Hold([]string{host}, what)
+	if err != nil {
+		return nil, b.word(Result{Err: err})
 	}
-	if b.held == nil {
-		b.held = map[string]string{}
-	}
-	b.held[host] = what
-	return func() {
-		b.mu.Lock()
-		delete(b.held, host)
-		b.mu.Unlock()
-	}, nil
-}
-
-// hostTakenLocked says why host cannot be taken: a deployment in flight
-// or a power operation. b.mu must be held.
-func (b *Bot) hostTakenLocked(host string) error {
-	if what, ok := b.held[host]; ok {
-		return userf(nixdeploy.ErrHostBusy, "%s is busy: %s is in progress; try again in a minute", host, what)
-	}
-	for _, r := range b.runs {
-		if containsHost(r.dep.Hosts, host) {
-			return userf(nixdeploy.ErrHostBusy, "%s is busy with deployment #%d (%s by %s); wait for it to finish or cancel it with /nixdeploy cancel %d",
-				host, r.dep.ID, r.dep.Action, mention(r.dep.Requester), r.dep.ID)
-		}
-	}
-	return nil
-}
-
-// heldErr is the busy error for hosts a power operation holds, for the
-// deployment paths (checkFree and claim); nil when none is held.
-func (b *Bot) heldErrLocked(hosts []string) error {
-	for _, h := range hosts {
-		if what, ok := b.held[h]; ok {
-			return userf(nixdeploy.ErrHostBusy, "%s is busy: %s is in progress; request it again in a minute", h, what)
-		}
-	}
-	return nil
+	return release, nil
 }

@@ -3,7 +3,6 @@ package bot
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -21,22 +20,11 @@ const announceTimeout = 30 * time.Second
 // which they were. Shutdown returns them once all background work has ended.
 func (b *Bot) Shutdown(ctx context.Context) []nixdeploy.Deployment {
 	b.stopIntake()
-	if b.work.wait(ctx) == nil {
-		b.cancel(nixdeploy.ErrShutdown)
-		return nil
-	}
-	b.mu.Lock()
-	var stopped []nixdeploy.Deployment
-	for _, r := range b.runs {
-		if !r.ended {
-			stopped = append(stopped, r.dep)
-		}
-	}
-	b.mu.Unlock()
-	slices.SortFunc(stopped, func(x, y nixdeploy.Deployment) int { return int(x.ID - y.ID) })
-	b.log.Warn("shutdown grace period over: interrupting deployments", "deployments", len(stopped))
+	// The lifecycle refuses new deployments from now on (a command or a
+	// reaction still being worked on is told so), lets those in flight
+	// finish within ctx and interrupts the rest.
+	stopped := b.life.Shutdown(ctx)
 	b.cancel(nixdeploy.ErrShutdown)
-	// Each run still records and posts its end, bounded by finishTimeout.
 	b.work.wait(context.Background())
 	if len(stopped) > 0 {
 		actx, cancel := context.WithTimeout(context.Background(), announceTimeout)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/commands"
+	"github.com/nixdeploy/nixdeploy/runs"
+	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
 func stateWord(st nixdeploy.State) string {
@@ -103,64 +105,26 @@ func (b *Bot) cancelCmd(ctx context.Context, inv Invocation, cmd commands.Comman
 	if dep.State.Final() {
 		return userf(nixdeploy.ErrInvalidInput, "#%d already ended (%s); nothing to cancel", dep.ID, dep.State)
 	}
-	if b.cancelRunning(inv.User, dep.ID) {
-		return b.tellCancelling(ctx, inv, dep.ID)
-	}
-	if a, ok, err := b.pendingFor(ctx, dep.ID); err != nil {
-		return err
-	} else if ok {
-		decision := fmt.Sprintf(":octagonal_sign: *Cancelled* by %s at %s.", mention(inv.User), utc(b.clock.Now()))
-		decided, err := b.decide(ctx, a, nixdeploy.ApprovalRejected, nixdeploy.StateCancelled, inv.User, "cancelled", decision)
-		if err != nil {
-			return err
-		}
-		if decided {
-			return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelled #%d before it was approved.", dep.ID)))
-		}
-		// Approved (or rejected) meanwhile: end it below unless it started.
-	}
-	// Ending a deployment that has not started is conditional in the
-	// store, like starting one, so of a cancel and a start only one wins.
-	err = b.life.EndUnstarted(ctx, dep.ID, nixdeploy.StateCancelled, "cancelled by "+inv.User)
-	if errors.Is(err, nixdeploy.ErrNotFound) {
-		if b.cancelRunning(inv.User, dep.ID) {
-			return b.tellCancelling(ctx, inv, dep.ID)
-		}
+	out, err := b.life.Cancel(ctx, dep.ID, inv.User)
+	switch {
+	case errors.Is(err, runs.ErrEnded):
 		cur, gerr := b.store.Deployment(ctx, dep.ID)
 		if gerr != nil {
 			return fmt.Errorf("cancel %d: %w", dep.ID, gerr)
 		}
-		if cur.State.Final() {
-			return userf(nixdeploy.ErrInvalidInput, "#%d already ended (%s); nothing to cancel", dep.ID, cur.State)
-		}
+		return userf(nixdeploy.ErrInvalidInput, "#%d already ended (%s); nothing to cancel", dep.ID, cur.State)
+	case errors.Is(err, runs.ErrElsewhere):
 		return userf(nixdeploy.ErrHostBusy, "#%d is running in another nixdeploy process; cancel it there", dep.ID)
-	}
-	if err != nil {
+	case err != nil:
 		return err
 	}
-	b.audit(ctx, inv.User, "cancelled", dep.ID, "not started")
-	return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelled #%d.", dep.ID)))
-}
-
-// cancelRunning cancels deployment id if this process runs it, on behalf
-// of user, and reports whether it did.
-func (b *Bot) cancelRunning(user string, id int64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	r := b.runs[id]
-	if r == nil {
-		return false
+	switch out {
+	case runs.Stopping:
+		return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelling #%d; its status message will say when it stopped.", dep.ID)))
+	case runs.CancelledPending:
+		return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelled #%d before it was approved.", dep.ID)))
 	}
-	r.cancelledBy = user
-	r.cancel()
-	return true
-}
-
-// tellCancelling audits a cancel of a running deployment and tells the
-// requester that its status message will say when it stopped.
-func (b *Bot) tellCancelling(ctx context.Context, inv Invocation, id int64) error {
-	b.audit(ctx, inv.User, "cancel-requested", id, "running deployment")
-	return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelling #%d; its status message will say when it stopped.", id)))
+	return b.tell(ctx, inv, reply(fmt.Sprintf("Cancelled #%d.", dep.ID)))
 }
 
 func (b *Bot) lock(ctx context.Context, inv Invocation, cmd commands.Command) error {
@@ -254,7 +218,7 @@ func (b *Bot) unlock(ctx context.Context, inv Invocation, cmd commands.Command) 
 
 func (b *Bot) listSchedules(ctx context.Context, inv Invocation) error {
 	if b.schedules == nil {
-		return userf(nixdeploy.ErrInvalidInput, "schedules are not running in this nixdeploy")
+		return b.tell(ctx, inv, reply("No schedules are configured."))
 	}
 	list, err := b.schedules.List(ctx)
 	if err != nil {
@@ -273,8 +237,8 @@ func (b *Bot) listSchedules(ctx context.Context, inv Invocation) error {
 			state += fmt.Sprintf(" · run #%d in progress", s.RunningID)
 		}
 		last := ""
-		if s.LastOutcome != "" {
-			last = fmt.Sprintf(" · last %s %s", s.LastOutcome, utc(s.LastAt))
+		if s.Last != nil && s.Last.Outcome != "" {
+			last = fmt.Sprintf(" · last %s %s", s.Last.Outcome, utc(s.Last.StartedAt))
 		}
 		lines[i] = fmt.Sprintf("*%s* `%s` (%s) %s %s, %s — %s%s", s.Name, s.Spec, s.TimeZone, s.Action, hostsText(s.Hosts), s.Strategy, state, last)
 	}
@@ -286,7 +250,7 @@ func (b *Bot) schedule(ctx context.Context, inv Invocation, cmd commands.Command
 		return err
 	}
 	if b.schedules == nil {
-		return userf(nixdeploy.ErrInvalidInput, "schedules are not running in this nixdeploy")
+		return userf(nixdeploy.ErrNotFound, "no schedules are configured in the fleet config")
 	}
 	var text string
 	switch cmd.ScheduleOp {
@@ -302,6 +266,9 @@ func (b *Bot) schedule(ctx context.Context, inv Invocation, cmd commands.Command
 		text = fmt.Sprintf(":arrow_forward: schedule %s resumed by %s", cmd.Schedule, mention(inv.User))
 	case commands.ScheduleRun:
 		id, err := b.schedules.RunNow(ctx, cmd.Schedule, inv.User)
+		if errors.Is(err, schedules.ErrRunning) {
+			return userf(err, "schedule %s is already running; wait for its summary", cmd.Schedule)
+		}
 		if err != nil {
 			return fmt.Errorf("run %s: %w", cmd.Schedule, err)
 		}

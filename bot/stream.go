@@ -58,7 +58,7 @@ func newStreamer(b *Bot, dep nixdeploy.Deployment, channel, approvedBy string) *
 		var notes []string
 		for _, name := range dep.Hosts {
 			if h, ok := b.Config().Host(name); ok {
-				notes = append(notes, name+": "+bootNote(h))
+				notes = append(notes, name+": "+h.BootNote())
 			}
 		}
 		st.boot = strings.Join(notes, "; ")
@@ -144,7 +144,7 @@ func (s *Streamer) post(ctx context.Context) {
 		return
 	}
 	s.ts = ts
-	if err := s.b.life.SetMessage(ctx, s.dep.ID, s.channel, ts); err != nil {
+	if err := s.b.life.Shown(ctx, s.dep.ID, s.channel, ts); err != nil {
 		s.b.log.Error("record status message", "deployment", s.dep.ID, "err", err)
 	}
 }
@@ -221,7 +221,7 @@ func (s *Streamer) finish(ctx context.Context, res Result, cancelledBy string) {
 			var ts string
 			if ts, err = s.b.chat.Post(ctx, s.channel, msg); err == nil {
 				s.ts = ts
-				if err := s.b.life.SetMessage(ctx, s.dep.ID, s.channel, ts); err != nil {
+				if err := s.b.life.Shown(ctx, s.dep.ID, s.channel, ts); err != nil {
 					s.b.log.Error("record status message", "deployment", s.dep.ID, "err", err)
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // deployErrorForUsers words a deployer error as one sentence: the one
@@ -101,4 +102,70 @@ func lastCause(err error) string {
 		err = u
 	}
 	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// word is a lifecycle error as what people read: the lifecycle's own
+// errors (busy hosts, a start a cancel beat, a plan that could not be
+// pinned, a shutdown) here, the deployer's kinds in deployErrorForUsers.
+func (b *Bot) word(res Result) error {
+	err := res.Err
+	var busy *runs.BusyError
+	var ns *runs.NotStartedError
+	var re *runs.ResolveError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &busy):
+		return userf(err, "%s", busyText(busy))
+	case errors.As(err, &ns):
+		return userf(err, "#%d was not started: it was %s first", ns.ID, ns.State)
+	case errors.As(err, &re):
+		return wordedOr(re.Err, "could not resolve what would run: "+oneLineErr(re.Err))
+	case errors.Is(err, nixdeploy.ErrShutdown) && res.Step == "":
+		if res.State == nixdeploy.StateInterrupted {
+			return userf(err, "nixdeploy shut down while this deployment was running; check the host and run it again")
+		}
+		return userf(err, "nixdeploy is shutting down; request it again once it is back")
+	case errors.Is(err, runs.ErrNoFingerprint):
+		return userf(err, "this nixdeploy cannot show the plan of a destructive action, so it cannot be approved; run it from a terminal")
+	}
+	return deployErrorForUsers(err, res)
+}
+
+// busyText says why a host is not free, and what to do.
+func busyText(e *runs.BusyError) string {
+	switch {
+	case e.Lock != nil:
+		why := ""
+		if e.Lock.Reason != "" {
+			why = " (" + escape(e.Lock.Reason) + ")"
+		}
+		return fmt.Sprintf("%s is locked by %s until %s%s; ask them, or wait for /nixdeploy unlock %s",
+			e.Host, mention(e.Lock.Holder), utc(e.Lock.ExpiresAt), why, e.Host)
+	case e.What != "":
+		return fmt.Sprintf("%s is busy: %s is in progress; try again in a minute", e.Host, e.What)
+	case e.Owner != "" && e.Holder.ID == 0:
+		// A claim of a deployment still being created, or one lost in a
+		// race between the check and the claim.
+		return fmt.Sprintf("%s is busy with a deployment that is starting in %s; wait for it to finish", e.Host, e.Owner)
+	case e.Owner != "":
+		return fmt.Sprintf("%s is busy with deployment #%d, run by %s; wait for it to finish", e.Host, e.Holder.ID, e.Owner)
+	case e.Unstarted != 0:
+		return fmt.Sprintf("%s is busy with deployment #%d (%s by %s); #%d was not started, request it again later",
+			e.Host, e.Holder.ID, e.Holder.Action, mention(e.Holder.Requester), e.Unstarted)
+	}
+	return fmt.Sprintf("%s is busy with deployment #%d (%s by %s); wait for it to finish or cancel it with /nixdeploy cancel %d",
+		e.Host, e.Holder.ID, e.Holder.Action, mention(e.Holder.Requester), e.Holder.ID)
+}
+
+// NoSSHKey is the error every deployment fails with when nixdeploy has no
+// SSH key to reach the fleet; env names the variable that provides one.
+func NoSSHKey(env string, cause error) error {
+	return UserError("nixdeploy has no SSH key to reach the fleet; set "+env+" or pass --ssh-key, then request it again", cause)
+}
+
+// KeyPreflightFailed is an install stopped by the key preflight, with its
+// failures.
+func KeyPreflightFailed(failures []string) error {
+	return UserError("the key preflight failed: "+strings.Join(failures, "; "), errors.New("key preflight failed"))
 }

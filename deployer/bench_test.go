@@ -160,6 +160,10 @@ func (s *discardStore) AppendLogs(_ context.Context, _ int64, l []nixdeploy.LogL
 	return nil
 }
 func (s *discardStore) RecordStep(context.Context, int64, nixdeploy.StepResult) error { return nil }
+func (s *discardStore) PendingApprovals(context.Context) ([]nixdeploy.Approval, error) {
+	return nil, nil
+}
+func (s *discardStore) Audit(context.Context, nixdeploy.AuditEvent) error { return nil }
 
 // writeLog writes realistic build-log lines up to size bytes.
 func writeLog(b *testing.B, path string, size int64) (lines, written int64) {

@@ -4,7 +4,7 @@
 //
 // It owns host-key pinning (a target's key is its pre-generated
 // keys/<host>_ssh_host_ed25519_key.pub, the runner's comes from the config),
-// per-host locks, cancellation that kills the remote process group, step
+// cancellation that kills the remote process group, step
 // timeouts, connection keepalives, line streaming with redaction to sinks and
 // the store, and verification of /run/current-system and the systemd state
 // after every action.
@@ -33,15 +33,6 @@ type Store interface {
 	RecordStep(ctx context.Context, id int64, s nixdeploy.StepResult) error
 	// SetRevision records the flake revision a deployment deployed.
 	SetRevision(ctx context.Context, id int64, revision string) error
-}
-
-// Claims is what a Store may offer to share host exclusion with every
-// process on the same database (*db.DB does): a claim is a row with an
-// owner whose lease the owner renews, taken for all hosts or none in one
-// transaction. Without it the exclusion is this process's alone.
-type Claims interface {
-	ClaimHosts(ctx context.Context, id int64, hosts []string) error
-	ReleaseHosts(ctx context.Context, id int64, hosts []string) error
 }
 
 // HostKeys is the pre-generated key store: a host's pinned public key and
@@ -86,6 +77,11 @@ type Options struct {
 	// ClientKey is the bot's SSH identity, for the runner, the jump host
 	// and the targets.
 	ClientKey ssh.Signer
+	// NoClientKey, when ClientKey is nil, is the error every deployment
+	// and unlock fails with (it says how to provide a key): nixdeploy
+	// still starts, plans, and binds approvals to plans, without reaching
+	// the fleet. Resolve then pins nothing.
+	NoClientKey error
 	// Preflight runs first in every install, after the deployer's own
 	// check that the host's private and public keys match.
 	Preflight Preflight
@@ -199,8 +195,9 @@ func (o *Options) defaults() {
 	def(&o.FlushInterval, 250*time.Millisecond)
 }
 
-// Deployer runs deployments. It is safe for concurrent use; at most one
-// deployment holds a host at a time.
+// Deployer runs deployments. It is safe for concurrent use. Which hosts
+// are busy is not its business: runs.Lifecycle claims a deployment's
+// hosts (in memory and in the database) before it calls Run.
 type Deployer struct {
 	opts   Options
 	cfg    *nixdeploy.Config
@@ -214,7 +211,6 @@ type Deployer struct {
 	reads readCalls // the drift board's readings in flight
 
 	mu      sync.Mutex
-	busy    map[string]int64 // host → deployment holding it (0 while it is being created)
 	cancels map[int64]context.CancelCauseFunc
 }
 
@@ -228,14 +224,13 @@ func New(opts Options) (*Deployer, error) {
 		return nil, errors.New("deployer: no store")
 	case opts.HostKeys == nil:
 		return nil, errors.New("deployer: no host key store")
-	case opts.ClientKey == nil:
+	case opts.ClientKey == nil && opts.NoClientKey == nil:
 		return nil, errors.New("deployer: no SSH key for the bot")
 	}
 	d := &Deployer{
 		opts:    opts,
 		cfg:     opts.Config,
 		log:     opts.Logger,
-		busy:    map[string]int64{},
 		cancels: map[int64]context.CancelCauseFunc{},
 	}
 	r := opts.Config.Runner
@@ -264,14 +259,6 @@ func New(opts Options) (*Deployer, error) {
 	return d, nil
 }
 
-// Busy reports the deployment that holds host, if any.
-func (d *Deployer) Busy(host string) (id int64, busy bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	id, busy = d.busy[host]
-	return id, busy
-}
-
 // ErrCancelled is the cause of a deployment stopped through Cancel.
 var ErrCancelled = nixdeploy.ErrCancelled
 
@@ -284,64 +271,6 @@ func (d *Deployer) Cancel(id int64) bool {
 		cancel(ErrCancelled)
 	}
 	return ok
-}
-
-// lock takes every host of a deployment or none, in this process and,
-// when the store offers Claims, in the database. The error wraps
-// nixdeploy.ErrHostBusy and names the holder.
-func (d *Deployer) lock(ctx context.Context, hosts []string, id int64) (func(), error) {
-	release, err := d.lockLocal(hosts, id)
-	if err != nil {
-		return nil, err
-	}
-	c, ok := d.opts.Store.(Claims)
-	if !ok {
-		return release, nil
-	}
-	if err := c.ClaimHosts(ctx, id, hosts); err != nil {
-		release()
-		return nil, err
-	}
-	return func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		// Released before the local lock, so no deployment of this
-		// process can claim the host in between and lose its row here.
-		if err := c.ReleaseHosts(ctx, d.holder(hosts), hosts); err != nil {
-			d.log.Error("release host claims", "hosts", strings.Join(hosts, ","), "err", err)
-		}
-		release()
-	}, nil
-}
-
-// holder is the deployment holding the first of hosts (0 while created).
-func (d *Deployer) holder(hosts []string) int64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.busy[hosts[0]]
-}
-
-func (d *Deployer) lockLocal(hosts []string, id int64) (func(), error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, h := range hosts {
-		if holder, busy := d.busy[h]; busy {
-			if holder == 0 {
-				return nil, fmt.Errorf("%w: %s is taken by a deployment that is starting", nixdeploy.ErrHostBusy, h)
-			}
-			return nil, fmt.Errorf("%w: %s is being deployed by deployment %d", nixdeploy.ErrHostBusy, h, holder)
-		}
-	}
-	for _, h := range hosts {
-		d.busy[h] = id
-	}
-	return func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		for _, h := range hosts {
-			delete(d.busy, h)
-		}
-	}, nil
 }
 
 // The report of a run is root vocabulary (nixdeploy.Report); these names
@@ -384,7 +313,8 @@ func (d *Deployer) Check(dep nixdeploy.Deployment) error {
 // when every host succeeded. A failure is a *StepError; a cancel wraps
 // context.Canceled (or the cause given to Cancel) and ends the deployment
 // cancelled, or interrupted when the cause is nixdeploy.ErrShutdown; a busy
-// host wraps nixdeploy.ErrHostBusy and an unknown one nixdeploy.ErrUnknownHost.
+// unknown host wraps nixdeploy.ErrUnknownHost. Run does not check that the
+// hosts are free: the lifecycle claimed them.
 func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...Sink) (*Report, error) {
 	if dep.ID == 0 {
 		return nil, errors.New("run a deployment that is not stored: create and start it through runs.Lifecycle")
@@ -393,11 +323,11 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 	if err != nil {
 		return nil, err
 	}
-	release, err := d.lock(ctx, dep.Hosts, dep.ID)
-	if err != nil {
-		return nil, err
+	if d.opts.ClientKey == nil {
+		dep.State, dep.ExitCode, dep.Error = nixdeploy.StateFailed, 1, d.opts.NoClientKey.Error()
+		return &Report{DeploymentID: dep.ID, State: nixdeploy.StateFailed},
+			&StepError{Host: dep.Hosts[0], Step: "connect", ExitCode: 1, Err: d.opts.NoClientKey}
 	}
-	defer release()
 	dep.State = nixdeploy.StateRunning
 
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -634,8 +634,10 @@ func TestBatchHalts(t *testing.T) {
 	}
 }
 
-// TestBusy: a second deployment of a host in use is refused with an error
-// that names the deployment holding it.
+// TestBusy: a second deployment of a host in use is refused (by the
+// lifecycle's claim, before the deployer runs anything) with an error
+// that names the deployment holding it, and the deployer's Cancel still
+// stops the first.
 func TestBusy(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{lab: sshlab.Options{Hosts: []string{"alpha", "beta"}}})
@@ -648,9 +650,10 @@ func TestBusy(t *testing.T) {
 		done <- dep
 	}()
 	e.lab.WaitFile(t.Context(), e.lab.PIDFile("nixos-rebuild", "alpha"), 20*time.Second)
-	holder, busy := e.d.Busy("alpha")
-	if !busy || holder == 0 {
-		t.Fatalf("Busy(alpha) = %d, %v", holder, busy)
+	// The lifecycle claimed alpha in the database for the run.
+	holder, _, busy, err := e.db.HostClaim(t.Context(), "alpha")
+	if err != nil || !busy || holder == 0 {
+		t.Fatalf("HostClaim(alpha) = %d, %v, %v", holder, busy, err)
 	}
 	_, rep, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"beta", "alpha"})
 	if !errors.Is(err, nixdeploy.ErrHostBusy) || rep != nil {
@@ -669,8 +672,8 @@ func TestBusy(t *testing.T) {
 	if got := e.stored(dep.ID); got.State != nixdeploy.StateCancelled {
 		t.Errorf("state = %s", got.State)
 	}
-	if _, busy := e.d.Busy("alpha"); busy {
-		t.Error("alpha still locked after the deployment ended")
+	if _, _, busy, _ := e.db.HostClaim(t.Context(), "alpha"); busy {
+		t.Error("alpha still claimed after the deployment ended")
 	}
 }
 

@@ -151,6 +151,15 @@ func (d *Deployer) readHosts(ctx context.Context, names []string) ([]nixdeploy.H
 		}
 		hosts = append(hosts, h)
 	}
+	if d.opts.ClientKey == nil {
+		// No key to reach anything: every host reads as unknown, with
+		// the sentence deployments fail with.
+		out := make([]nixdeploy.HostReading, len(hosts))
+		for i, h := range hosts {
+			out[i] = nixdeploy.HostReading{Host: h.Name, Drift: nixdeploy.DriftUnknown, Why: d.opts.NoClientKey.Error(), At: d.opts.Now()}
+		}
+		return out, nil
+	}
 	log := d.log.With("op", "read-hosts")
 	r := &run{d: d, dl: d.newDialer(log), log: log}
 	defer r.close()

@@ -319,6 +319,6 @@ func (h *hostRun) preflightLUKS() error {
 			return fmt.Errorf("the initrd host key of %s does not match its .pub; fix the key store before installing", name)
 		}
 	}
-	h.em.event(name, "preflight", "%s", BootNote(h.host))
+	h.em.event(name, "preflight", "%s", h.host.BootNote())
 	return nil
 }

@@ -245,7 +245,7 @@ func (d *Deployer) Plan(host string, action nixdeploy.Action) (*Plan, error) {
 		)
 		p.Notes = append(p.Notes,
 			"nixos-anywhere cannot pin a host key before the new system exists (it meets the old OS's key, then the kexec installer's random one); the first trusted contact is the wait for "+h.Name+"'s pinned key after the reboot",
-			BootNote(h))
+			h.BootNote())
 		if !h.BuildOnTarget {
 			p.Notes = append(p.Notes, "--build-on remote is added when the runner's system (probed once) is not "+h.System)
 		}
@@ -272,17 +272,6 @@ func (d *Deployer) Plan(host string, action nixdeploy.Action) (*Plan, error) {
 		removeTmp,
 	}
 	return p, nil
-}
-
-// BootNote says what happens when an installed LUKS host boots.
-func BootNote(h nixdeploy.Host) string {
-	switch {
-	case !h.LUKS():
-		return "the disk is not encrypted; " + h.Name + " boots without a passphrase"
-	case h.InitrdSSH != nil:
-		return fmt.Sprintf("the disk is encrypted; at boot the bot unlocks it over the initrd SSH server on port %d (pinned initrd key)", h.InitrdSSH.Port)
-	}
-	return "the disk is encrypted; at every boot its passphrase (keys/" + h.Name + "_disk_key) must be typed at the console"
 }
 
 // UploadScript is exported so a simulated runner (internal/simfleet)

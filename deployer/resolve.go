@@ -22,6 +22,11 @@ func (d *Deployer) Resolve(ctx context.Context, dep nixdeploy.Deployment) (*nixd
 	if err != nil {
 		return nil, err
 	}
+	if d.opts.ClientKey == nil {
+		// Nothing can be asked on the runner; the run fails with
+		// NoClientKey before it touches anything.
+		return nil, nil
+	}
 	log := d.log.With("op", "resolve")
 	r := &run{d: d, dl: d.newDialer(log), log: log}
 	defer r.close()

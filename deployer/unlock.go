@@ -99,6 +99,9 @@ const askpassEOF = "End of file reached"
 // "/nixdeploy unlock-disk HOST" after a reboot. The initrd must present its
 // pinned key; the passphrase is never logged.
 func (d *Deployer) Unlock(ctx context.Context, host string, sinks ...Sink) error {
+	if d.opts.ClientKey == nil {
+		return d.opts.NoClientKey
+	}
 	h, ok := d.cfg.Host(host)
 	if !ok {
 		return fmt.Errorf("%w: %q is not in the fleet config", nixdeploy.ErrUnknownHost, host)

@@ -487,3 +487,23 @@ func checkInitrdKey(store *Store, host string, hostPub ssh.PublicKey) Result {
 	}
 	return Result{Status: Pass}
 }
+
+// Checker runs the key preflight of the fleet in Config against Store for
+// "/nixdeploy keys check"; it is the bot's KeyChecker as it is.
+type Checker struct {
+	Config *nixdeploy.Config
+	Store  *Store
+}
+
+// CheckKeys checks hosts and returns the printed table and the failures.
+func (c Checker) CheckKeys(ctx context.Context, hosts []string) (nixdeploy.KeyReport, error) {
+	rep, err := Check(ctx, c.Config, c.Store, hosts)
+	if err != nil {
+		return nixdeploy.KeyReport{}, err
+	}
+	var table strings.Builder
+	if err := rep.Print(&table); err != nil {
+		return nixdeploy.KeyReport{}, err
+	}
+	return nixdeploy.KeyReport{Table: table.String(), Failures: rep.Failures()}, nil
+}

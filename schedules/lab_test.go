@@ -1,7 +1,6 @@
 package schedules_test
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -13,21 +12,6 @@ import (
 	"github.com/nixdeploy/nixdeploy/runs"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
-
-// labDeployer adapts the real deployer to schedules.Deployer the way the
-// bot will: one single-host deployment per host, recorded with the
-// schedule as its source.
-type labDeployer struct{ d *runs.Lifecycle }
-
-func (l labDeployer) DeployHost(ctx context.Context, req schedules.HostRequest) (schedules.Result, error) {
-	dep := &nixdeploy.Deployment{Hosts: []string{req.Host}, Action: req.Action, Requester: "schedule:" + req.Schedule, Source: nixdeploy.SourceSchedule}
-	rep, err := l.d.Run(ctx, dep)
-	if rep == nil {
-		// It never ran: busy, unknown host, store error.
-		return schedules.Result{DeploymentID: dep.ID}, err
-	}
-	return schedules.Result{DeploymentID: rep.DeploymentID, State: rep.State, Err: err}, nil
-}
 
 // TestLabNightlyHaltsAtNode2 runs the nightly tick against real sshd
 // targets and the real deployer, with nixos-rebuild failing on rk1-node2.
@@ -63,7 +47,7 @@ strategy = "rolling"
 		t.Fatal(err)
 	}
 	notes := &fakeNotifier{}
-	r := &rig{clk: clk, db: store, notes: notes, s: newScheduler(t, cfg, store, labDeployer{runs.New(store, d)}, notes, clk)}
+	r := &rig{clk: clk, db: store, notes: notes, s: newScheduler(t, cfg, store, runs.New(store, d), notes, clk)}
 	r.start(t)
 	r.tickAt(t, time.Date(2026, 5, 13, 3, 0, 0, 0, loc))
 

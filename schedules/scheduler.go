@@ -541,25 +541,9 @@ func (s *Scheduler) release(name string) {
 	s.mu.Unlock()
 }
 
-// Status is one schedule as List shows it.
-type Status struct {
-	Name     string
-	Spec     string
-	TimeZone string
-	Hosts    []string
-	Action   nixdeploy.Action
-	Strategy nixdeploy.Strategy
-	Paused   bool
-	PausedBy string
-	// ChangedAt is when the schedule was last paused or resumed.
-	ChangedAt time.Time
-	// Next is the next tick in the schedule's zone; zero while paused.
-	Next time.Time
-	// RunningID is the run in flight, 0 if none.
-	RunningID int64
-	// Last is the newest recorded run or skip, nil before the first.
-	Last *nixdeploy.ScheduleRun
-}
+// Status is one schedule as List reports it (root vocabulary: the bot
+// shows it).
+type Status = nixdeploy.ScheduleStatus
 
 // List returns every configured schedule, in config order.
 func (s *Scheduler) List(ctx context.Context) ([]Status, error) {

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 
 	"github.com/nixdeploy/nixdeploy/bot"
-	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 const consoleUsage = `console [--config FILE] [--as USER] [--channel CHANNEL] [--ssh-key FILE]
@@ -68,8 +67,8 @@ func cmdConsole(ctx context.Context, s stdio, args []string) error {
 	defer deps.close()
 	term := bot.NewTerminal(s.out)
 	b, err := bot.New(bot.Options{
-		Config: cfg, Store: deps.store, Lifecycle: runs.New(deps.store, nil), Chat: term, Deployer: deps.deployer, Locks: deps.locks, Keys: deps.keys,
-		Schedules: deps.schedules, Interrupted: deps.interrupted, BotUser: "nixdeploy", Logger: logger,
+		Config: cfg, Store: deps.store, Lifecycle: deps.life, Chat: term, Deployer: deps.deployer, Locks: deps.locks, Keys: deps.keys,
+		Interrupted: deps.interrupted, BotUser: "nixdeploy", Logger: logger,
 		BMC: deps.bmcBot(),
 	})
 	if err != nil {

@@ -22,7 +22,6 @@ import (
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/simfleet"
 	"github.com/nixdeploy/nixdeploy/keys"
-	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 const demoUsage = `demo [--script FILE] [--pace D] [--db FILE] [--dir DIR] [--keep] [--shutdown-grace D] [-v]
@@ -179,8 +178,8 @@ func cmdDemo(ctx context.Context, s stdio, args []string) error {
 	out := &lockedWriter{w: s.out}
 	term := bot.NewTerminal(out)
 	b, err := bot.New(bot.Options{
-		Config: cfg, Store: deps.store, Lifecycle: runs.New(deps.store, nil), Chat: demoChat{Terminal: term, w: out}, Deployer: deps.deployer,
-		Locks: deps.locks, Keys: deps.keys, Schedules: deps.schedules, Interrupted: deps.interrupted,
+		Config: cfg, Store: deps.store, Lifecycle: deps.life, Chat: demoChat{Terminal: term, w: out}, Deployer: deps.deployer,
+		Locks: deps.locks, Keys: deps.keys, Interrupted: deps.interrupted,
 		BotUser: "nixdeploy", Logger: logger, TailLines: 6, BMC: boards,
 	})
 	if err != nil {

@@ -20,7 +20,6 @@ import (
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/internal/ops"
-	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // Environment variables of serve. Tokens come only from the environment
@@ -180,8 +179,8 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 	metrics := ops.NewMetrics(ops.MetricsOptions{Store: deps.store, Schedules: names, Logger: logger, Power: deps.powerReader()})
 	metricsH.set(metrics.Handler())
 	b, err := bot.New(bot.Options{
-		Config: cfg, Store: deps.store, Lifecycle: runs.New(deps.store, nil), Deployer: deps.deployer, Locks: deps.locks, Keys: deps.keys,
-		Schedules: deps.schedules, Interrupted: deps.interrupted, BotUser: auth.UserID, Logger: logger,
+		Config: cfg, Store: deps.store, Lifecycle: deps.life, Deployer: deps.deployer, Locks: deps.locks, Keys: deps.keys,
+		Interrupted: deps.interrupted, BotUser: auth.UserID, Logger: logger,
 		Chat: bot.NewSlackChat(api, bot.SlackChatOptions{Logger: logger}), Observer: metrics,
 		BMC: deps.bmcBot(),
 	})

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -47,12 +45,14 @@ type botDeps struct {
 	store       *db.DB
 	interrupted []nixdeploy.Deployment
 	deployer    bot.Deployer
-	locks       bot.Locks
-	keys        bot.KeyChecker
-	schedules   *botSchedules
-	cfg         *nixdeploy.Config
-	log         *slog.Logger
-	scheduler   *schedules.Scheduler
+	// life owns every deployment; the bot is its Presenter and the
+	// scheduler submits through it.
+	life      *runs.Lifecycle
+	locks     bot.Locks
+	keys      bot.KeyChecker
+	cfg       *nixdeploy.Config
+	log       *slog.Logger
+	scheduler *schedules.Scheduler
 	// boards reaches the Turing Pi BMCs; nil without [[bmcs]] or
 	// without their passwords (see bmcBot and bmcPower).
 	boards *bmc.Fleet
@@ -82,32 +82,30 @@ func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, o depsOptions, logg
 	if err != nil {
 		return nil, err
 	}
-	d := &botDeps{store: store, interrupted: interrupted, locks: store, schedules: &botSchedules{}, cfg: cfg, log: logger}
+	d := &botDeps{store: store, interrupted: interrupted, locks: store, cfg: cfg, log: logger}
 	ks, err := keys.OpenStore(cfg)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("open key store: %w", err)
 	}
-	d.keys = botKeys{cfg: cfg, store: ks}
+	d.keys = keys.Checker{Config: cfg, Store: ks}
 	d.boards = openBoards(cfg, logger)
-	client := o.clientKey
+	client, noKey := o.clientKey, error(nil)
 	if client == nil {
-		client, err = deployer.LoadClientKey(o.sshKey)
-		if err != nil {
+		if client, err = deployer.LoadClientKey(o.sshKey); err != nil {
 			logger.Warn("no usable SSH key: deployments will fail until one is configured", "reason", err.Error())
-			d.deployer = unavailableDeployer{why: bot.UserError("nixdeploy has no SSH key to reach the fleet; set "+deployer.ClientKeyEnv+" or pass --ssh-key, then request it again", err)}
-			return d, nil
+			noKey = bot.NoSSHKey(deployer.ClientKeyEnv, err)
 		}
 	}
 	opts := deployer.Options{
-		Config: cfg, Store: store, HostKeys: ks, ClientKey: client, Logger: logger,
+		Config: cfg, Store: store, HostKeys: ks, ClientKey: client, NoClientKey: noKey, Logger: logger,
 		Preflight: func(ctx context.Context, host string) error {
 			rep, err := keys.Check(ctx, cfg, ks, []string{host})
 			if err != nil {
 				return err
 			}
 			if f := rep.Failures(); len(f) > 0 {
-				return bot.UserError("the key preflight failed: "+strings.Join(f, "; "), errors.New("key preflight failed"))
+				return bot.KeyPreflightFailed(f)
 			}
 			return nil
 		},
@@ -124,23 +122,28 @@ func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, o depsOptions, logg
 		return nil, err
 	}
 	d.deployer = dep
+	d.life = runs.NewWith(runs.Options{Store: store, Executor: dep, Config: d.config, Logger: logger})
 	return d, nil
 }
 
+// config is the fleet config the lifecycle decides against.
+func (d *botDeps) config() *nixdeploy.Config { return d.cfg }
+
 // newScheduler creates the scheduler of the configured schedules, which
-// deploys through the bot so that scheduled runs stream to the channel
-// like requested ones. Its timers start only with Start.
+// deploys through the lifecycle (so scheduled runs stream to the channel
+// like requested ones) and announces through the bot. Its timers start
+// only with Start.
 func (d *botDeps) newScheduler(b *bot.Bot) error {
 	if len(d.cfg.Schedules) == 0 {
 		return nil
 	}
 	s, err := schedules.New(schedules.Options{
-		Config: d.cfg, Store: d.store, Deployer: b, Notifier: scheduleNotifier{b}, Reporter: b, Logger: d.log,
+		Config: d.cfg, Store: d.store, Deployer: d.life, Notifier: b, Reporter: b, Logger: d.log,
 	})
 	if err != nil {
 		return err
 	}
-	d.schedules.s = s
+	b.SetSchedules(s)
 	d.scheduler = s
 	return nil
 }
@@ -184,104 +187,25 @@ func (d *botDeps) close() {
 	d.store.Close()
 }
 
-// The deployer is the bot's Deployer, Resolver and Unlocker and the
-// lifecycle's Executor as it is, with no adapter; the bot finds Resolver
-// and Unlocker by type assertion, so these fail the build if a signature
-// drifts rather than silently turning the features off.
+// The parts satisfy each other's interfaces as they are, with no
+// adapter; the bot and runs find the optional ones (Unlocker, Resolver,
+// Fingerprinter, Checker) by type assertion, so these fail the build if a
+// signature drifts rather than silently turning the features off.
 var (
-	_ bot.Deployer  = (*deployer.Deployer)(nil)
-	_ bot.Resolver  = (*deployer.Deployer)(nil)
-	_ bot.Unlocker  = (*deployer.Deployer)(nil)
-	_ runs.Executor = (*deployer.Deployer)(nil)
+	_ bot.Deployer       = (*deployer.Deployer)(nil)
+	_ bot.Unlocker       = (*deployer.Deployer)(nil)
+	_ runs.Executor      = (*deployer.Deployer)(nil)
+	_ runs.Resolver      = (*deployer.Deployer)(nil)
+	_ runs.Fingerprinter = (*deployer.Deployer)(nil)
+	_ runs.Checker       = (*deployer.Deployer)(nil)
+	_ runs.Store         = (*db.DB)(nil)
+	_ runs.Claims        = (*db.DB)(nil)
+	_ runs.Locks         = (*db.DB)(nil)
+	_ schedules.Deployer = (*runs.Lifecycle)(nil)
+	_ schedules.Notifier = (*bot.Bot)(nil)
+	_ bot.Schedules      = (*schedules.Scheduler)(nil)
+	_ bot.KeyChecker     = keys.Checker{}
 )
-
-// unavailableDeployer fails every deployment with why.
-type unavailableDeployer struct{ why error }
-
-func (u unavailableDeployer) Run(_ context.Context, dep *nixdeploy.Deployment, _ ...nixdeploy.Sink) (*nixdeploy.Report, error) {
-	return &nixdeploy.Report{DeploymentID: dep.ID, State: nixdeploy.StateFailed},
-		&nixdeploy.StepError{Host: dep.Hosts[0], Step: "connect", ExitCode: 1, Err: u.why}
-}
-
-// botKeys runs the key preflight for "/nixdeploy keys check".
-type botKeys struct {
-	cfg   *nixdeploy.Config
-	store *keys.Store
-}
-
-func (k botKeys) CheckKeys(ctx context.Context, hosts []string) (bot.KeyReport, error) {
-	rep, err := keys.Check(ctx, k.cfg, k.store, hosts)
-	if err != nil {
-		return bot.KeyReport{}, err
-	}
-	var table strings.Builder
-	if err := rep.Print(&table); err != nil {
-		return bot.KeyReport{}, err
-	}
-	return bot.KeyReport{Table: table.String(), Failures: rep.Failures()}, nil
-}
-
-// botSchedules is the scheduler as the bot sees it; s is set once the
-// scheduler exists (it needs the bot to deploy through).
-type botSchedules struct{ s *schedules.Scheduler }
-
-var errNoSchedules = bot.UserError("no schedules are configured in the fleet config", nixdeploy.ErrNotFound)
-
-func (b *botSchedules) List(ctx context.Context) ([]bot.ScheduleInfo, error) {
-	if b.s == nil {
-		return nil, nil
-	}
-	list, err := b.s.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]bot.ScheduleInfo, len(list))
-	for i, s := range list {
-		out[i] = bot.ScheduleInfo{Name: s.Name, Spec: s.Spec, TimeZone: s.TimeZone, Hosts: s.Hosts, Action: s.Action,
-			Strategy: s.Strategy, Paused: s.Paused, PausedBy: s.PausedBy, Next: s.Next, RunningID: s.RunningID}
-		if s.Last != nil {
-			out[i].LastOutcome, out[i].LastAt = s.Last.Outcome, s.Last.StartedAt
-		}
-	}
-	return out, nil
-}
-
-func (b *botSchedules) Pause(ctx context.Context, name, by string) error {
-	if b.s == nil {
-		return errNoSchedules
-	}
-	return b.s.Pause(ctx, name, by)
-}
-
-func (b *botSchedules) Resume(ctx context.Context, name, by string) error {
-	if b.s == nil {
-		return errNoSchedules
-	}
-	return b.s.Resume(ctx, name, by)
-}
-
-func (b *botSchedules) RunNow(ctx context.Context, name, by string) (int64, error) {
-	if b.s == nil {
-		return 0, errNoSchedules
-	}
-	id, err := b.s.RunNow(ctx, name, by)
-	if errors.Is(err, schedules.ErrRunning) {
-		return 0, bot.UserError(fmt.Sprintf("schedule %s is already running; wait for its summary", name), err)
-	}
-	return id, err
-}
-
-// scheduleNotifier posts a run's summary to the fleet channel.
-type scheduleNotifier struct{ b *bot.Bot }
-
-func (n scheduleNotifier) Summary(ctx context.Context, s schedules.Summary) error {
-	return n.b.Announce(ctx, s.Text())
-}
-
-// Waiting says in the channel that a run waits for a busy or locked host.
-func (n scheduleNotifier) Waiting(ctx context.Context, w schedules.Wait) error {
-	return n.b.Announce(ctx, w.Text())
-}
 
 // openBoards reaches the config's Turing Pi BMCs. A board without its
 // password in the environment leaves them all unwired, with a warning

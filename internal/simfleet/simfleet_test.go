@@ -2,9 +2,6 @@ package simfleet_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -21,64 +18,17 @@ import (
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/simfleet"
+	"github.com/nixdeploy/nixdeploy/internal/sshlab"
 	"github.com/nixdeploy/nixdeploy/runs"
 )
 
-// hostKeys is an in-memory key store for the deployer.
-type hostKeys map[string][]byte
-
-func (k hostKeys) HostPrivateKey(host string) ([]byte, error) {
-	b, ok := k[host]
-	if !ok {
-		return nil, fmt.Errorf("no key for %s", host)
-	}
-	return slices.Clone(b), nil
-}
-
-// DiskKey is a fixed passphrase: simfleet checks that one arrives.
-func (k hostKeys) DiskKey(host string) ([]byte, error) {
-	return []byte("correct horse battery staple " + host), nil
-}
-
-func (k hostKeys) InitrdHostPrivateKey(host string) ([]byte, error) {
-	return k.HostPrivateKey(host + "-initrd")
-}
-
-func (k hostKeys) InitrdHostPublicKey(host string) (ssh.PublicKey, error) {
-	return k.HostPublicKey(host + "-initrd")
-}
-
-func (k hostKeys) HostPublicKey(host string) (ssh.PublicKey, error) {
-	s, err := k.signer(host)
-	if err != nil {
-		return nil, err
-	}
-	return s.PublicKey(), nil
-}
-
-func (k hostKeys) signer(host string) (ssh.Signer, error) {
-	b, err := k.HostPrivateKey(host)
-	if err != nil {
-		return nil, err
-	}
-	return ssh.ParsePrivateKey(b)
-}
-
 func newKey(t *testing.T) (ssh.Signer, []byte) {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	s, pemBytes, err := sshlab.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, pem.EncodeToMemory(block)
+	return s, pemBytes
 }
 
 // rig is a simulated fleet of ganon, rk1-node1 and rk1-node2 (broken),
@@ -94,7 +44,10 @@ type rig struct {
 
 func newRig(t *testing.T, pace time.Duration) *rig {
 	t.Helper()
-	keys := hostKeys{}
+	// DiskKey is a fixed passphrase: simfleet checks that one arrives.
+	keys := sshlab.MemKeys{Private: map[string][]byte{}, DiskKeys: func(host string) []byte {
+		return []byte("correct horse battery staple " + host)
+	}}
 	var hosts []simfleet.Host
 	for _, h := range []struct{ name, system, disk string }{
 		{"ganon", "x86_64-linux", "/dev/nvme0n1"},
@@ -102,7 +55,7 @@ func newRig(t *testing.T, pace time.Duration) *rig {
 		{"rk1-node2", "aarch64-linux", "/dev/mmcblk0"},
 	} {
 		s, pemBytes := newKey(t)
-		keys[h.name] = pemBytes
+		keys.Private[h.name] = pemBytes
 		hosts = append(hosts, simfleet.Host{Name: h.name, System: h.system, Disk: h.disk, HostKey: s})
 	}
 	client, _ := newKey(t)

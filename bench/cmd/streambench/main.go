@@ -31,7 +31,6 @@ import (
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/keys"
-	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 type result struct {
@@ -100,7 +99,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	chat := &nullChat{}
-	b, err := bot.New(bot.Options{Config: cfg, Store: store, Lifecycle: runs.New(store, nil), Chat: chat, Deployer: d, Logger: quiet})
+	b, err := bot.New(bot.Options{Config: cfg, Store: store, Chat: chat, Deployer: d, Logger: quiet})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package bot
+package runs
 
 import (
 	"context"
@@ -15,14 +15,14 @@ type stepReader interface {
 // recoveryNote is nixdeploy.RecoveredNote when the deployer recovered a
 // host of deployment id by a power reset (its recover step succeeded),
 // for the schedule's summary; "" otherwise.
-func (b *Bot) recoveryNote(ctx context.Context, id int64) string {
-	sr, ok := b.store.(stepReader)
+func (l *Lifecycle) recoveryNote(ctx context.Context, id int64) string {
+	sr, ok := l.store.(stepReader)
 	if !ok {
 		return ""
 	}
 	steps, err := sr.Steps(context.WithoutCancel(ctx), id)
 	if err != nil {
-		b.log.Warn("read steps for the summary", "deployment", id, "err", err)
+		l.log.Warn("read steps for the summary", "deployment", id, "err", err)
 		return ""
 	}
 	for _, s := range steps {

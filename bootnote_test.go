@@ -1,4 +1,4 @@
-package bot
+package nixdeploy_test
 
 import (
 	"regexp"
@@ -15,7 +15,7 @@ func TestBootNoteCommand(t *testing.T) {
 	h := nixdeploy.Host{Name: "ganon", Address: "127.0.0.1", Port: 22, System: nixdeploy.SystemX86_64, Disk: "/dev/vda",
 		DiskKey: "/tmp/secret.key", InitrdSSH: &nixdeploy.InitrdSSH{Port: 2222, HostKeyPath: nixdeploy.DefaultInitrdHostKeyPath}}
 	cfg := &nixdeploy.Config{Hosts: []nixdeploy.Host{h}}
-	note := bootNote(h)
+	note := h.BootNote()
 	m := regexp.MustCompile("`/nixdeploy ([^`]+)`").FindStringSubmatch(note)
 	if m == nil {
 		t.Fatalf("boot note names no command: %q", note)
