@@ -50,6 +50,10 @@ type Config struct {
 	// BMCs are the Turing Pi boards whose BMC powers, watches and flashes
 	// their nodes (bmc.go).
 	BMCs []BMC `toml:"bmcs"`
+	// HealthChecks say what must hold on hosts after a switch or test
+	// (health.go); Guard configures the rollback guard.
+	HealthChecks []HealthCheck `toml:"health_checks"`
+	Guard        Guard         `toml:"guard"`
 
 	// Path is the file the config was loaded from; Dir its directory.
 	Path string `toml:"-"`
@@ -219,6 +223,9 @@ type Schedule struct {
 	Missed string `toml:"missed"`
 	// CatchUpWindow bounds how late a catch-up run may start.
 	CatchUpWindow Duration `toml:"catch_up_window"`
+	// Canary is the host the canary strategy deploys first (default: the
+	// first host of the selection).
+	Canary string `toml:"canary"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("15m").
@@ -391,6 +398,7 @@ func (c *Config) applyDefaults() {
 	if c.Slack.MultiHostInstall == "" {
 		c.Slack.MultiHostInstall = MultiInstallPerHost
 	}
+	c.applyHealthDefaults()
 	for i := range c.Schedules {
 		s := &c.Schedules[i]
 		if s.TimeZone == "" {

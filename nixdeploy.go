@@ -121,6 +121,11 @@ type Deployment struct {
 	// It lives with the run, not in the database: an approved request that
 	// did not start before a restart is ended, never started later.
 	Fingerprint string
+	// Guard arms a rollback guard on each host before a switch or test
+	// (deployer/guard.go): the host re-activates its previous system by
+	// itself unless the bot reconnects, runs the health checks and
+	// disarms it. Like Fingerprint it lives with the run.
+	Guard bool
 }
 
 // Lock is what the fleet's flakes resolved to on the runner

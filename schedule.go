@@ -44,6 +44,9 @@ type HostRequest struct {
 	// Trigger is cron, manual or catch-up; By is who asked for a manual run.
 	Trigger string
 	By      string
+	// Guard asks for the rollback guard (Deployment.Guard); schedules
+	// always set it.
+	Guard bool
 }
 
 // HostResult is how a scheduled host's deployment ended. Anything but StateSucceeded with

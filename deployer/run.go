@@ -105,6 +105,7 @@ type hostRun struct {
 	before   string
 	after    string
 	warnings []string
+	guard    *armedGuard // set once the rollback guard is armed (guard.go)
 }
 
 func (h *hostRun) targetEndpoint() (endpoint, error) {
@@ -302,6 +303,10 @@ func (h *hostRun) describe(st Step) string {
 		return "waiting for " + h.host.Name + " to come back with its pinned host key"
 	case KindVerify:
 		return "checking " + h.d.opts.CurrentSystemPath + " and the systemd state"
+	case KindGuardCheck:
+		return "reconnecting to " + h.host.Name + " with its pinned host key, running the health checks, then disarming the rollback guard"
+	case KindHealth:
+		return "running the health checks of " + h.host.Name
 	}
 	return string(st.Kind)
 }
@@ -352,6 +357,12 @@ func (h *hostRun) exec(ctx context.Context, st Step) error {
 		return nil
 	case KindVerify:
 		return h.verify(ctx)
+	case KindGuardArm:
+		return h.armGuard(ctx, st)
+	case KindGuardCheck:
+		return h.guardCheck(ctx)
+	case KindHealth:
+		return h.runChecks(ctx, st.Name, h.d.cfg.ChecksFor(h.host.Name), false)
 	}
 	return fmt.Errorf("unknown step kind %q", st.Kind)
 }

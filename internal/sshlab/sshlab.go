@@ -253,9 +253,7 @@ func keygen(t testing.TB, path, comment string) {
 // initSystem gives host a first /run/current-system.
 func (l *Lab) initSystem(host string) {
 	sys := filepath.Join(l.Dir, "store", "nixos-system-"+host+"-initial")
-	if err := os.MkdirAll(sys, 0o755); err != nil {
-		l.t.Fatal(err)
-	}
+	l.mkSystem(host, sys)
 	if err := os.Symlink(sys, l.systemLink(host)); err != nil {
 		l.t.Fatal(err)
 	}
@@ -365,8 +363,15 @@ func freePort(t testing.TB, host string) int {
 
 func (s *Server) writeConfig() error {
 	l := s.lab
+	keys := filepath.Join(l.Dir, "authorized_keys")
+	if _, err := os.Lstat(l.systemLink(s.Name)); err == nil {
+		// A fleet target takes its authorized keys from the system it
+		// runs, so an activation can lock the bot out and a rollback
+		// let it in again.
+		keys = filepath.Join(l.systemLink(s.Name), "authorized_keys")
+	}
 	cfg := fmt.Sprintf(sshdConfig, s.Port, s.Host, s.HostKeyPath,
-		filepath.Join(l.Dir, "authorized_keys"), filepath.Join(l.Dir, "sshd", s.Name+".pid"),
+		keys, filepath.Join(l.Dir, "sshd", s.Name+".pid"),
 		l.StubDir, s.Name, filepath.Join(l.Dir, "home"))
 	return os.WriteFile(s.cfgPath, []byte(cfg), 0o644)
 }
