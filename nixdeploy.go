@@ -66,6 +66,8 @@ type Request struct {
 	Hosts     []string // host names from the fleet config, in fleet order
 	Requester string   // Slack user id, schedule name, or local user
 	Source    Source
+	// Guard asks for the rollback guard (Deployment.Guard).
+	Guard bool
 }
 
 // State is the lifecycle state of a deployment.

@@ -123,7 +123,7 @@ func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command)
 	for i, hosts := range groups {
 		dep := nixdeploy.Deployment{
 			Hosts: hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack,
-			State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
+			State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(), Guard: cmd.Guard,
 		}
 		if cmd.Action.Destructive() {
 			dep.State = nixdeploy.StateAwaiting

@@ -33,7 +33,7 @@ func (b *Bot) Deploy(ctx context.Context, req nixdeploy.Request) (nixdeploy.Depl
 	}
 	dep := nixdeploy.Deployment{
 		Hosts: req.Hosts, Action: req.Action, Requester: req.Requester, Source: source,
-		State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(),
+		State: nixdeploy.StateQueued, CreatedAt: b.clock.Now().UTC(), Guard: req.Guard,
 	}
 	if err := b.life.CreateDeployment(ctx, &dep); err != nil {
 		return dep, fmt.Errorf("deploy %s %v: %w", req.Action, req.Hosts, err)
@@ -77,7 +77,7 @@ func (b *Bot) DeployHost(ctx context.Context, req nixdeploy.HostRequest) (nixdep
 	// The scheduler's context ends when it stops, at shutdown; the host's
 	// deployment then gets the bot's grace period like any other, so it
 	// runs without that cancel.
-	dep, err := b.Deploy(context.WithoutCancel(ctx), nixdeploy.Request{Action: req.Action, Hosts: []string{req.Host}, Requester: by, Source: nixdeploy.SourceSchedule})
+	dep, err := b.Deploy(context.WithoutCancel(ctx), nixdeploy.Request{Action: req.Action, Hosts: []string{req.Host}, Requester: by, Source: nixdeploy.SourceSchedule, Guard: req.Guard})
 	if errors.Is(err, nixdeploy.ErrShutdown) {
 		// Refused because the bot is shutting down: the scheduler is
 		// being stopped too, and waiting for that makes it record the
