@@ -140,7 +140,9 @@ func TestValidation(t *testing.T) {
 		}, `canary "ganon" is not one of the schedule's hosts`},
 		{"canary without the strategy", func(s string) string { return s + schedule(`canary = "rk1-node1"`) }, `canary is set but strategy is "rolling"`},
 		{"check without hosts", func(s string) string { return s + "[[health_checks]]\nunits = [\"sshd.service\"]\n" }, `health_checks[0]: hosts is empty`},
-		{"check matching nothing", func(s string) string { return s + "[[health_checks]]\nhosts = [\"@gpu\"]\nunits = [\"sshd.service\"]\n" }, `health_checks[0]: hosts selector matches nothing`},
+		{"check matching nothing", func(s string) string {
+			return s + "[[health_checks]]\nhosts = [\"@gpu\"]\nunits = [\"sshd.service\"]\n"
+		}, `health_checks[0]: hosts selector matches nothing`},
 		{"check with nothing to check", func(s string) string { return s + "[[health_checks]]\nhosts = [\"@rk1\"]\n" }, `units and commands are both empty`},
 		{"unit without type", func(s string) string { return s + "[[health_checks]]\nhosts = [\"@rk1\"]\nunits = [\"sshd\"]\n" }, `"sshd" is not a systemd unit name with its type`},
 		{"unit as a flag", func(s string) string {

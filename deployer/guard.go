@@ -63,6 +63,10 @@ ln -sfn "$sys" "$link"
 systemd-run --on-active="$window" --unit="$unit" --description="nixdeploy rollback guard" --collect --quiet "$link/bin/switch-to-configuration" test
 echo "guard $unit armed for $window: it re-activates $sys unless disarmed"`
 
+// ArmScript is exported so a simulated host (internal/simfleet) recognises
+// exactly the guard's arm step.
+const ArmScript = armScript
+
 // GuardError is a guarded deployment the guard rolled back.
 type GuardError struct {
 	Host string

@@ -647,7 +647,7 @@ func (f *Fleet) rebuild(ctx context.Context, p *proc, port int, knownHosts strin
 		fmt.Fprintf(p.stderr, "Done. The new configuration is %s\n", prev)
 		return 0
 	}
-	system := t.build(ref)
+	system := t.buildFor(ref, action)
 	seed := system
 	on := ""
 	if buildHost != "" {

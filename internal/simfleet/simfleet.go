@@ -58,6 +58,8 @@ type Options struct {
 	Pace time.Duration
 	// FailRebuild names hosts whose nixos-rebuild fails to evaluate.
 	FailRebuild []string
+	// FailChecks names hosts whose health check units are failed.
+	FailChecks []string
 	// Logger gets one debug line per command; default: discard.
 	Logger *slog.Logger
 }
@@ -133,7 +135,7 @@ func Start(o Options) (*Fleet, error) {
 		return nil, err
 	}
 	for i, h := range o.Hosts {
-		t := &target{f: f, host: h, fail: slices.Contains(o.FailRebuild, h.Name)}
+		t := &target{f: f, host: h, fail: slices.Contains(o.FailRebuild, h.Name), failChecks: slices.Contains(o.FailChecks, h.Name)}
 		t.generations = []string{storePath(h.Name, "previous", 0)}
 		t.srv = f.newServer(h.Name, lns[i], h.HostKey, "root", t.exec)
 		t.srv.accept = t.isUp
@@ -183,6 +185,7 @@ func (f *Fleet) Close() {
 	}
 	for _, t := range f.targets {
 		t.srv.close()
+		t.stopGuards()
 	}
 	f.wg.Wait()
 }
