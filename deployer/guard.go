@@ -105,6 +105,10 @@ type armedGuard struct {
 	link   string
 	at     time.Time
 	window time.Duration
+	// failed is the step that failed after the guard was armed, with
+	// its error: the guard is then left to roll the host back.
+	failed    string
+	failedErr error
 }
 
 func (g *armedGuard) end() time.Time { return g.at.Add(g.window) }
@@ -148,7 +152,10 @@ func (d *Deployer) shape(p *Plan, guard bool) {
 		Step{Name: "arm-guard", Kind: KindGuardArm, Where: WhereTarget, Timeout: t.Command,
 			Argv: []string{"sh", "-c", armScript, "sh", d.guardLink(GuardID), systemdSpan(window), guardUnitPrefix + GuardID, d.opts.CurrentSystemPath}},
 		rebuild,
-		Step{Name: "guard-check", Kind: KindGuardCheck, Where: WhereTarget, Timeout: window + d.opts.GuardGrace + checkTime},
+		// It runs after a failed activation too (Cleanup): an activation
+		// that broke the network also breaks nixos-rebuild's own ssh, and
+		// the guard's rollback is then what the report must say.
+		Step{Name: "guard-check", Kind: KindGuardCheck, Where: WhereTarget, Timeout: window + d.opts.GuardGrace + checkTime, Cleanup: true},
 	)
 	if p.Action == nixdeploy.ActionSwitch {
 		steps = append(steps, Step{Name: "make-default", Kind: KindCommand, Where: WhereRunner, Argv: d.rebuildArgv(h, "boot", false), Timeout: t.Rebuild, Agent: true})
@@ -199,6 +206,16 @@ func (h *hostRun) guardCheck(ctx context.Context) error {
 		return errors.New("the rollback guard was not armed")
 	}
 	name := h.host.Name
+	if g.failed != "" {
+		return h.rolledBack(ctx, fmt.Sprintf("step %s failed (%v)", g.failed, g.failedErr), g.failedErr)
+	}
+	if !h.d.opts.Now().Before(g.end()) {
+		// The guard fired before the activation ended: it re-activated
+		// the system that was still running, and the new one came after
+		// it, unguarded.
+		return fmt.Errorf("the activation on %s ended after the guard window (%s), so %s runs the new system unguarded and it is not the boot default; raise [guard] window above the build and activation time",
+			name, g.window, name)
+	}
 	// The connection from before the activation proves nothing about
 	// the new system: its sshd, its network, its keys.
 	if h.target != nil {
@@ -408,4 +425,23 @@ func (h *hostRun) runChecks(ctx context.Context, step string, checks nixdeploy.H
 		return &HealthError{Host: name, Failed: failed}
 	}
 	return nil
+}
+
+// guardAfter decides whether the guard-check step runs: always when
+// everything before it succeeded; after a failure only when the guard was
+// armed, to wait for its rollback and report it. A cancelled deployment
+// does not wait: its guard rolls the host back by itself.
+func (h *hostRun) guardAfter(ctx context.Context, rep HostReport) bool {
+	if rep.Outcome == OutcomeSucceeded {
+		return true
+	}
+	if h.guard == nil {
+		return false
+	}
+	if ctx.Err() != nil {
+		h.em.event(h.host.Name, "guard-check", "not waiting for the guard: it rolls %s back at %s", h.host.Name, h.guard.end().UTC().Format(time.TimeOnly))
+		return false
+	}
+	h.guard.failed, h.guard.failedErr = rep.Step, rep.Err
+	return true
 }

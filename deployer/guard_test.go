@@ -211,3 +211,49 @@ commands = ["exit 4"]
 		t.Errorf("an unguarded switch armed a guard: %v", c)
 	}
 }
+
+// An activation that cuts the network also kills nixos-rebuild's own ssh,
+// so the activation step fails; the guard still rolls the host back, and
+// the report says so, not just that the step failed.
+func TestGuardRollsBackAfterFailedActivation(t *testing.T) {
+	e := newGuardEnv(t, "")
+	e.lab.Set("nixos-rebuild.node1.breakssh", "1")
+	e.lab.Set("nixos-rebuild.node1.dropped", "1")
+	before := e.lab.CurrentSystem("node1")
+	_, rep, err := e.runGuarded(t.Context(), nixdeploy.ActionSwitch, "node1")
+	if !errors.Is(err, nixdeploy.ErrRolledBack) {
+		t.Fatalf("err = %v, want rolled back by the guard\n%s", err, e.sink.text())
+	}
+	if h := rep.Hosts[0]; h.Step != "nixos-rebuild" || h.ExitCode != 255 || !strings.Contains(err.Error(), "step nixos-rebuild failed") {
+		t.Errorf("report: step %s, exit %d, err %v", h.Step, h.ExitCode, err)
+	}
+	if got := e.lab.CurrentSystem("node1"); got != before {
+		t.Errorf("node1 runs %s, want the old %s", got, before)
+	}
+}
+
+// A cancelled guarded deployment does not wait for the guard: its guard
+// rolls the host back by itself.
+func TestGuardCancelledDoesNotWait(t *testing.T) {
+	e := newGuardEnv(t, "")
+	e.lab.Set("nixos-rebuild.node1.hang", "1")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := e.runGuarded(ctx, nixdeploy.ActionSwitch, "node1")
+		done <- err
+	}()
+	e.lab.WaitFile(t.Context(), e.lab.PIDFile("nixos-rebuild", "node1"), 20*time.Second)
+	cancel()
+	select {
+	case err := <-done:
+		if errors.Is(err, nixdeploy.ErrRolledBack) {
+			t.Errorf("err = %v: the cancel waited for the guard", err)
+		}
+	case <-time.After(guardWindow + 10*time.Second):
+		t.Fatal("the cancelled deployment did not end")
+	}
+	if !strings.Contains(e.sink.text(), "not waiting for the guard: it rolls node1 back at") {
+		t.Errorf("log:\n%s", e.sink.text())
+	}
+}

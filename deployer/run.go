@@ -167,6 +167,9 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 			// Resolved before the approval: what was approved runs.
 			continue
 		}
+		if st.Kind == KindGuardCheck && !h.guardAfter(ctx, rep) {
+			continue
+		}
 		if st.Wipes {
 			if err := h.approvedPlan(); err != nil {
 				h.em.event(h.host.Name, st.Name, "%s not run: %v", st.Name, err)
@@ -180,7 +183,11 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 		}
 		if rep.Outcome != OutcomeSucceeded {
 			// A cleanup failing after another failure: the first failure
-			// is the one reported; this one is logged and shown.
+			// is the one reported; this one is logged and shown. A
+			// rollback by the guard is reported with it (guard.go).
+			if errors.Is(err, nixdeploy.ErrRolledBack) {
+				rep.Err = err
+			}
 			continue
 		}
 		rep.Outcome, rep.Step, rep.ExitCode, rep.Err = OutcomeFailed, st.Name, code, err

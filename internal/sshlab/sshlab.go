@@ -514,13 +514,16 @@ func descendants(pid int) []int {
 //	nixos-anywhere|nixos-rebuild: exit (status), hang (any), lines (count),
 //	  print (text printed to stdout), print-stderr, cat (a file to print),
 //	  sleep (seconds to take before any of that),
-//	  nochange (rebuild: do not change the current system)
+//	  nochange (rebuild: do not change the current system), breakssh
+//	  (the new system refuses the bot's key), dropped (nixos-rebuild's
+//	  ssh dies right after the activation: exit 255)
 //	nixos-rebuild: sshopts (replaces NIX_SSHOPTS, "-" unsets it, @tmp@
 //	  stands for the run directory), noagent (unset SSH_AUTH_SOCK): the
 //	  runner's hop as an older plan set it up
 //	nix: revision (what flake metadata reports)
 //	disko.<host>.device, disko.<host>.luks (passwordFile), initrd.<host>.path
-//	systemctl: state (running, degraded, …), failed (units, one a line)
+//	systemctl: state (running, degraded, …), failed (units, one a line),
+//	  unit.<unit> (what is-active prints for it; default active)
 func (l *Lab) Set(name, value string) {
 	if err := os.WriteFile(filepath.Join(l.ControlDir, name), []byte(value), 0o644); err != nil {
 		l.t.Fatal(err)

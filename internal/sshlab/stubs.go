@@ -274,6 +274,9 @@ switch|test)
 	ln -sfn "$(readlink "$LAB/systems/$ATTR")" "$LAB/built/$ATTR"
 	if [ "$action" = switch ]; then ln -sfn "$(readlink "$LAB/built/$ATTR")" "$LAB/profiles/$ATTR"; fi
 	echo "activating the configuration..." >&2
+	# dropped: the activation cut the network, and with it nixos-rebuild's
+	# own ssh to the target (OpenSSH exits 255).
+	if knob dropped >/dev/null; then echo "Connection to ${target#*@} closed by remote host." >&2; exit 255; fi
 	echo "setting up /etc..." >&2
 	echo "reloading user units for root..." >&2
 	echo "restarting sysinit-reactivation.target" >&2
