@@ -229,6 +229,10 @@ func (h *hostRun) guardCheck(ctx context.Context) error {
 	if !h.d.opts.Now().Before(g.end()) {
 		return h.rolledBack(ctx, fmt.Sprintf("%s could not be reached with its pinned key within %s of the activation", name, g.window), nil)
 	}
+	activated, err := h.readCurrent(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s on %s: %w", h.d.opts.CurrentSystemPath, name, err)
+	}
 	h.em.event(name, "guard-check", "%s is reachable with its pinned key; running the health checks", name)
 	checks := h.d.cfg.ChecksFor(name)
 	if err := h.runChecks(ctx, "guard-check", checks, true); err != nil {
@@ -246,8 +250,17 @@ func (h *hostRun) guardCheck(ctx context.Context) error {
 	if err := h.command(ctx, Step{Name: "guard-check", Where: WhereTarget, Argv: []string{"systemctl", "stop", g.unit + ".timer"}}, &out); err != nil {
 		return fmt.Errorf("disarm the rollback guard on %s: %w", name, err)
 	}
-	if h.guardRunning(ctx) || !h.d.opts.Now().Before(g.end()) {
-		return h.rolledBack(ctx, fmt.Sprintf("the checks on %s ended after the guard window (%s)", name, g.window), nil)
+	// Whether the guard fired before the stop is read off the host, not
+	// the bot's clock: its service is running, or the activated system
+	// is gone again.
+	late := fmt.Sprintf("the checks on %s ended after the guard window (%s)", name, g.window)
+	if h.guardRunning(ctx) {
+		return h.rolledBack(ctx, late, nil)
+	}
+	if cur, err := h.readCurrent(ctx); err != nil {
+		return fmt.Errorf("read %s on %s: %w", h.d.opts.CurrentSystemPath, name, err)
+	} else if cur != activated {
+		return h.rolledBack(ctx, late, nil)
 	}
 	h.em.event(name, "guard-check", "guard %s disarmed", g.unit)
 	h.removeGuardLink(ctx)
@@ -379,7 +392,7 @@ func (h *hostRun) runChecks(ctx context.Context, step string, checks nixdeploy.H
 		}
 	}
 	var failed []string
-	run := func(label string, timeout time.Duration, argv ...string) (string, error) {
+	run := func(timeout time.Duration, argv ...string) (string, error) {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		var out capBuffer
@@ -390,7 +403,7 @@ func (h *hostRun) runChecks(ctx context.Context, step string, checks nixdeploy.H
 		return firstLine(out.String()), err
 	}
 	if baseline {
-		state, err := run("systemd", h.d.opts.Timeouts.Verify, "systemctl", "is-system-running", "--wait")
+		state, err := run(h.d.opts.Timeouts.Verify, "systemctl", "is-system-running", "--wait")
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
@@ -406,7 +419,7 @@ func (h *hostRun) runChecks(ctx context.Context, step string, checks nixdeploy.H
 		if c.Unit != "" {
 			argv = []string{"systemctl", "is-active", c.Unit}
 		}
-		out, err := run(c.Name(), c.Timeout, argv...)
+		out, err := run(c.Timeout, argv...)
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}

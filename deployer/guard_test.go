@@ -13,9 +13,10 @@ import (
 	"github.com/nixdeploy/nixdeploy/runs"
 )
 
-// guardWindow is the lab's guard window: a few seconds, so the tests that
-// wait for the guard stay short.
-const guardWindow = 3 * time.Second
+// guardWindow is the lab's guard window: long enough for a lab switch to
+// be activated and checked on a loaded machine (under -race, with other
+// tests), short enough for the tests that wait for the guard.
+const guardWindow = 8 * time.Second
 
 func newGuardEnv(t *testing.T, toml string) *env {
 	t.Helper()
@@ -89,7 +90,7 @@ commands = ["echo metrics ok"]
 		t.Errorf("the guard's timer is still loaded after the disarm")
 	}
 	run := e.lab.CallsTo("systemd-run")
-	if len(run) != 1 || !strings.Contains(run[0], "[--on-active=3s] [--unit="+unit+"]") ||
+	if len(run) != 1 || !strings.Contains(run[0], "[--on-active=8s] [--unit="+unit+"]") ||
 		!strings.Contains(run[0], "["+e.lab.GuardRoot()+"/"+unit+"/bin/switch-to-configuration] [test]") {
 		t.Errorf("systemd-run calls:\n%s", strings.Join(run, "\n"))
 	}

@@ -87,7 +87,7 @@ func TestLabCanaryCheckFails(t *testing.T) {
 	lab := sshlab.New(t, sshlab.Options{Hosts: rk1})
 	cfg := lab.Config(`
 [guard]
-window = "3s"
+window = "8s"
 
 [[health_checks]]
 hosts = ["@lab"]

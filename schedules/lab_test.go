@@ -37,7 +37,7 @@ func TestLabNightlyHaltsAtNode2(t *testing.T) {
 	lab := sshlab.New(t, sshlab.Options{Hosts: rk1})
 	cfg := lab.Config(`
 [guard]
-window = "3s"
+window = "8s"
 
 [slack]
 oncall = ["` + onCall + `"]
