@@ -207,7 +207,7 @@ func (h *hostRun) guardCheck(ctx context.Context) error {
 	}
 	name := h.host.Name
 	if g.failed != "" {
-		return h.rolledBack(ctx, fmt.Sprintf("step %s failed (%v)", g.failed, g.failedErr), g.failedErr)
+		return h.afterFailure(ctx)
 	}
 	if !h.d.opts.Now().Before(g.end()) {
 		// The guard fired before the activation ended: it re-activated
@@ -457,4 +457,33 @@ func (h *hostRun) guardAfter(ctx context.Context, rep HostReport) bool {
 	}
 	h.guard.failed, h.guard.failedErr = rep.Step, rep.Err
 	return true
+}
+
+// afterFailure handles a guard left armed by a failed step. When the host
+// still runs the system from before (the build or evaluation failed,
+// nothing was activated), there is nothing to roll back: the guard is
+// disarmed and the step's own failure is the report. Otherwise, or when
+// the host cannot be reached, the guard is left to roll it back, and
+// that is what the report says.
+func (h *hostRun) afterFailure(ctx context.Context) error {
+	g := h.guard
+	name := h.host.Name
+	reason := fmt.Sprintf("step %s failed (%v)", g.failed, g.failedErr)
+	if h.target == nil || !h.target.usable() {
+		if err := h.reconnect(ctx, h.d.opts.Now().Add(h.d.opts.ConnectTimeout)); err != nil {
+			return h.rolledBack(ctx, reason, g.failedErr)
+		}
+	}
+	cur, err := h.readCurrent(ctx)
+	if err != nil || cur != h.before {
+		return h.rolledBack(ctx, reason, g.failedErr)
+	}
+	if err := h.command(ctx, Step{Name: "guard-check", Where: WhereTarget, Argv: []string{"systemctl", "stop", g.unit + ".timer"}}, nil); err != nil {
+		// Left armed, the guard re-activates the system that runs anyway.
+		h.log.Warn("disarm the guard after a failed step", "err", err)
+		return nil
+	}
+	h.em.event(name, "guard-check", "%s still runs %s, so there is nothing to roll back; guard %s disarmed", name, cur, g.unit)
+	h.removeGuardLink(ctx)
+	return nil
 }

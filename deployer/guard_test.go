@@ -258,3 +258,21 @@ func TestGuardCancelledDoesNotWait(t *testing.T) {
 		t.Errorf("log:\n%s", e.sink.text())
 	}
 }
+
+// A guarded switch whose build fails activated nothing: the guard is
+// disarmed at once and the report is the failed step, not a rollback.
+func TestGuardFailedBuildDisarms(t *testing.T) {
+	e := newGuardEnv(t, "")
+	e.lab.Set("nixos-rebuild.node1.exit", "1")
+	dep, _, err := e.runGuarded(t.Context(), nixdeploy.ActionSwitch, "node1")
+	if err == nil || errors.Is(err, nixdeploy.ErrRolledBack) {
+		t.Fatalf("err = %v, want the failed nixos-rebuild", err)
+	}
+	unit := "nixdeploy-guard-" + strconv.FormatInt(dep.ID, 10)
+	if e.lab.TimerLoaded("node1", unit) {
+		t.Error("the guard is still armed")
+	}
+	if !strings.Contains(e.sink.text(), "nothing to roll back; guard "+unit+" disarmed") {
+		t.Errorf("log:\n%s", e.sink.text())
+	}
+}
