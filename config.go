@@ -52,6 +52,10 @@ type Config struct {
 	BMCs []BMC `toml:"bmcs"`
 	// Board tunes the drift board's reading of hosts (board.go).
 	Board BoardConfig `toml:"board"`
+	// HealthChecks say what must hold on hosts after a switch or test
+	// (health.go); Guard configures the rollback guard.
+	HealthChecks []HealthCheck `toml:"health_checks"`
+	Guard        Guard         `toml:"guard"`
 
 	// Path is the file the config was loaded from; Dir its directory.
 	Path string `toml:"-"`
@@ -227,6 +231,9 @@ type Schedule struct {
 	// Always makes a report schedule (action = "report") post the board
 	// on every run, not only when it changed since the last one it posted.
 	Always bool `toml:"always"`
+	// Canary is the host the canary strategy deploys first (default: the
+	// first host of the selection).
+	Canary string `toml:"canary"`
 }
 
 // ScheduleReport is the schedule action that deploys nothing: it reads
@@ -405,6 +412,7 @@ func (c *Config) applyDefaults() {
 		c.Slack.MultiHostInstall = MultiInstallPerHost
 	}
 	c.Board.applyDefaults()
+	c.applyHealthDefaults()
 	for i := range c.Schedules {
 		s := &c.Schedules[i]
 		if s.TimeZone == "" {

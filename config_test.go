@@ -134,7 +134,31 @@ func TestValidation(t *testing.T) {
 		{"bad zone", func(s string) string { return s + schedule(`timezone = "Europe/Atlantis"`) }, `unknown time zone "Europe/Atlantis"`},
 		{"selector matches nothing", func(s string) string { return s + schedule(`hosts = ["@gpu"]`) }, `selector matches nothing: unknown host: no host has tag "gpu"`},
 		{"scheduled install", func(s string) string { return s + schedule(`action = "install"`) }, `is destructive and cannot be scheduled`},
-		{"bad strategy", func(s string) string { return s + schedule(`strategy = "yolo"`) }, `strategy "yolo" must be rolling or parallel`},
+		{"bad strategy", func(s string) string { return s + schedule(`strategy = "yolo"`) }, `strategy "yolo" must be rolling, parallel or canary`},
+		{"canary outside the selection", func(s string) string {
+			return s + strings.Replace(schedule(`canary = "ganon"`), `strategy = "rolling"`, `strategy = "canary"`, 1)
+		}, `canary "ganon" is not one of the schedule's hosts`},
+		{"canary without the strategy", func(s string) string { return s + schedule(`canary = "rk1-node1"`) }, `canary is set but strategy is "rolling"`},
+		{"check without hosts", func(s string) string { return s + "[[health_checks]]\nunits = [\"sshd.service\"]\n" }, `health_checks[0]: hosts is empty`},
+		{"check matching nothing", func(s string) string {
+			return s + "[[health_checks]]\nhosts = [\"@gpu\"]\nunits = [\"sshd.service\"]\n"
+		}, `health_checks[0]: hosts selector matches nothing`},
+		{"check with nothing to check", func(s string) string { return s + "[[health_checks]]\nhosts = [\"@rk1\"]\n" }, `units and commands are both empty`},
+		{"unit without type", func(s string) string { return s + "[[health_checks]]\nhosts = [\"@rk1\"]\nunits = [\"sshd\"]\n" }, `"sshd" is not a systemd unit name with its type`},
+		{"unit as a flag", func(s string) string {
+			return s + "[[health_checks]]\nhosts = [\"@rk1\"]\nunits = [\"--all.service\"]\n"
+		}, `"--all.service" is not a systemd unit name`},
+		{"multi-line command", func(s string) string {
+			return s + "[[health_checks]]\nhosts = [\"@rk1\"]\ncommands = [\"true\\nfalse\"]\n"
+		}, `spans several lines`},
+		{"empty command", func(s string) string { return s + "[[health_checks]]\nhosts = [\"@rk1\"]\ncommands = [\" \"]\n" }, `an empty command`},
+		{"long settle", func(s string) string {
+			return s + "[[health_checks]]\nhosts = [\"@rk1\"]\nunits = [\"sshd.service\"]\nsettle = \"30m\"\n"
+		}, `settle 30m0s must be between 0s and 10m0s`},
+		{"negative timeout", func(s string) string {
+			return s + "[[health_checks]]\nhosts = [\"@rk1\"]\nunits = [\"sshd.service\"]\ntimeout = \"-1s\"\n"
+		}, `timeout -1s must be more than 0s`},
+		{"guard window too long", func(s string) string { return s + "[guard]\nwindow = \"2h\"\n" }, `guard.window: 2h0m0s must be between 1s and 1h0m0s`},
 		{"runner without pin", func(s string) string { return s + "[runner]\naddress = \"nix@runner.lan\"\n" }, `runner: set host_key or known_hosts`},
 		{"bad runner address", func(s string) string { return s + "[runner]\naddress = \"runner.lan\"\nhost_key = \"k\"\n" }, `must look like user@host`},
 		{"relative disk key", func(s string) string {

@@ -95,7 +95,7 @@ func indexConfigLines(data []byte) *configIndex {
 
 var (
 	entryRE = regexp.MustCompile(`^(host|schedule) "([^"]*)": (.*)$`)
-	indexRE = regexp.MustCompile(`^(hosts|schedules)\[(\d+)\]: (.*)$`)
+	indexRE = regexp.MustCompile(`^(hosts|schedules|health_checks)\[(\d+)\]: (.*)$`)
 	tableRE = regexp.MustCompile(`^([a-z_]+(?:\.[a-z_]+)?)(?:\.([a-z_]+))?: `)
 	alsoRE  = regexp.MustCompile(`\(also (?:hosts|schedules)\[(\d+)\]\)`)
 )

@@ -38,6 +38,10 @@ var (
 	// ErrPlanChanged: the plan of an approved install is not the one that
 	// was approved, so the disk was not touched.
 	ErrPlanChanged = errors.New("the plan changed since it was approved")
+	// ErrRolledBack: the rollback guard re-activated the host's previous
+	// system because the bot did not disarm it in time (the host could
+	// not be reached, or a health check failed).
+	ErrRolledBack = errors.New("rolled back by the guard")
 	// ErrCancelled is the cause of a deployment stopped by a person.
 	ErrCancelled = errors.New("deployment cancelled")
 )

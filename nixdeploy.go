@@ -70,6 +70,8 @@ type Request struct {
 	Image string
 	// Recover is the schedule's recover key for a scheduled request.
 	Recover Recover
+	// Guard asks for the rollback guard (Deployment.Guard).
+	Guard bool
 }
 
 // State is the lifecycle state of a deployment.
@@ -133,6 +135,11 @@ type Deployment struct {
 	// reach after activation (a schedule's recover key). Like Fingerprint
 	// it lives with the run only.
 	Recover Recover
+	// Guard arms a rollback guard on each host before a switch or test
+	// (deployer/guard.go): the host re-activates its previous system by
+	// itself unless the bot reconnects, runs the health checks and
+	// disarms it. Like Fingerprint it lives with the run.
+	Guard bool
 }
 
 // Lock is what the fleet's flakes resolved to on the runner

@@ -46,6 +46,9 @@ type HostRequest struct {
 	By      string
 	// Recover is the schedule's recover key.
 	Recover Recover
+	// Guard asks for the rollback guard (Deployment.Guard); schedules
+	// always set it.
+	Guard bool
 }
 
 // HostResult is how a scheduled host's deployment ended. Anything but StateSucceeded with

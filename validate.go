@@ -38,6 +38,10 @@ const (
 	// StrategyRolling runs the hosts one at a time and halts at the
 	// first failure.
 	StrategyRolling Strategy = "rolling"
+	// StrategyCanary deploys one host first (Schedule.Canary), guarded and
+	// checked, and touches the others only when it passed; they then roll
+	// as with StrategyRolling.
+	StrategyCanary Strategy = "canary"
 	// StrategyParallel runs up to Parallel hosts at once and starts no
 	// further host after a failure.
 	StrategyParallel Strategy = "parallel"
@@ -46,7 +50,7 @@ const (
 )
 
 // Strategies a schedule may use.
-var Strategies = []Strategy{StrategyRolling, StrategyParallel}
+var Strategies = []Strategy{StrategyRolling, StrategyParallel, StrategyCanary}
 
 // Validate returns one line per problem in c, or nil. It is run by
 // LoadConfig after defaults are applied.
@@ -123,6 +127,7 @@ func (c *Config) Validate() []string {
 	c.validateSlack(&p)
 	c.validateSchedules(&p)
 	c.validateBMCs(&p)
+	c.validateHealth(&p)
 	return p
 }
 
@@ -225,7 +230,14 @@ func (c *Config) validateSchedules(p *problems) {
 			p.add("%s: action %q is destructive and cannot be scheduled", where, s.Action)
 		}
 		if !slices.Contains(Strategies, s.Strategy) {
-			p.add("%s: strategy %q must be rolling or parallel", where, s.Strategy)
+			p.add("%s: strategy %q must be rolling, parallel or canary", where, s.Strategy)
+		}
+		if s.Canary != "" {
+			if s.Strategy != StrategyCanary {
+				p.add("%s: canary is set but strategy is %q; set strategy = \"canary\" or remove canary", where, s.Strategy)
+			} else if hosts, err := c.Select(s.Hosts); err == nil && !slices.ContainsFunc(hosts, func(h Host) bool { return h.Name == s.Canary }) {
+				p.add("%s: canary %q is not one of the schedule's hosts", where, s.Canary)
+			}
 		}
 		if s.Parallel < 1 {
 			p.add("%s: parallel must be at least 1", where)

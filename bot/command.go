@@ -129,7 +129,7 @@ func (b *Bot) request(ctx context.Context, inv Invocation, cmd commands.Command)
 			what = fmt.Sprintf("%s %s (%d of %d: one approval per host)", cmd.Action, hosts[0], i+1, len(groups))
 		}
 		sub, err := b.life.Submit(ctx, runs.Request{
-			Request: nixdeploy.Request{Hosts: hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack, Image: cmd.Image},
+			Request: nixdeploy.Request{Hosts: hosts, Action: cmd.Action, Requester: inv.User, Source: nixdeploy.SourceSlack, Image: cmd.Image, Guard: cmd.Guard},
 			Channel: b.channelFor(inv), What: what,
 		})
 		if sub.Deployment.ID != 0 {

@@ -315,6 +315,7 @@ type harness struct {
 	clock    *fakeClock
 	deployer *fakeDeployer
 	bot      *bot.Bot
+	life     *runs.Lifecycle
 	handler  switchHandler
 	srv      *httptest.Server
 	send     *slackfake.Sender
@@ -432,6 +433,7 @@ func (h *harness) open(interrupted []nixdeploy.Deployment) {
 		t.Fatal(err)
 	}
 	h.bot = b
+	h.life = life
 	var hh http.Handler = b.HTTPHandler(secret)
 	h.handler.h.Store(&hh)
 }

@@ -36,6 +36,8 @@ func deployErrorForUsers(err error, r Result) error {
 		return UserError(fmt.Sprintf("the connection to %s was lost during step %s; check that it is up and run it again", r.Host, r.Step), err)
 	case errors.Is(err, nixdeploy.ErrStepTimeout):
 		return UserError(fmt.Sprintf("step %s on %s timed out; the log in the thread shows where it stopped", r.Step, r.Host), err)
+	case errors.Is(err, nixdeploy.ErrRolledBack):
+		return UserError(fmt.Sprintf("%s was rolled back by the guard and runs its previous system again; the log in the thread says which check failed or why it could not be reached", r.Host), err)
 	case errors.Is(err, nixdeploy.ErrVerify):
 		return UserError(fmt.Sprintf("%s did not pass verification after the change; the log lists the failed units", r.Host), err)
 	case r.Step != "" && r.ExitCode < 0:

@@ -104,12 +104,14 @@ type Command struct {
 	PowerOp nixdeploy.PowerOp
 	// Image is the image a flash writes, a path on the runner.
 	Image string
+	// Guard asks a switch or test for the rollback guard (--guard).
+	Guard bool
 }
 
 // Request turns a deploy command into the request policy and the deployer
 // see. It is only meaningful for KindDeploy.
 func (c Command) Request(requester string, source nixdeploy.Source) nixdeploy.Request {
-	return nixdeploy.Request{Action: c.Action, Hosts: slices.Clone(c.Hosts), Requester: requester, Source: source, Image: c.Image}
+	return nixdeploy.Request{Action: c.Action, Hosts: slices.Clone(c.Hosts), Requester: requester, Source: source, Image: c.Image, Guard: c.Guard}
 }
 
 // Parse parses the text of a slash command, with or without the leading
@@ -217,6 +219,22 @@ func (p parser) bare(words []string) (Command, error) {
 }
 
 func (p parser) deploy(s spec, args []string) (Command, error) {
+	guard := false
+	var words []string
+	for _, a := range args {
+		if strings.EqualFold(a, GuardFlag) {
+			guard = true
+			continue
+		}
+		if strings.HasPrefix(a, "-") {
+			return Command{}, usagef("%s knows no option %q; the only one is %s (for switch and test); %s", s.name, strings.ToLower(a), GuardFlag, s.usage())
+		}
+		words = append(words, a)
+	}
+	if guard && s.action != nixdeploy.ActionSwitch && s.action != nixdeploy.ActionTest {
+		return Command{}, usagef("%s guards an activation, so it works with switch and test, not %s", GuardFlag, s.name)
+	}
+	args = words
 	sels := selectors(args)
 	if len(sels) == 0 {
 		return Command{}, usagef("%s needs at least one host, @tag or glob; %s", s.name, s.usage())
@@ -225,8 +243,13 @@ func (p parser) deploy(s spec, args []string) (Command, error) {
 	if err != nil {
 		return Command{}, err
 	}
-	return Command{Kind: KindDeploy, Action: s.action, Hosts: hosts, Selectors: sels}, nil
+	return Command{Kind: KindDeploy, Action: s.action, Hosts: hosts, Selectors: sels, Guard: guard}, nil
 }
+
+// GuardFlag asks a switch or test for the rollback guard: the host
+// re-activates its previous system by itself unless the bot reaches it
+// again, its health checks pass and the guard is disarmed.
+const GuardFlag = "--guard"
 
 // optionalHosts parses "status [HOST…]" and "keys check [HOST…]".
 func (p parser) optionalHosts(s spec, args []string) (Command, error) {
@@ -511,6 +534,9 @@ func (c Command) String() string {
 		words = append(append(words, string(c.Action)), sels...)
 		if c.Action == nixdeploy.ActionFlash {
 			words = append(words, c.Image)
+		}
+		if c.Guard {
+			words = append(words, GuardFlag)
 		}
 	case KindStatus:
 		words = append(append(words, "status"), sels...)

@@ -31,6 +31,7 @@ func TestParse(t *testing.T) {
 	lock := func(d time.Duration, reason string, hosts []string, sels ...string) commands.Command {
 		return commands.Command{Kind: commands.KindLock, Hosts: hosts, Selectors: sels, Duration: d, Reason: reason}
 	}
+	guarded := func(c commands.Command) commands.Command { c.Guard = true; return c }
 	history := func(n int, hosts []string, sels ...string) commands.Command {
 		return commands.Command{Kind: commands.KindHistory, N: n, Hosts: hosts, Selectors: sels}
 	}
@@ -66,6 +67,8 @@ func TestParse(t *testing.T) {
 		{"rollback", "rollback @rk1", deploy(nixdeploy.ActionRollback, rk1, "@rk1"), ""},
 		{"install", "install rk1-node4", deploy(nixdeploy.ActionInstall, []string{"rk1-node4"}, "rk1-node4"), ""},
 		{"install with prefix", "/nixdeploy install ganon", deploy(nixdeploy.ActionInstall, []string{"ganon"}, "ganon"), "install ganon"},
+		{"bare host guarded", "/nixdeploy rk1-node3 --guard", guarded(deploy(nixdeploy.ActionSwitch, []string{"rk1-node3"}, "rk1-node3")), "switch rk1-node3 --guard"},
+		{"guard before the hosts", "test --GUARD @rk1", guarded(deploy(nixdeploy.ActionTest, rk1, "@rk1")), "test @rk1 --guard"},
 
 		{"status", "status", commands.Command{Kind: commands.KindStatus}, ""},
 		{"status host", "status rk1-node3", commands.Command{Kind: commands.KindStatus, Hosts: []string{"rk1-node3"}, Selectors: []string{"rk1-node3"}}, ""},
@@ -153,6 +156,10 @@ func TestParseErrors(t *testing.T) {
 		{"not an action", "deploy ganon", nixdeploy.ErrUnknownHost, []string{`unknown command or host "deploy"`}},
 		{"lone comma", ", ganon", nixdeploy.ErrUnknownHost, []string{`unknown command or host ","`}},
 
+		{"guard on boot", "boot ganon --guard", commands.ErrUsage, []string{"--guard guards an activation, so it works with switch and test, not boot"}},
+		{"guard on install", "install ganon --guard", commands.ErrUsage, []string{"not install"}},
+		{"unknown option", "switch ganon --force", commands.ErrUsage, []string{`switch knows no option "--force"; the only one is --guard`}},
+		{"guard alone", "switch --guard", commands.ErrUsage, []string{"switch needs at least one host"}},
 		{"switch without host", "switch", commands.ErrUsage, []string{"switch needs at least one host", "usage: /nixdeploy switch HOST…"}},
 		{"install without host", "install", commands.ErrUsage, []string{"install needs at least one host"}},
 		{"switch only commas", "switch , ,", commands.ErrUsage, []string{"needs at least one host"}},

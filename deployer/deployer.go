@@ -125,6 +125,13 @@ type Options struct {
 	ReadParallel int
 	ReadTimeout  time.Duration
 	EvalTimeout  time.Duration
+	// GuardRoot is the directory on targets where the rollback guard
+	// keeps its link to the system that ran before the activation
+	// (default /nix/var/nix/gcroots, so the link is a GC root).
+	GuardRoot string
+	// GuardGrace is how long after the guard's window the bot keeps
+	// trying to reach a host it lost, to confirm the rollback (default 5m).
+	GuardGrace time.Duration
 	// TargetUser is the login on targets (default root).
 	TargetUser string
 	// RedactValues are more secret strings to remove from output, on top
@@ -183,6 +190,10 @@ func (o *Options) defaults() {
 	}
 	def(&o.ReadTimeout, nixdeploy.DefaultBoardReadTimeout)
 	def(&o.EvalTimeout, 10*time.Minute)
+	if o.GuardRoot == "" {
+		o.GuardRoot = "/nix/var/nix/gcroots"
+	}
+	def(&o.GuardGrace, 5*time.Minute)
 	if o.TargetUser == "" {
 		o.TargetUser = "root"
 	}
@@ -436,6 +447,7 @@ func (d *Deployer) plans(dep *nixdeploy.Deployment) ([]*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
+		d.shape(p, dep.Guard)
 		out = append(out, p)
 	}
 	return out, nil

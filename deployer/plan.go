@@ -427,8 +427,19 @@ func nixSystem(machine string) string {
 // PlanOnly plans action on host under cfg without a Deployer: no key
 // store, no connections (nixdeploy plan).
 func PlanOnly(cfg *nixdeploy.Config, host string, action nixdeploy.Action) (*Plan, error) {
+	return PlanRun(cfg, host, action, false)
+}
+
+// PlanRun is the plan a deployment runs: PlanOnly with the health checks
+// and, when guard is set, the rollback guard (guard.go).
+func PlanRun(cfg *nixdeploy.Config, host string, action nixdeploy.Action, guard bool) (*Plan, error) {
 	opts := Options{Config: cfg}
 	opts.defaults()
 	d := &Deployer{opts: opts, cfg: cfg}
-	return d.Plan(host, action)
+	p, err := d.Plan(host, action)
+	if err != nil {
+		return nil, err
+	}
+	d.shape(p, guard)
+	return p, nil
 }

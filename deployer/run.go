@@ -108,6 +108,7 @@ type hostRun struct {
 	before   string
 	after    string
 	warnings []string
+	guard    *armedGuard // set once the rollback guard is armed (guard.go)
 }
 
 func (h *hostRun) targetEndpoint() (endpoint, error) {
@@ -169,6 +170,9 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 			// Resolved before the approval: what was approved runs.
 			continue
 		}
+		if st.Kind == KindGuardCheck && !h.guardAfter(ctx, rep) {
+			continue
+		}
 		if st.Wipes {
 			if err := h.approvedPlan(); err != nil {
 				h.em.event(h.host.Name, st.Name, "%s not run: %v", st.Name, err)
@@ -182,7 +186,11 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 		}
 		if rep.Outcome != OutcomeSucceeded {
 			// A cleanup failing after another failure: the first failure
-			// is the one reported; this one is logged and shown.
+			// is the one reported; this one is logged and shown. A
+			// rollback by the guard is reported with it (guard.go).
+			if errors.Is(err, nixdeploy.ErrRolledBack) {
+				rep.Err = err
+			}
 			continue
 		}
 		rep.Outcome, rep.Step, rep.ExitCode, rep.Err = OutcomeFailed, st.Name, code, err
@@ -310,6 +318,10 @@ func (h *hostRun) describe(st Step) string {
 		return "hashing the staged image and comparing it with the approved one"
 	case KindFlash:
 		return "writing the image to " + h.host.Name + "'s eMMC through its BMC"
+	case KindGuardCheck:
+		return "reconnecting to " + h.host.Name + " with its pinned host key, running the health checks, then disarming the rollback guard"
+	case KindHealth:
+		return "running the health checks of " + h.host.Name
 	}
 	return string(st.Kind)
 }
@@ -364,6 +376,12 @@ func (h *hostRun) exec(ctx context.Context, st Step) error {
 		return h.checkImage(ctx, st)
 	case KindFlash:
 		return h.flash(ctx, st)
+	case KindGuardArm:
+		return h.armGuard(ctx, st)
+	case KindGuardCheck:
+		return h.guardCheck(ctx)
+	case KindHealth:
+		return h.runChecks(ctx, st.Name, h.d.cfg.ChecksFor(h.host.Name), false)
 	}
 	return fmt.Errorf("unknown step kind %q", st.Kind)
 }

@@ -23,7 +23,7 @@ func (l *Lifecycle) DeployHost(ctx context.Context, req nixdeploy.HostRequest) (
 	// deployment then gets the grace period like any other, so it runs
 	// without that cancel.
 	sub, err := l.Submit(context.WithoutCancel(ctx), Request{Request: nixdeploy.Request{
-		Action: req.Action, Hosts: []string{req.Host}, Requester: by, Source: nixdeploy.SourceSchedule, Recover: req.Recover,
+		Action: req.Action, Hosts: []string{req.Host}, Requester: by, Source: nixdeploy.SourceSchedule, Recover: req.Recover, Guard: req.Guard,
 	}})
 	if errors.Is(err, nixdeploy.ErrShutdown) {
 		// Refused because of a shutdown: the scheduler is being stopped

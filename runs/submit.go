@@ -51,7 +51,7 @@ func (l *Lifecycle) Submit(ctx context.Context, req Request) (Submitted, error) 
 	}
 	dep := nixdeploy.Deployment{
 		Hosts: slices.Clone(req.Hosts), Action: req.Action, Requester: req.Requester, Source: req.Source,
-		State: nixdeploy.StateQueued, CreatedAt: l.clock.Now().UTC(), Image: req.Image, Recover: req.Recover,
+		State: nixdeploy.StateQueued, CreatedAt: l.clock.Now().UTC(), Image: req.Image, Recover: req.Recover, Guard: req.Guard,
 	}
 	if dep.Source == "" {
 		dep.Source = nixdeploy.SourceSlack

@@ -20,6 +20,9 @@ func TestLabNightlyHaltsAtNode2(t *testing.T) {
 	loc := berlin(t)
 	lab := sshlab.New(t, sshlab.Options{Hosts: rk1})
 	cfg := lab.Config(`
+[guard]
+window = "8s"
+
 [slack]
 oncall = ["` + onCall + `"]
 
@@ -41,6 +44,7 @@ strategy = "rolling"
 		HostKeys:       lab.HostKeys(),
 		ClientKey:      lab.Client,
 		ConnectTimeout: 5 * time.Second,
+		GuardRoot:      lab.GuardRoot(),
 		Timeouts:       deployer.Timeouts{Command: 20 * time.Second, Rebuild: time.Minute, Verify: 20 * time.Second},
 	})
 	if err != nil {
@@ -68,8 +72,9 @@ strategy = "rolling"
 			t.Errorf("deployment of %s = %+v, %v; want %s from the schedule", runs[0].Hosts[i].Host, dep, err, want)
 		}
 	}
-	if calls := lab.CallsTo("nixos-rebuild"); len(calls) != 2 {
-		t.Errorf("nixos-rebuild ran %d times, want 2 (node1, node2):\n%s", len(calls), strings.Join(calls, "\n"))
+	if calls := lab.CallsTo("nixos-rebuild"); len(calls) != 3 {
+		// Guarded: node1's test and boot, node2's test.
+		t.Errorf("nixos-rebuild ran %d times, want 3 (node1 test and boot, node2 test):\n%s", len(calls), strings.Join(calls, "\n"))
 	}
 	for _, h := range []string{"rk1-node3", "rk1-node4"} {
 		if n := lab.Target(h).Logins(); n != 0 {

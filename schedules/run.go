@@ -27,8 +27,11 @@ func (s *Scheduler) execute(e *entry, r nixdeploy.ScheduleRun, by string) {
 		s.executeReport(e, r, by)
 		return
 	}
-	hosts := strategies[e.cfg.Strategy](s, ctx, e, r, by)
+	hosts, why := strategies[e.cfg.Strategy](s, ctx, e, r, by)
 	outcome, detail := verdict(hosts)
+	if why != "" {
+		detail = why
+	}
 
 	// Stop may have cancelled ctx; the end of the run must still be written.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
@@ -85,8 +88,10 @@ func verdict(hosts []HostSummary) (outcome nixdeploy.Outcome, detail string) {
 	return OutcomeSucceeded, ""
 }
 
-// strategy runs a run's hosts and returns one summary per host, in order.
-type strategy func(s *Scheduler, ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) []HostSummary
+// strategy runs a run's hosts and returns one summary per host, in run
+// order, and, when it has one, the run's outcome in a sentence for people
+// (else verdict words it).
+type strategy func(s *Scheduler, ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) ([]HostSummary, string)
 
 // strategies is every strategy by its config name: adding one is its
 // function, its entry here and its name in nixdeploy.Strategies (which the
@@ -94,14 +99,56 @@ type strategy func(s *Scheduler, ctx context.Context, e *entry, r nixdeploy.Sche
 var strategies = map[nixdeploy.Strategy]strategy{
 	nixdeploy.StrategyRolling:  (*Scheduler).rolling,
 	nixdeploy.StrategyParallel: (*Scheduler).parallel,
+	nixdeploy.StrategyCanary:   (*Scheduler).canary,
 }
 
 // rolling runs the hosts in order, one at a time, and leaves every host
 // after the first failure untouched.
-func (s *Scheduler) rolling(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) []HostSummary {
-	out := make([]HostSummary, len(e.hosts))
+func (s *Scheduler) rolling(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) ([]HostSummary, string) {
+	return s.roll(ctx, e, r, by, e.hosts), ""
+}
+
+// canary deploys the canary (the schedule's canary, else the first host)
+// alone first. Every scheduled deployment is guarded (deployHost), so the
+// canary is activated with test, checked, and only then made the boot
+// default; when anything of that fails, its guard rolls it back and no
+// other host is touched. Once it passed, the rest roll as with rolling.
+func (s *Scheduler) canary(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) ([]HostSummary, string) {
+	canary := e.cfg.Canary
+	if canary == "" {
+		canary = e.hosts[0]
+	}
+	var rest []string
+	for _, h := range e.hosts {
+		if h != canary {
+			rest = append(rest, h)
+		}
+	}
+	first := s.roll(ctx, e, r, by, []string{canary})
+	if first[0].Outcome == OutcomeSucceeded {
+		return append(first, s.roll(ctx, e, r, by, rest)...), ""
+	}
+	why := "the canary " + canary + " " + string(first[0].Outcome)
+	for _, h := range rest {
+		u := untouched(h, why)
+		s.record(r.ID, u)
+		first = append(first, u)
+	}
+	switch len(rest) {
+	case 0:
+		return first, fmt.Sprintf("The canary %s %s; it was the only host.", canary, first[0].Outcome)
+	case 1:
+		return first, fmt.Sprintf("The canary %s %s, so the other host, %s, was not touched.", canary, first[0].Outcome, rest[0])
+	}
+	return first, fmt.Sprintf("The canary %s %s, so none of the other %d hosts was touched.", canary, first[0].Outcome, len(rest))
+}
+
+// roll runs hosts in order, one at a time, and leaves every host after
+// the first failure untouched.
+func (s *Scheduler) roll(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string, hosts []string) []HostSummary {
+	out := make([]HostSummary, len(hosts))
 	stop := ""
-	for i, host := range e.hosts {
+	for i, host := range hosts {
 		switch {
 		case stop != "":
 			out[i] = untouched(host, stop)
@@ -121,7 +168,7 @@ func (s *Scheduler) rolling(ctx context.Context, e *entry, r nixdeploy.ScheduleR
 // parallel runs up to e.cfg.Parallel hosts at a time, in order. After a
 // failure it starts no further host, for the same reason rolling halts: a
 // change that broke one node should not be pushed to the rest.
-func (s *Scheduler) parallel(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) []HostSummary {
+func (s *Scheduler) parallel(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string) ([]HostSummary, string) {
 	out := make([]HostSummary, len(e.hosts))
 	slots := make(chan struct{}, e.cfg.Parallel)
 	var (
@@ -157,7 +204,7 @@ func (s *Scheduler) parallel(ctx context.Context, e *entry, r nixdeploy.Schedule
 		})
 	}
 	wg.Wait()
-	return out
+	return out, ""
 }
 
 func untouched(host, why string) HostSummary {
@@ -182,7 +229,9 @@ func (s *Scheduler) record(runID int64, h HostSummary) {
 // deployHost deploys one host, waiting on the clock while it is busy.
 func (s *Scheduler) deployHost(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, host, by string) HostSummary {
 	log := s.log.With("schedule", e.cfg.Name, "run", r.ID, "host", host)
-	req := HostRequest{Schedule: e.cfg.Name, RunID: r.ID, Host: host, Action: e.cfg.Action, Trigger: r.Trigger, By: by, Recover: e.cfg.Recover}
+	// Every scheduled deployment is guarded: nobody watches a nightly run,
+	// so a host that loses its network or sshd must bring itself back.
+	req := HostRequest{Schedule: e.cfg.Name, RunID: r.ID, Host: host, Action: e.cfg.Action, Trigger: r.Trigger, By: by, Recover: e.cfg.Recover, Guard: true}
 	first := s.clock.Now()
 	deadline := first.Add(e.cfg.BusyWait.Duration)
 	backoff := busyBackoffMin

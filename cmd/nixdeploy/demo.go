@@ -64,6 +64,8 @@ echo 4. The nightly rolling rebuild of the RK1 nodes, started by hand. rk1-node1
 /nixdeploy schedule run nightly-rk1
 echo 5. The drift board: what each host runs, what it booted and what the flake's current revision says it should run. rk1-node4, left alone by the halted run, still runs its old system; rk1-node2's configuration does not evaluate; the switched hosts wait for a reboot into their new system.
 /nixdeploy status
+echo 6. A canary night. rk1-node4 goes first, activated with test under a rollback guard; its node exporter fails the health check, so the guard is not disarmed and puts the old system back, and no other node is touched.
+/nixdeploy schedule run canary-rk1
 echo What the database recorded:
 /nixdeploy history
 `
@@ -154,7 +156,7 @@ func cmdDemo(ctx context.Context, s stdio, args []string) error {
 	defer fleet.Close()
 	board.fleet = fleet
 	cfgPath := filepath.Join(work, "nixdeploy.toml")
-	if err := os.WriteFile(cfgPath, []byte(demoConfig(fleet, board)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(demoConfig(fleet, board)+demoCanaryConfig(*pace)), 0o600); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 	cfg, err := loadConfig(cfgPath)
@@ -271,7 +273,7 @@ func startDemoFleet(ctx context.Context, dir string, pace time.Duration, board *
 		return nil, nil, err
 	}
 	fleet, err := simfleet.Start(simfleet.Options{
-		Hosts: hosts, ClientKey: client.PublicKey(), Pace: pace, FailRebuild: []string{"rk1-node2"},
+		Hosts: hosts, ClientKey: client.PublicKey(), Pace: pace, FailRebuild: []string{"rk1-node2"}, FailChecks: []string{"rk1-node4"},
 		HangAfterSwitch: []string{demoHang}, OnHang: board.hung,
 	})
 	if err != nil {
@@ -338,8 +340,11 @@ func printDemoBanner(w io.Writer, f *simfleet.Fleet, dir string, interactive boo
 	for _, h := range demoHosts {
 		e, _ := f.Host(h.name)
 		note := ""
-		if h.name == "rk1-node2" {
+		switch h.name {
+		case "rk1-node2":
 			note = "  (its configuration is broken)"
+		case "rk1-node4":
+			note = "  (its node exporter fails its health check)"
 		}
 		fmt.Fprintf(&b, "  %-10s %-24s %-14s %s%s\n", h.name, e.Addr(), h.system, h.disk, note)
 	}
@@ -353,7 +358,10 @@ Try, in this order:
   3. :white_check_mark: as BOB              BOB approves: the install runs, phase by phase
   4. /nixdeploy schedule run nightly-rk1    the rolling nightly rebuild: rk1-node1 hangs and is reset
                                            through the BMC, then the run halts at rk1-node2
-Also: /nixdeploy status, /nixdeploy history, /nixdeploy help, quit.
+  5. /nixdeploy status                      the drift board: rk1-node4 drifted, rk1-node2 unknown
+  6. /nixdeploy schedule run canary-rk1     the canary rk1-node4 fails its check, its guard rolls
+                                           it back, and no other node is touched
+Also: /nixdeploy history, /nixdeploy help, quit.
 `)
 	}
 	b.WriteString("\n")
@@ -483,4 +491,31 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// demoCanaryConfig adds the canary night to the demo's config: health
+// checks for the RK1 nodes, the guard's window and a canary schedule
+// whose canary, rk1-node4, fails its check. The window is a few dozen
+// paces (at least 3s), long enough for a guarded switch of the simulated
+// fleet to be checked and disarmed, short enough to watch the rollback.
+func demoCanaryConfig(pace time.Duration) string {
+	window := max(30*pace, 3*time.Second).Round(time.Second)
+	return fmt.Sprintf(`
+[guard]
+window = %q
+
+[[health_checks]]
+hosts = ["@rk1"]
+units = ["prometheus-node-exporter.service"]
+timeout = "30s"
+
+[[schedules]]
+name = "canary-rk1"
+cron = "30 3 * * *"
+timezone = "Europe/Berlin"
+hosts = ["@rk1"]
+action = "switch"
+strategy = "canary"
+canary = "rk1-node4"
+`, window.String())
 }

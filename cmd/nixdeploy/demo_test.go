@@ -64,6 +64,8 @@ echo BOB approves now
 wait
 echo the board
 /nixdeploy status
+/nixdeploy schedule run canary-rk1
+wait
 `)
 	var stdout, stderr strings.Builder
 	err := run(t.Context(), []string{"demo", "--script", script, "--pace", "0", "--db", dbPath}, strings.NewReader(""), &stdout, &stderr)
@@ -125,11 +127,7 @@ echo the board
 	inOrder(t, out, "*#3 switch rk1-node1* — succeeded",
 		"*#4 switch rk1-node2* — failed", "*Failing step:* `nixos-rebuild` on rk1-node2 · *exit code* 1", "has conflicting definition values",
 		"❌ *nightly-rk1* (switch) failed: halted: rk1-node2 failed", "✅ rk1-node1", "`: recovered after a power reset", "❌ rk1-node2",
-		"⏭ rk1-node3 not touched (halted after rk1-node2)", "⏭ rk1-node4 not touched (halted after rk1-node2)",
-		"done; 4 deployments recorded in "+dbPath)
-	if strings.Contains(out, "#5 ") {
-		t.Error("a fifth deployment was started")
-	}
+		"⏭ rk1-node3 not touched (halted after rk1-node2)", "⏭ rk1-node4 not touched (halted after rk1-node2)")
 	// 5. The drift board: one drifted host (rk1-node4, left alone by the
 	// halted run), rk1-node2 unknown (its configuration does not
 	// evaluate), the switched hosts in line and waiting for a reboot.
@@ -158,6 +156,21 @@ echo the board
 			}
 		}
 	}
+	// 6. The canary night: rk1-node4 goes first under the guard, fails
+	// its health check, is rolled back by its guard, and no other node
+	// is touched.
+	inOrder(t, out, "*#5 switch rk1-node4* — running",
+		"arm-guard stdout: guard nixdeploy-guard-5 armed for 3s", "nixos-rebuild test --fast --flake",
+		"check unit prometheus-node-exporter.service failed: failed",
+		"not disarming the guard", "rolled back by the guard: rk1-node4 runs /nix/store/")
+	inOrder(t, out, "*#5 switch rk1-node4* — failed",
+		"❌ *canary-rk1* (switch) failed: The canary rk1-node4 failed, so none of the other 3 hosts was touched.",
+		"❌ rk1-node4", "rk1-node4 was rolled back by the guard and runs its previous system again",
+		"⏭ rk1-node1 not touched (the canary rk1-node4 failed)", "⏭ rk1-node3 not touched (the canary rk1-node4 failed)",
+		"done; 5 deployments recorded in "+dbPath)
+	if strings.Contains(out, "#6 ") {
+		t.Error("a sixth deployment was started")
+	}
 	// The failed host's line in the channel summary is a sentence for
 	// people, never the deployer's Go error chain (issue 13: the
 	// deployer's Finish used to win over the bot's).
@@ -181,7 +194,7 @@ echo the board
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[int64]string{1: "switch rk1-node3 succeeded", 2: "install ganon succeeded", 3: "switch rk1-node1 succeeded", 4: "switch rk1-node2 failed"}
+	want := map[int64]string{1: "switch rk1-node3 succeeded", 2: "install ganon succeeded", 3: "switch rk1-node1 succeeded", 4: "switch rk1-node2 failed", 5: "switch rk1-node4 failed"}
 	if len(deps) != len(want) {
 		t.Fatalf("%d deployments stored, want %d", len(deps), len(want))
 	}
@@ -223,6 +236,17 @@ echo the board
 	}
 	if got := string(runs[0].Outcome) + " " + strings.Join(hosts, " "); got != "failed rk1-node1=succeeded rk1-node2=failed rk1-node3=untouched rk1-node4=untouched" {
 		t.Errorf("schedule run: %s", got)
+	}
+	canary, err := store.ScheduleRuns(t.Context(), "canary-rk1", 5)
+	if err != nil || len(canary) != 1 {
+		t.Fatalf("canary runs: %+v, %v", canary, err)
+	}
+	hosts = nil
+	for _, h := range canary[0].Hosts {
+		hosts = append(hosts, h.Host+"="+string(h.Outcome))
+	}
+	if got := string(canary[0].Outcome) + " " + strings.Join(hosts, " "); got != "failed rk1-node4=failed rk1-node1=untouched rk1-node2=untouched rk1-node3=untouched" {
+		t.Errorf("canary run: %s", got)
 	}
 }
 

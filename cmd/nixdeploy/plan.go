@@ -9,14 +9,16 @@ import (
 	"github.com/nixdeploy/nixdeploy/deployer"
 )
 
-const planUsage = `plan [--config FILE] [--action A] [--json] HOST...
+const planUsage = `plan [--config FILE] [--action A] [--guard] [--json] HOST...
 
 Prints what a deployment would do to each host, without connecting
 anywhere: every step, where it runs (bot, runner, target) and its argv as
 the remote shell receives it. <tmp> stands for the run directory that
 mktemp -d creates on the runner, <flake> and <installer> for the flakes
 at the revision resolved on the runner when the deployment starts (or
-when an install is approved). --json prints the argv as arrays.`
+when an install is approved). --guard shows a switch or test with the
+rollback guard, as schedules and /nixdeploy HOST --guard run it; <id>
+stands for the deployment. --json prints the argv as arrays.`
 
 // planJSON is one host's plan for --json.
 type planJSON struct {
@@ -39,6 +41,7 @@ func cmdPlan(ctx context.Context, s stdio, args []string) error {
 	path := fs.String("config", defaultConfig(), "fleet config `file` (env NIXDEPLOY_CONFIG)")
 	actionFlag := fs.String("action", string(nixdeploy.ActionSwitch), "the `action`: install, switch, boot, test, dry-activate or rollback")
 	asJSON := fs.Bool("json", false, "print the plans as JSON, argv as arrays")
+	guard := fs.Bool("guard", false, "plan a switch or test with the rollback guard")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -55,7 +58,7 @@ func cmdPlan(ctx context.Context, s stdio, args []string) error {
 	}
 	var plans []*deployer.Plan
 	for _, h := range fs.Args() {
-		p, err := deployer.PlanOnly(cfg, h, action)
+		p, err := deployer.PlanRun(cfg, h, action, *guard)
 		if err != nil {
 			return &exitError{code: 1, msg: "plan: " + err.Error()}
 		}

@@ -5,8 +5,9 @@ package simfleet
 // board's BMC power-cycles it (PowerReset). The demo drives this through
 // a fake BMC; nothing here knows of BMCs.
 
-// hangIfAsked hangs t after a switch's activation when Options.HangAfterSwitch
-// names it, once.
+// hangIfAsked hangs t after a switch's activation (or, for a guarded
+// switch, after the boot loader update of its make-default step) when
+// Options.HangAfterSwitch names it, once.
 func (t *target) hangIfAsked() {
 	t.mu.Lock()
 	if !t.hangNext {

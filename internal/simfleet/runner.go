@@ -690,7 +690,7 @@ func (f *Fleet) rebuild(ctx context.Context, p *proc, port int, knownHosts strin
 		fmt.Fprintf(p.stderr, "Done. The new configuration is %s\n", prev)
 		return 0
 	}
-	system := t.build(ref)
+	system := t.buildFor(ref, action)
 	seed := system
 	on := ""
 	if buildHost != "" {
@@ -718,6 +718,10 @@ func (f *Fleet) rebuild(ctx context.Context, p *proc, port int, knownHosts strin
 	case "boot":
 		t.activate(system, false)
 		f.play(ctx, p, []line{{0.4, true, "updating the boot loader..."}})
+		// A guarded switch ends with boot (make-default): its host hangs
+		// there, after the boot loader update, where an unguarded one
+		// hangs after switch.
+		t.hangIfAsked()
 		return 0
 	}
 	if err := f.play(ctx, p, []line{

@@ -63,6 +63,8 @@ type Options struct {
 	// hears when one does.
 	HangAfterSwitch []string
 	OnHang          func(host string)
+	// FailChecks names hosts whose health check units are failed.
+	FailChecks []string
 	// Logger gets one debug line per command; default: discard.
 	Logger *slog.Logger
 }
@@ -138,7 +140,8 @@ func Start(o Options) (*Fleet, error) {
 		return nil, err
 	}
 	for i, h := range o.Hosts {
-		t := &target{f: f, host: h, fail: slices.Contains(o.FailRebuild, h.Name), hangNext: slices.Contains(o.HangAfterSwitch, h.Name)}
+		t := &target{f: f, host: h, fail: slices.Contains(o.FailRebuild, h.Name), hangNext: slices.Contains(o.HangAfterSwitch, h.Name),
+			failChecks: slices.Contains(o.FailChecks, h.Name)}
 		t.generations = []string{storePath(h.Name, "previous", 0)}
 		t.booted = t.generations[0]
 		t.srv = f.newServer(h.Name, lns[i], h.HostKey, "root", t.exec)
@@ -189,6 +192,7 @@ func (f *Fleet) Close() {
 	}
 	for _, t := range f.targets {
 		t.srv.close()
+		t.stopGuards()
 	}
 	f.wg.Wait()
 }

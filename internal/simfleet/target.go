@@ -40,6 +40,13 @@ type target struct {
 	// system it started with, or the one an install rebooted into).
 	booted    string
 	downUntil time.Time
+	// guards are the armed rollback guards by unit (guard.go); failChecks
+	// makes every health check unit fail.
+	guards     map[string]*simGuard
+	failChecks bool
+	// tested is the system the last test built, by flake reference: a
+	// later boot of the same reference builds the same path.
+	tested map[string]string
 }
 
 // isUp reports whether the host accepts connections: not while it reboots.
@@ -78,6 +85,29 @@ func (t *target) links() (current, booted string) {
 	return t.generations[t.current], t.booted
 }
 
+// buildFor builds ref for action: a boot after a test of the same ref
+// yields the tested system (a guarded switch activates with test, then
+// makes the same system the boot default).
+func (t *target) buildFor(ref, action string) string {
+	t.mu.Lock()
+	if p, ok := t.tested[ref]; ok && action == "boot" {
+		delete(t.tested, ref)
+		t.mu.Unlock()
+		return p
+	}
+	t.mu.Unlock()
+	p := t.build(ref)
+	if action == "test" {
+		t.mu.Lock()
+		if t.tested == nil {
+			t.tested = map[string]string{}
+		}
+		t.tested[ref] = p
+		t.mu.Unlock()
+	}
+	return p
+}
+
 // activate adds path as the newest generation, unless it is the newest
 // already (Nix's createGeneration makes no generation for the same path);
 // switch also makes it current, boot only the default for the next boot.
@@ -114,6 +144,9 @@ func (t *target) rollback() (string, bool) {
 
 // exec runs a command on the host: the probes and checks of the deployer.
 func (t *target) exec(_ context.Context, p *proc) int {
+	if code, ok := t.guardExec(p); ok {
+		return code
+	}
 	argv := p.argv
 	switch argv[0] {
 	case "readlink":

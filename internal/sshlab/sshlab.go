@@ -253,9 +253,7 @@ func keygen(t testing.TB, path, comment string) {
 // initSystem gives host a first /run/current-system.
 func (l *Lab) initSystem(host string) {
 	sys := filepath.Join(l.Dir, "store", "nixos-system-"+host+"-initial")
-	if err := os.MkdirAll(sys, 0o755); err != nil {
-		l.t.Fatal(err)
-	}
+	l.mkSystem(host, sys)
 	if err := os.Symlink(sys, l.systemLink(host)); err != nil {
 		l.t.Fatal(err)
 	}
@@ -396,8 +394,15 @@ func freePort(t testing.TB, host string) int {
 
 func (s *Server) writeConfig() error {
 	l := s.lab
+	keys := filepath.Join(l.Dir, "authorized_keys")
+	if _, err := os.Lstat(l.systemLink(s.Name)); err == nil {
+		// A fleet target takes its authorized keys from the system it
+		// runs, so an activation can lock the bot out and a rollback
+		// let it in again.
+		keys = filepath.Join(l.systemLink(s.Name), "authorized_keys")
+	}
 	cfg := fmt.Sprintf(sshdConfig, s.Port, s.Host, s.HostKeyPath,
-		filepath.Join(l.Dir, "authorized_keys"), filepath.Join(l.Dir, "sshd", s.Name+".pid"),
+		keys, filepath.Join(l.Dir, "sshd", s.Name+".pid"),
 		l.StubDir, s.Name, filepath.Join(l.Dir, "home"))
 	return os.WriteFile(s.cfgPath, []byte(cfg), 0o644)
 }
@@ -540,14 +545,17 @@ func descendants(pid int) []int {
 //	nixos-anywhere|nixos-rebuild: exit (status), hang (any), lines (count),
 //	  print (text printed to stdout), print-stderr, cat (a file to print),
 //	  sleep (seconds to take before any of that),
-//	  nochange (rebuild: do not change the current system)
+//	  nochange (rebuild: do not change the current system), breakssh
+//	  (the new system refuses the bot's key), dropped (nixos-rebuild's
+//	  ssh dies right after the activation: exit 255)
 //	nixos-rebuild: sshopts (replaces NIX_SSHOPTS, "-" unsets it, @tmp@
 //	  stands for the run directory), noagent (unset SSH_AUTH_SOCK): the
 //	  runner's hop as an older plan set it up
 //	nix: revision (what flake metadata reports); nix.<host>.toplevel,
 //	  nix.<host>.eval-error, nix.<host>.missing (the systems eval)
 //	disko.<host>.device, disko.<host>.luks (passwordFile), initrd.<host>.path
-//	systemctl: state (running, degraded, …), failed (units, one a line)
+//	systemctl: state (running, degraded, …), failed (units, one a line),
+//	  unit.<unit> (what is-active prints for it; default active)
 func (l *Lab) Set(name, value string) {
 	if err := os.WriteFile(filepath.Join(l.ControlDir, name), []byte(value), 0o644); err != nil {
 		l.t.Fatal(err)

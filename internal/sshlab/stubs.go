@@ -268,16 +268,31 @@ case $action in
 switch|test)
 	if ! knob nochange >/dev/null; then
 		new=$(mktemp -d "$LAB/store/nixos-system-$ATTR-XXXXXXXX")
+		"$LAB/bin/lab-mksystem" "$ATTR" "$new"
+		# breakssh: the new system's sshd refuses the bot's key.
+		if knob breakssh >/dev/null; then rm -f "$new/authorized_keys"; fi
 		ln -sfn "$new" "$LAB/systems/$ATTR.tmp"
 		mv -T "$LAB/systems/$ATTR.tmp" "$LAB/systems/$ATTR"
 	fi
+	# What was built for the host, which a later boot makes the boot
+	# default; switch makes it that now.
+	ln -sfn "$(readlink "$LAB/systems/$ATTR")" "$LAB/built/$ATTR"
+	if [ "$action" = switch ]; then ln -sfn "$(readlink "$LAB/built/$ATTR")" "$LAB/profiles/$ATTR"; fi
 	echo "activating the configuration..." >&2
+	# dropped: the activation cut the network, and with it nixos-rebuild's
+	# own ssh to the target (OpenSSH exits 255).
+	if knob dropped >/dev/null; then echo "Connection to ${target#*@} closed by remote host." >&2; exit 255; fi
 	echo "setting up /etc..." >&2
 	echo "reloading user units for root..." >&2
 	echo "restarting sysinit-reactivation.target" >&2
 	[ -n "$rollback" ] && echo "switching to the previous generation" >&2
 	;;
 boot)
+	# boot sets the system profile to what it built and installs the
+	# boot loader (nixos-rebuild-ng services.py, _activate_system); the
+	# running system stays.
+	if [ -e "$LAB/built/$ATTR" ]; then built=$(readlink "$LAB/built/$ATTR"); else built=$(readlink "$LAB/systems/$ATTR"); fi
+	ln -sfn "$built" "$LAB/profiles/$ATTR"
 	echo "updating GRUB 2 menu..." >&2
 	;;
 dry-activate)
@@ -416,6 +431,9 @@ is-system-running)
 	knob failed || true
 	exit 0
 	;;
+is-active|stop)
+	systemctl_guard "$@"
+	;;
 esac
 bad "unexpected arguments: $*"
 `
@@ -441,7 +459,7 @@ exec @READLINK@ "$@"
 func (l *Lab) writeStubs() {
 	head := "#!/bin/sh\n# Stub written by internal/sshlab.\nLAB=" + shq(l.Dir) + "\nC=" + shq(l.ControlDir) + "\n. \"$LAB/bin/stublib.sh\"\n"
 	files := map[string]string{
-		"stublib.sh":         stubLib,
+		"stublib.sh":         stubLib + stubGuardLib,
 		"nixos-anywhere":     head + stubAnywhere,
 		"nixos-rebuild":      head + stubRebuild,
 		"nix":                head + stubNix,
@@ -450,6 +468,7 @@ func (l *Lab) writeStubs() {
 		"systemctl":          head + stubSystemctl,
 		"readlink":           head + strings.ReplaceAll(stubReadlink, "@READLINK@", shq(l.readlink)),
 	}
+	l.writeGuardStubs(head)
 	home := filepath.Join(l.Dir, "home", ".ssh")
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		l.t.Fatal(err)
