@@ -171,4 +171,3 @@ func setCursors(ctx context.Context, tx *sql.Tx, deploymentID int64, cursors []n
 	}
 	return nil
 }
-

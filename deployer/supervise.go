@@ -49,8 +49,8 @@ type supStep struct {
 	// partial is an unterminated last line, emitted only once the step
 	// ended (a lost connection may have cut it).
 	partial [2][]byte
-	cur  [2]int32
-	argv []string
+	cur     [2]int32
+	argv    []string
 	// sentStart: the start was sent, so the step may run; it is never
 	// sent twice. started: the supervisor reported the step's group.
 	sentStart, started bool
