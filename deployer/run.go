@@ -199,6 +199,13 @@ func (r *run) hostAt(ctx context.Context, p *Plan, resume *nixdeploy.RemoteStep)
 		if err == nil {
 			continue
 		}
+		if errors.Is(err, ErrDetached) {
+			// The step goes on, and the next start reattaches to it:
+			// its run directory and keys stay for it (its supervisor
+			// removes the keys when it ends), so no cleanup runs.
+			rep.Outcome, rep.Step, rep.ExitCode, rep.Err = OutcomeCancelled, st.Name, -1, err
+			break
+		}
 		if rep.Outcome != OutcomeSucceeded {
 			// A cleanup failing after another failure: the first failure
 			// is the one reported; this one is logged and shown.
@@ -273,6 +280,8 @@ func (h *hostRun) step(ctx context.Context, st Step) (int, error) {
 			code = ee.Code
 		}
 		switch {
+		case errors.Is(err, ErrDetached):
+			// A shutdown left the step running on the runner.
 		case ctx.Err() != nil && !st.Cleanup:
 			err = fmt.Errorf("cancelled: %w", context.Cause(ctx))
 		case errors.Is(sctx.Err(), context.DeadlineExceeded) && errors.Is(err, context.DeadlineExceeded):
