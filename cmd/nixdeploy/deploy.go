@@ -104,6 +104,7 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return &exitError{code: 1, msg: "deploy: " + err.Error()}
 	}
+	reattachLeft(ctx, store, d, s.err, func(nixdeploy.Deployment) deployer.Sink { return deployer.TextSink(s.out) })
 
 	names := make([]string, len(hosts))
 	for i, h := range hosts {
