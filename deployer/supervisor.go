@@ -34,6 +34,8 @@ import (
 //     and exits with the step's status. When the supervisor is gone with no
 //     status written (SIGKILLed, the runner rebooted), it kills itself with
 //     SIGUSR1: no step status is a signal, so the bot tells the two apart.
+//   - probe: prints "ended N" (the status file), "live" (the supervisor
+//     runs) or "gone" (neither), for the sweep.
 //   - cancel TICKS: SIGTERM to the step's group, SIGKILL after TICKS tenths
 //     of a second, then waits for the supervisor's status (its cleanup);
 //     prints "gone" or "alive".
@@ -128,6 +130,16 @@ cancel)
 		sleep 0.1
 	done
 	echo gone
+	;;
+probe)
+	if [ -f "$f.status" ]; then
+		read -r rc <"$f.status"
+		echo "ended $rc"
+	elif read -r p <"$f.pid" 2>/dev/null && kill -0 "$p" 2>/dev/null; then
+		echo live
+	else
+		echo gone
+	fi
 	;;
 *)
 	echo "nixdeploy-supervisor: unknown mode $m" >&2
