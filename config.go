@@ -50,6 +50,8 @@ type Config struct {
 	// BMCs are the Turing Pi boards whose BMC powers, watches and flashes
 	// their nodes (bmc.go).
 	BMCs []BMC `toml:"bmcs"`
+	// Timeouts bound waits that are not one step's.
+	Timeouts Timeouts `toml:"timeouts"`
 
 	// Path is the file the config was loaded from; Dir its directory.
 	Path string `toml:"-"`
@@ -221,6 +223,18 @@ type Schedule struct {
 	CatchUpWindow Duration `toml:"catch_up_window"`
 }
 
+// Timeouts bound waits that are not one step's.
+type Timeouts struct {
+	// Outage bounds how long the runner may stay unreachable while a
+	// long step runs on it under its supervisor: the bot reconnects and
+	// follows on within it, and after it fails the deployment, saying the
+	// step may still be running (default DefaultOutage).
+	Outage Duration `toml:"outage"`
+}
+
+// DefaultOutage is [timeouts] outage when the config does not set it.
+const DefaultOutage = 10 * time.Minute
+
 // Duration is a time.Duration written as a Go duration string ("15m").
 type Duration struct{ time.Duration }
 
@@ -390,6 +404,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Slack.MultiHostInstall == "" {
 		c.Slack.MultiHostInstall = MultiInstallPerHost
+	}
+	if c.Timeouts.Outage.Duration == 0 {
+		c.Timeouts.Outage.Duration = DefaultOutage
 	}
 	for i := range c.Schedules {
 		s := &c.Schedules[i]

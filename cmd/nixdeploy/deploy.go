@@ -89,6 +89,7 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 		Store:     store,
 		HostKeys:  ks,
 		ClientKey: client,
+		Outage:    cfg.Timeouts.Outage.Duration,
 		Logger:    slog.New(slog.NewTextHandler(s.err, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Preflight: func(ctx context.Context, host string) error {
 			rep, err := keys.Check(ctx, cfg, ks, []string{host})
@@ -105,6 +106,7 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 		return &exitError{code: 1, msg: "deploy: " + err.Error()}
 	}
 	reattachLeft(ctx, store, d, s.err, func(nixdeploy.Deployment) deployer.Sink { return deployer.TextSink(s.out) })
+	sweep(ctx, d, slog.New(slog.DiscardHandler), s.err)
 
 	names := make([]string, len(hosts))
 	for i, h := range hosts {

@@ -34,7 +34,11 @@ func reattachLeft(ctx context.Context, store *db.DB, d *deployer.Deployer, w io.
 		}
 		fmt.Fprintf(w, "nixdeploy: reattaching deployment %d (%s %s), whose step was left running on the runner\n",
 			dep.ID, dep.Action, strings.Join(dep.Hosts, ", "))
-		rep, err := d.Reattach(ctx, &dep, sink(dep))
+		var sinks []deployer.Sink
+		if s := sink(dep); s != nil {
+			sinks = append(sinks, s)
+		}
+		rep, err := d.Reattach(ctx, &dep, sinks...)
 		state, code, text := dep.State, dep.ExitCode, dep.Error
 		switch {
 		case rep != nil:

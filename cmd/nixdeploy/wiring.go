@@ -100,7 +100,7 @@ func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, o depsOptions, logg
 		}
 	}
 	opts := deployer.Options{
-		Config: cfg, Store: store, HostKeys: ks, ClientKey: client, Logger: logger,
+		Config: cfg, Store: store, HostKeys: ks, ClientKey: client, Logger: logger, Outage: cfg.Timeouts.Outage.Duration,
 		Preflight: func(ctx context.Context, host string) error {
 			rep, err := keys.Check(ctx, cfg, ks, []string{host})
 			if err != nil {
