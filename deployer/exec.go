@@ -224,10 +224,22 @@ func (e *sshExec) run(ctx context.Context, cmd command) error {
 	case werr = <-waitc:
 	case <-ctx.Done():
 		if cmd.supervised {
-			// Leave the supervisor running: closing the channel ends
-			// only the follow side (tail notices its reader is gone).
+			// Leave the supervisor running; end only the follow side.
+			// sshd holds the channel open while its command lives, and
+			// an idle follow loop notices no closed reader, so it is
+			// signalled (OpenSSH honours signal requests since 7.8);
+			// failing that, the connection goes, as for a stuck
+			// session below.
+			_ = sess.Signal(ssh.SIGTERM)
 			sess.Close()
-			wg.Wait()
+			readers := make(chan struct{})
+			go func() { wg.Wait(); close(readers) }()
+			select {
+			case <-readers:
+			case <-time.After(e.killGrace + 2*time.Second):
+				e.c.kill(fmt.Errorf("%w: the follow session on %s did not end when it was left", ErrConnectionLost, e.c.name))
+				<-readers
+			}
 			return ctx.Err()
 		}
 		e.stop(sess, pgid, cmd.note)
