@@ -162,6 +162,8 @@ func unixSignalName(s syscall.Signal) string {
 		return "INT"
 	case syscall.SIGHUP:
 		return "HUP"
+	case syscall.SIGUSR1:
+		return "USR1"
 	}
 	return s.String()
 }

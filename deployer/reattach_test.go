@@ -219,3 +219,38 @@ func dirExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
+
+// TestReattachUnknown: the supervisor itself was SIGKILLed with its step
+// while no bot ran (as a reboot of the runner would), so no status was
+// written: the reattach cannot learn the end, and the deployment ends
+// interrupted with an error that says what is unknown, not failed or
+// succeeded.
+func TestReattachUnknown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	dep := e.detached(t, 100, "0")
+	dir := rebuildRunDir(t, e.lab)
+	sup, err := os.ReadFile(filepath.Join(dir, "nixos-rebuild.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscallKill(pidFrom(t, strings.TrimSpace(string(sup)))); err != nil {
+		t.Fatal(err)
+	}
+	killStub(t, e.lab, "nixos-rebuild", "node1")
+	store, d := e.restart(t)
+	got, rep, err := reattach(t, store, d, dep.ID, &recSink{})
+	if !errors.Is(err, deployer.ErrRemoteUnknown) || !strings.Contains(err.Error(), "without writing an exit status") {
+		t.Fatalf("err = %v, want the outcome unknown", err)
+	}
+	if rep == nil || rep.State != nixdeploy.StateInterrupted || got.State != nixdeploy.StateInterrupted {
+		t.Fatalf("report %+v, deployment %s; want interrupted", rep, got.State)
+	}
+	stored, err := store.Deployment(t.Context(), dep.ID)
+	if err != nil || stored.State != nixdeploy.StateInterrupted || !strings.Contains(stored.Error, "unknown") {
+		t.Errorf("stored %s %q, %v", stored.State, stored.Error, err)
+	}
+	if dirExists(dir) {
+		t.Errorf("the run directory %s is left", dir)
+	}
+}

@@ -139,7 +139,7 @@ func (h *hostRun) follow(ctx context.Context, st Step, s *supStep) error {
 		wasStart := !s.sentStart
 		err := h.followOnce(ctx, st, s, lostSince)
 		if err == nil && ctx.Err() == nil {
-			lostSince = time.Time{}
+			h.flushPartial(st, s)
 			h.endRemote(ctx, s, nixdeploy.RemoteEnded, 0)
 			return nil
 		}
@@ -162,8 +162,8 @@ func (h *hostRun) follow(ctx context.Context, st Step, s *supStep) error {
 			h.endRemote(ctx, s, nixdeploy.RemoteEnded, ee.Code)
 			return fmt.Errorf("start %s under the supervisor on the runner: %w", st.Name, err)
 		case errors.As(err, &ee) && !s.started && ee.Code == 125:
-			// follow exits 125 when the run directory has no trace of
-			// the supervisor: the lost start never ran.
+			// follow exits 125 when the step's files are there but no
+			// supervisor's pid: the lost start never got to run it.
 			h.endRemote(ctx, s, nixdeploy.RemoteEnded, -1)
 			return fmt.Errorf("%s did not start on the runner: the connection was lost while starting it", st.Name)
 		case errors.As(err, &ee):

@@ -267,3 +267,5 @@ func TestCancelStopsTheRemoteGroup(t *testing.T) {
 		t.Errorf("no word of the stop:\n%s", e.sink.text())
 	}
 }
+
+func syscallKill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }

@@ -36,8 +36,9 @@ import (
 //     open descriptor) and then copies what is new every 0.2 s with cat,
 //     whose large buffers stream several times faster than tail -f's
 //     8 KiB reads; a cat that cannot write (the bot went away) ends it. When the supervisor is gone with no
-//     status written (SIGKILLed, the runner rebooted), it kills itself with
-//     SIGUSR1: no step status is a signal, so the bot tells the two apart.
+//     status written (SIGKILLed, the runner rebooted), or the step's files
+//     are not there at all, it kills itself with SIGUSR1: no step status is
+//     a signal, so the bot tells the two apart.
 //   - probe: prints "ended N" (the status file), "live" (the supervisor
 //     runs) or "gone" (neither), for the sweep.
 //   - cancel TICKS: SIGTERM to the step's group, SIGKILL after TICKS tenths
@@ -51,7 +52,11 @@ follow() {
 	if [ -n "${SSH_AUTH_SOCK:-}" ] && [ -L "$d/agent.sock" ] && [ "$SSH_AUTH_SOCK" != "$d/agent.sock" ]; then
 		ln -sfn "$SSH_AUTH_SOCK" "$d/agent.sock.new" && mv -fT "$d/agent.sock.new" "$d/agent.sock"
 	fi
-	exec 3<"$f.out" 4<"$f.err" || exit 125
+	if [ ! -f "$f.out" ] || [ ! -f "$f.err" ]; then
+		kill -USR1 $$
+		exit 125
+	fi
+	exec 3<"$f.out" 4<"$f.err"
 	dd bs=1 skip="$1" count=0 <&3 2>/dev/null || exit 125
 	dd bs=1 skip="$2" count=0 <&4 2>/dev/null || exit 125
 	if [ ! -f "$f.status" ]; then
