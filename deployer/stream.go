@@ -158,6 +158,9 @@ type emitMsg struct {
 	at  int64
 	// reg registers a cursor (cursor).
 	reg *nixdeploy.LogCursor
+	// tail marks the newline that ends a split line exactly at a split:
+	// it emits the held-back tail, if any, and is no line of its own.
+	tail bool
 	// sync, when set, is closed once every earlier message was handled;
 	// with store set, also once every earlier line was stored (or the
 	// store refused it).
@@ -260,14 +263,14 @@ func (e *emitter) line(host, step string, stream nixdeploy.Stream, b []byte) {
 
 // lineAt queues one output line of a supervised step's file, which ends
 // at byte at of it; only a whole line (not split) moves cursor cur.
-func (e *emitter) lineAt(host, step string, stream nixdeploy.Stream, b []byte, cur int32, at int64, split bool) {
+func (e *emitter) lineAt(host, step string, stream nixdeploy.Stream, b []byte, cur int32, at int64, split, tail bool) {
 	if !utf8.Valid(b) {
 		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
 	}
 	if b == nil {
 		b = []byte{}
 	}
-	e.put(emitMsg{host: host, step: step, stream: stream, split: split, cur: cur, at: at}, b)
+	e.put(emitMsg{host: host, step: step, stream: stream, split: split, tail: tail, cur: cur, at: at}, b)
 }
 
 // cursor registers c and returns its handle for lineAt. The caller counts
@@ -442,11 +445,14 @@ func (e *emitter) handle(m emitMsg, now time.Time) {
 		e.curDirty = true
 	}
 	text := m.text
-	if m.stream != nixdeploy.StreamEvent && (m.split || len(e.carry) > 0) {
+	if m.stream != nixdeploy.StreamEvent && (m.split || m.tail || len(e.carry) > 0) {
 		key := m.host + "\x00" + m.step + "\x00" + string(m.stream)
-		if c, ok := e.carry[key]; ok {
+		c, ok := e.carry[key]
+		if ok {
 			text = c + text
 			delete(e.carry, key)
+		} else if m.tail {
+			return
 		}
 		if m.split {
 			var tail string

@@ -252,6 +252,7 @@ func (h *hostRun) followOnce(ctx context.Context, st Step, s *supStep, lostSince
 // end. With marker, the first line is the start's "nixdeploy-pgid N".
 func (h *hostRun) readSupervised(st Step, s *supStep, i int, r io.Reader, marker bool) {
 	br := bufio.NewReaderSize(r, h.d.opts.MaxLineBytes)
+	split := false
 	for {
 		line, err := br.ReadSlice('\n')
 		switch {
@@ -277,10 +278,12 @@ func (h *hostRun) readSupervised(st Step, s *supStep, i int, r io.Reader, marker
 			}
 			// A line of exactly the split length leaves only its newline
 			// (readLines): that ends the line, it is not an empty one.
-			h.em.lineAt(h.host.Name, st.Name, supStreams[i], b, s.cur[i], s.sent[i], false)
+			h.em.lineAt(h.host.Name, st.Name, supStreams[i], b, s.cur[i], s.sent[i], false, split && len(b) == 0)
+			split = false
 		case err == bufio.ErrBufferFull:
 			s.sent[i] += int64(len(line))
-			h.em.lineAt(h.host.Name, st.Name, supStreams[i], line, s.cur[i], s.sent[i], true)
+			h.em.lineAt(h.host.Name, st.Name, supStreams[i], line, s.cur[i], s.sent[i], true, false)
+			split = true
 		default:
 			s.partial[i] = append(s.partial[i][:0], line...)
 			return
@@ -295,7 +298,7 @@ func (h *hostRun) flushPartial(st Step, s *supStep) {
 			continue
 		}
 		s.sent[i] += int64(len(p))
-		h.em.lineAt(h.host.Name, st.Name, supStreams[i], p, s.cur[i], s.sent[i], false)
+		h.em.lineAt(h.host.Name, st.Name, supStreams[i], p, s.cur[i], s.sent[i], false, false)
 		s.partial[i] = p[:0]
 	}
 }
