@@ -269,3 +269,32 @@ func TestCancelStopsTheRemoteGroup(t *testing.T) {
 }
 
 func syscallKill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+
+// TestSupervisedLongLines: lines longer than MaxLineBytes (one exactly
+// that long) arrive in pieces through the supervisor's files as they did
+// through a pipe: nothing lost, nothing added.
+func TestSupervisedLongLines(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{opts: func(o *deployer.Options) { o.MaxLineBytes = 1024 }})
+	in := []string{strings.Repeat("A", 1024), strings.Repeat("B", 3000), "ccc", strings.Repeat("D", 2048)}
+	e.lab.Set("nixos-rebuild.node1.print", strings.Join(in, "\n"))
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, e.sink.text())
+	}
+	for what, lines := range map[string][]nixdeploy.LogLine{"sink": e.sink.all(), "stored": e.storedLog(dep.ID)} {
+		var got strings.Builder
+		for _, l := range lines {
+			if l.Step != "nixos-rebuild" || l.Stream != nixdeploy.StreamStdout {
+				continue
+			}
+			if l.Text == "" {
+				t.Errorf("%s: an empty line", what)
+			}
+			got.WriteString(l.Text)
+		}
+		if want := strings.Join(in, ""); got.String() != want {
+			t.Errorf("%s: %q, want %q", what, got.String(), want)
+		}
+	}
+}
