@@ -56,6 +56,8 @@ type Config struct {
 	// (health.go); Guard configures the rollback guard.
 	HealthChecks []HealthCheck `toml:"health_checks"`
 	Guard        Guard         `toml:"guard"`
+	// Timeouts bound waits that are not one step's.
+	Timeouts Timeouts `toml:"timeouts"`
 
 	// Path is the file the config was loaded from; Dir its directory.
 	Path string `toml:"-"`
@@ -241,6 +243,18 @@ type Schedule struct {
 // Schedule.Always). It is no Action of chat requests or the CLI.
 const ScheduleReport Action = "report"
 
+// Timeouts bound waits that are not one step's.
+type Timeouts struct {
+	// Outage bounds how long the runner may stay unreachable while a
+	// long step runs on it under its supervisor: the bot reconnects and
+	// follows on within it, and after it fails the deployment, saying the
+	// step may still be running (default DefaultOutage).
+	Outage Duration `toml:"outage"`
+}
+
+// DefaultOutage is [timeouts] outage when the config does not set it.
+const DefaultOutage = 10 * time.Minute
+
 // Duration is a time.Duration written as a Go duration string ("15m").
 type Duration struct{ time.Duration }
 
@@ -413,6 +427,9 @@ func (c *Config) applyDefaults() {
 	}
 	c.Board.applyDefaults()
 	c.applyHealthDefaults()
+	if c.Timeouts.Outage.Duration == 0 {
+		c.Timeouts.Outage.Duration = DefaultOutage
+	}
 	for i := range c.Schedules {
 		s := &c.Schedules[i]
 		if s.TimeZone == "" {

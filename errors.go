@@ -29,6 +29,10 @@ var (
 	ErrAuth = errors.New("ssh key refused")
 	// ErrConnectionLost: an SSH connection died while a step used it.
 	ErrConnectionLost = errors.New("connection lost")
+	// ErrRemoteUnknown: the end of a step supervised on the runner could
+	// not be learned (the runner stayed unreachable past the outage
+	// limit, or its supervisor vanished); the step may still be running.
+	ErrRemoteUnknown = errors.New("the outcome of the step on the runner is unknown")
 	// ErrStepTimeout is a step stopped by its timeout.
 	ErrStepTimeout = errors.New("step timed out")
 	// ErrVerify is a deployment whose commands succeeded but whose result

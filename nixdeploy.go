@@ -140,6 +140,11 @@ type Deployment struct {
 	// itself unless the bot reconnects, runs the health checks and
 	// disarms it. Like Fingerprint it lives with the run.
 	Guard bool
+	// Resumed marks a deployment this process adopted at start, whose
+	// long step a dead process left running (runs.Recover): its status
+	// message (MessageTS) carries on rather than a new one being posted.
+	// Like Fingerprint it lives with the run.
+	Resumed bool
 }
 
 // Lock is what the fleet's flakes resolved to on the runner

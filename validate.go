@@ -175,6 +175,9 @@ func (c *Config) validateSlack(p *problems) {
 	if s.ApprovalTTL.Duration < 0 {
 		p.add("slack.approval_ttl: must be positive")
 	}
+	if c.Timeouts.Outage.Duration < 0 {
+		p.add("timeouts.outage: must be positive")
+	}
 	switch s.MultiHostInstall {
 	case MultiInstallPerHost:
 	case MultiInstallTwoApprovers:

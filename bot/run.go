@@ -82,7 +82,12 @@ func (b *Bot) Started(ctx context.Context, dep nixdeploy.Deployment, channel, ap
 		channel = b.Config().Slack.Channel
 	}
 	st := newStreamer(b, dep, channel, approvedBy)
-	st.post(ctx)
+	if dep.Resumed && dep.MessageTS != "" && dep.Channel == channel {
+		// Reattached after a restart: the deployment's message carries on.
+		st.resume(dep.MessageTS)
+	} else {
+		st.post(ctx)
+	}
 	p := &progress{Streamer: st, done: make(chan struct{}), updaterDone: make(chan struct{})}
 	posted := b.clock.Now()
 	go func() {

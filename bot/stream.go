@@ -149,6 +149,14 @@ func (s *Streamer) post(ctx context.Context) {
 	}
 }
 
+// resume carries on the status message ts a deployment already has (one
+// this process reattached after a restart), instead of posting one.
+func (s *Streamer) resume(ts string) {
+	s.live = s.b.liveFor(s.channel)
+	s.live.join(s)
+	s.ts = ts
+}
+
 // updates runs until done is closed: each wake-up after new lines becomes
 // one chat.update, started no sooner than interval after the previous one
 // (or the post, at last).

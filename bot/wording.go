@@ -32,6 +32,8 @@ func deployErrorForUsers(err error, r Result) error {
 		return UserError(fmt.Sprintf("%s did not present its pinned host key, so nothing was sent to it; check it with /nixdeploy keys check %s", r.Host, r.Host), err)
 	case errors.Is(err, nixdeploy.ErrAuth):
 		return UserError("the SSH key of nixdeploy was refused; check the authorized keys of the runner and the targets", err)
+	case errors.Is(err, nixdeploy.ErrRemoteUnknown):
+		return UserError(fmt.Sprintf("nixdeploy lost step %s on %s and cannot tell how it ended: it may still be running on the runner; look there (or wait for the next start's reattach) before running it again", r.Step, r.Host), err)
 	case errors.Is(err, nixdeploy.ErrConnectionLost):
 		return UserError(fmt.Sprintf("the connection to %s was lost during step %s; check that it is up and run it again", r.Host, r.Step), err)
 	case errors.Is(err, nixdeploy.ErrStepTimeout):

@@ -6,6 +6,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/nixdeploy/nixdeploy"
 )
 
 // TestDeployErrorForUsersConnection: a step that ended without an exit
@@ -29,6 +31,17 @@ func TestDeployErrorForUsersConnection(t *testing.T) {
 	}
 	err = deployErrorForUsers(fmt.Errorf("step upload: %w", errors.New("session closed")), Result{Step: "upload", Host: "ganon", ExitCode: -1})
 	if got := UserMessage(err); got != "step upload on ganon ended without an exit status: session closed" {
+		t.Errorf("message %q", got)
+	}
+}
+
+// TestDeployErrorForUsersRemoteUnknown: a step lost past the outage limit
+// (it also wraps ErrConnectionLost) tells people it may still be running
+// on the runner, not just that a connection was lost (issue 14).
+func TestDeployErrorForUsersRemoteUnknown(t *testing.T) {
+	err := fmt.Errorf("%w; the runner stayed unreachable for 10m0s, and nixos-rebuild may still be running there (%w)", nixdeploy.ErrConnectionLost, nixdeploy.ErrRemoteUnknown)
+	got := UserMessage(deployErrorForUsers(err, Result{Step: "nixos-rebuild", Host: "rk1-node3", ExitCode: -1}))
+	if !strings.Contains(got, "may still be running on the runner") || !strings.Contains(got, "nixos-rebuild on rk1-node3") {
 		t.Errorf("message %q", got)
 	}
 }

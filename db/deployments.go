@@ -259,7 +259,9 @@ func (d *DB) recoverInterrupted(ctx context.Context) ([]nixdeploy.Deployment, er
 		rows, err := tx.QueryContext(ctx, `SELECT `+deploymentCols+` FROM deployments
 			WHERE (state IN ('queued', 'running') OR (state = 'awaiting-approval'
 				AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.deployment_id = deployments.id AND a.state = 'pending')))
-			AND NOT `+liveOwner("deployments.owner")+` ORDER BY id`, d.now())
+			AND NOT `+liveOwner("deployments.owner")+`
+			AND NOT EXISTS (SELECT 1 FROM remote_steps r WHERE r.deployment_id = deployments.id AND r.state = 'running')
+			ORDER BY id`, d.now())
 		if err != nil {
 			return err
 		}

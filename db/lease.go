@@ -147,6 +147,13 @@ func (d *DB) ClaimHosts(ctx context.Context, id int64, hosts []string) error {
 				WHERE c.host = ? AND `+liveOwner("c.owner"), h, now).Scan(&holder, &owner)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
+				// No live claim; a step a dead process left running on
+				// the runner still holds the host (issue 14).
+				if busy, rerr := remoteBusy(ctx, tx, h, id); rerr != nil {
+					return fmt.Errorf("claim %s: %w", h, rerr)
+				} else if busy != 0 {
+					return fmt.Errorf("%w: %s: a step of deployment %d may still be running on the runner", nixdeploy.ErrHostBusy, h, busy)
+				}
 				continue
 			case err != nil:
 				return fmt.Errorf("claim %s: %w", h, err)

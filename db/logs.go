@@ -68,7 +68,14 @@ const errSeqRepeated = "log line seq repeated"
 // runs of consecutive seqs, so a call must not number a line inside the
 // range of an earlier call's (the deployer numbers 1, 2, 3, … in order).
 func (d *DB) AppendLogs(ctx context.Context, deploymentID int64, lines []nixdeploy.LogLine) error {
-	if len(lines) == 0 {
+	return d.AppendLogsAt(ctx, deploymentID, lines, nil)
+}
+
+// AppendLogsAt is AppendLogs that also records, in the same transaction,
+// how far into their output files of remote steps the stored lines reach
+// (see remote.go), so a reattach resumes exactly after them.
+func (d *DB) AppendLogsAt(ctx context.Context, deploymentID int64, lines []nixdeploy.LogLine, cursors []nixdeploy.LogCursor) error {
+	if len(lines) == 0 && len(cursors) == 0 {
 		return nil
 	}
 	bySeq := func(a, b nixdeploy.LogLine) int { return cmp.Compare(a.Seq, b.Seq) }
@@ -106,10 +113,13 @@ func (d *DB) AppendLogs(ctx context.Context, deploymentID int64, lines []nixdepl
 				return err
 			}
 		}
-		return nil
+		return setCursors(ctx, tx, deploymentID, cursors)
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), errSeqRepeated) {
+			if len(chunks) == 0 {
+				return fmt.Errorf("append log lines to deployment %d: %w", deploymentID, err)
+			}
 			return fmt.Errorf("append log lines to deployment %d: a seq from %d to %d is already stored", deploymentID, chunks[0].first.Seq, chunks[len(chunks)-1].lastSeq)
 		}
 		return fmt.Errorf("append log lines to deployment %d: %w", deploymentID, err)

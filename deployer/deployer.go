@@ -144,6 +144,14 @@ type Options struct {
 	// 1000 lines or 250ms, whichever comes first).
 	FlushLines    int
 	FlushInterval time.Duration
+	// Outage bounds how long a supervised step's runner may stay
+	// unreachable (the whole outage, from the first lost connection);
+	// after it the deployment fails and says the step may still be
+	// running (config [timeouts] outage; default 10m).
+	Outage time.Duration
+	// ReconnectBackoff is the first pause between reconnects to the
+	// runner; it doubles up to 16 times its value (default 1s).
+	ReconnectBackoff time.Duration
 }
 
 func (o *Options) defaults() {
@@ -204,6 +212,8 @@ func (o *Options) defaults() {
 		o.FlushLines = 1000
 	}
 	def(&o.FlushInterval, 250*time.Millisecond)
+	def(&o.Outage, 10*time.Minute)
+	def(&o.ReconnectBackoff, time.Second)
 }
 
 // Deployer runs deployments. It is safe for concurrent use. Which hosts
@@ -339,6 +349,12 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 		return &Report{DeploymentID: dep.ID, State: nixdeploy.StateFailed},
 			&StepError{Host: dep.Hosts[0], Step: "connect", ExitCode: 1, Err: d.opts.NoClientKey}
 	}
+	return d.execute(ctx, dep, plans, sinks, nil)
+}
+
+// execute runs plans for dep; with res, from the supervised step a
+// reattach found (reattach.go).
+func (d *Deployer) execute(ctx context.Context, dep *nixdeploy.Deployment, plans []*Plan, sinks []Sink, res *resumePoint) (*Report, error) {
 	dep.State = nixdeploy.StateRunning
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -354,13 +370,24 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 
 	log := d.log.With("deployment", dep.ID, "action", string(dep.Action))
 	log.Info("deployment started", "hosts", strings.Join(dep.Hosts, ","))
-	r := d.newRun(ctx, dep, sinks, log)
+	var r *run
+	if res == nil {
+		r = d.newRun(ctx, dep, sinks, log)
+	} else {
+		r = d.newRunAt(ctx, dep, res.seq, sinks, log)
+	}
 	if dep.Fingerprint != "" {
 		r.planFingerprint = fingerprint(dep, plans)
 	}
 	rep := &Report{DeploymentID: dep.ID}
 	var runErr error
-	for _, p := range plans {
+	for i, p := range plans {
+		if res != nil && i < res.host {
+			// Done before the restart: hosts run in order and halt at
+			// the first failure.
+			rep.Hosts = append(rep.Hosts, HostReport{Host: p.Host.Name, Outcome: OutcomeSucceeded})
+			continue
+		}
 		if runErr == nil && len(rep.Hosts) > 0 {
 			// A host not started yet stays untouched once the log is
 			// known to be incomplete.
@@ -375,7 +402,12 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 		if dep.Lock != nil && (dep.Lock.URL != "" || dep.Lock.Image != "") {
 			p.Locked = dep.Lock
 		}
-		hr := r.host(ctx, p)
+		var hr HostReport
+		if res != nil && i == res.host {
+			hr = r.hostAt(ctx, p, res.rs)
+		} else {
+			hr = r.host(ctx, p)
+		}
 		rep.Hosts = append(rep.Hosts, hr)
 		if hr.Revision != "" && hr.Revision != dep.Revision {
 			dep.Revision = hr.Revision
@@ -398,6 +430,10 @@ func (d *Deployer) Run(ctx context.Context, dep *nixdeploy.Deployment, sinks ...
 			rep.State = nixdeploy.StateInterrupted
 		case ctx.Err() != nil:
 			rep.State = nixdeploy.StateCancelled
+		case res != nil && errors.Is(runErr, ErrRemoteUnknown):
+			// A reattach that could learn neither the end nor the state
+			// of the step: what is unknown is in the error.
+			rep.State = nixdeploy.StateInterrupted
 		}
 		var se *StepError
 		errors.As(runErr, &se)

@@ -450,8 +450,10 @@ func TestStepTimeout(t *testing.T) {
 }
 
 // TestConnectionLost: a runner that stops answering (a frozen network) or
-// dies (sshd killed with its sessions) fails the step with a clear reason
-// within the keepalive bound, not at the step timeout.
+// dies (sshd killed with its sessions) for longer than the outage limit
+// fails the step with a clear reason within the keepalive bound plus the
+// outage limit, not at the step timeout, and says the step may still be
+// running: the supervised step outlives the connection.
 func TestConnectionLost(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -471,9 +473,12 @@ func TestConnectionLost(t *testing.T) {
 					o.KeepaliveInterval = interval
 					o.KeepaliveMax = 3
 					o.ConnectTimeout = time.Second
+					o.Outage = 2 * time.Second
+					o.ReconnectBackoff = 100 * time.Millisecond
 				},
 			})
 			e.lab.Set("nixos-rebuild.hang", "1")
+			t.Cleanup(func() { killStub(t, e.lab, "nixos-rebuild", "node1") })
 			done := make(chan error, 1)
 			go func() {
 				_, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
@@ -493,14 +498,20 @@ func TestConnectionLost(t *testing.T) {
 				t.Fatal("Run did not notice the lost runner")
 			}
 			took := time.Since(start)
-			if !errors.Is(err, deployer.ErrConnectionLost) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want connection lost: %s", err, tc.want)
+			if !errors.Is(err, deployer.ErrConnectionLost) || !errors.Is(err, deployer.ErrRemoteUnknown) ||
+				!strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "may still be running") {
+				t.Fatalf("err = %v, want connection lost: %s, and may still be running", err, tc.want)
 			}
 			if se := asStepError(t, err); se.Step != "nixos-rebuild" {
 				t.Errorf("failed step %s", se.Step)
 			}
-			// 3 missed keepalives plus one interval to send the first.
-			if bound := 4*interval + 2*time.Second; took > bound {
+			// The step outlived the connection, under its supervisor.
+			if pid, _ := strconv.Atoi(e.lab.Control("nixos-rebuild.node1.pid")); !sshlab.Alive(pid) {
+				t.Errorf("the step (pid %d) died with the connection", pid)
+			}
+			// 3 missed keepalives plus one interval to send the first,
+			// then the outage limit and one connect timeout.
+			if bound := 4*interval + 2*time.Second + time.Second + 2*time.Second; took > bound {
 				t.Errorf("noticed after %s, bound %s", took, bound)
 			}
 		})

@@ -49,6 +49,23 @@ type command struct {
 	// agent, when set, is forwarded to the command's session (remote
 	// runner).
 	agent agent.Agent
+	// supervised commands are the supervisor's (supervisor.go): argv runs
+	// without the pgid wrapper, in a session of its own on a local runner,
+	// read (when set) gets each output stream whole instead of out getting
+	// lines, and a cancel only leaves the session: the supervisor is
+	// stopped through its own cancel mode, or not at all on shutdown.
+	supervised bool
+	read       func(stream nixdeploy.Stream, r io.Reader)
+}
+
+// reader reads one output stream: whole to cmd.read when set, else line
+// by line to cmd.out.
+func (cmd *command) reader(stream nixdeploy.Stream, maxLine int, r io.Reader) {
+	if cmd.read != nil {
+		cmd.read(stream, r)
+		return
+	}
+	readLines(r, maxLine, func(b []byte) { cmd.out(stream, b) })
 }
 
 // executor runs commands somewhere: over an SSH connection or locally.
@@ -157,10 +174,14 @@ func (e *sshExec) run(ctx context.Context, cmd command) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		readLines(stdout, e.maxLine, func(b []byte) { cmd.out(nixdeploy.StreamStdout, b) })
+		cmd.reader(nixdeploy.StreamStdout, e.maxLine, stdout)
 	}()
 	go func() {
 		defer wg.Done()
+		if cmd.read != nil {
+			cmd.read(nixdeploy.StreamStderr, stderr)
+			return
+		}
 		first := true
 		readLines(stderr, e.maxLine, func(b []byte) {
 			if first {
@@ -183,7 +204,11 @@ func (e *sshExec) run(ctx context.Context, cmd command) error {
 			return fmt.Errorf("%s refused SSH agent forwarding (allow it in its sshd_config): %w", e.c.name, err)
 		}
 	}
-	if err := sess.Start(remoteCommand(cmd.argv)); err != nil {
+	line := remoteCommand(cmd.argv)
+	if cmd.supervised {
+		line = remoteScript("exec " + shellJoin(cmd.argv))
+	}
+	if err := sess.Start(line); err != nil {
 		sess.Close()
 		wg.Wait()
 		if !e.c.alive() {
@@ -198,6 +223,25 @@ func (e *sshExec) run(ctx context.Context, cmd command) error {
 	select {
 	case werr = <-waitc:
 	case <-ctx.Done():
+		if cmd.supervised {
+			// Leave the supervisor running; end only the follow side.
+			// sshd holds the channel open while its command lives, and
+			// an idle follow loop notices no closed reader, so it is
+			// signalled (OpenSSH honours signal requests since 7.8);
+			// failing that, the connection goes, as for a stuck
+			// session below.
+			_ = sess.Signal(ssh.SIGTERM)
+			sess.Close()
+			readers := make(chan struct{})
+			go func() { wg.Wait(); close(readers) }()
+			select {
+			case <-readers:
+			case <-time.After(e.killGrace + 2*time.Second):
+				e.c.kill(fmt.Errorf("%w: the follow session on %s did not end when it was left", ErrConnectionLost, e.c.name))
+				<-readers
+			}
+			return ctx.Err()
+		}
 		e.stop(sess, pgid, cmd.note)
 		select {
 		case <-waitc:

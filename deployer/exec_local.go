@@ -33,6 +33,11 @@ func (e *localExec) run(ctx context.Context, cmd command) error {
 	c := exec.Command(cmd.argv[0], cmd.argv[1:]...)
 	c.Env = childEnv(os.Environ(), cmd.env)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.supervised {
+		// Its own session, as sshd gives every session: the supervisor
+		// it starts must not share the bot's, nor get its signals.
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	c.Stdin = cmd.stdin
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -58,11 +63,11 @@ func (e *localExec) run(ctx context.Context, cmd command) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		readLines(outR, e.maxLine, func(b []byte) { cmd.out(nixdeploy.StreamStdout, b) })
+		cmd.reader(nixdeploy.StreamStdout, e.maxLine, outR)
 	}()
 	go func() {
 		defer wg.Done()
-		readLines(errR, e.maxLine, func(b []byte) { cmd.out(nixdeploy.StreamStderr, b) })
+		cmd.reader(nixdeploy.StreamStderr, e.maxLine, errR)
 	}()
 	readersDone := make(chan struct{})
 	go func() {
@@ -81,10 +86,27 @@ func (e *localExec) run(ctx context.Context, cmd command) error {
 		select {
 		case <-readersDone:
 		case <-time.After(e.killGrace):
-			syscall.Kill(-pg, syscall.SIGKILL)
+			if cmd.supervised {
+				// The group holds the supervisor too: drop the pipes
+				// instead.
+				outR.Close()
+				errR.Close()
+			} else {
+				syscall.Kill(-pg, syscall.SIGKILL)
+			}
 			<-readersDone
 		}
 	case <-ctx.Done():
+		if cmd.supervised {
+			// Only the follow side goes (the shell and, once their
+			// output is closed, its tails); the supervisor stays.
+			syscall.Kill(pg, syscall.SIGTERM)
+			outR.Close()
+			errR.Close()
+			<-waitc
+			<-readersDone
+			return ctx.Err()
+		}
 		syscall.Kill(-pg, syscall.SIGTERM)
 		select {
 		case <-waitc:
@@ -140,6 +162,8 @@ func unixSignalName(s syscall.Signal) string {
 		return "INT"
 	case syscall.SIGHUP:
 		return "HUP"
+	case syscall.SIGUSR1:
+		return "USR1"
 	}
 	return s.String()
 }

@@ -31,6 +31,8 @@ type env struct {
 	d    *deployer.Deployer
 	sink *recSink
 	opts deployer.Options
+	// dbPath is the database file, for a test that restarts.
+	dbPath string
 }
 
 type envConfig struct {
@@ -50,7 +52,8 @@ func newEnv(t testing.TB, ec envConfig) *env {
 	if ec.cfg != nil {
 		ec.cfg(cfg)
 	}
-	store, interrupted, err := db.Open(t.Context(), filepath.Join(t.TempDir(), "nixdeploy.db"))
+	dbPath := filepath.Join(t.TempDir(), "nixdeploy.db")
+	store, interrupted, err := db.Open(t.Context(), dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +61,7 @@ func newEnv(t testing.TB, ec envConfig) *env {
 		t.Fatal("fresh database has interrupted deployments")
 	}
 	t.Cleanup(func() { store.Close() })
-	e := &env{t: t, lab: lab, cfg: cfg, db: store, sink: &recSink{}}
+	e := &env{t: t, lab: lab, cfg: cfg, db: store, sink: &recSink{}, dbPath: dbPath}
 	e.opts = deployer.Options{
 		Config:            cfg,
 		Store:             store,

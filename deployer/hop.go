@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -149,6 +150,15 @@ type localAgent struct {
 
 func listenAgent(path string, keyring agent.Agent, log interface{ Warn(string, ...any) }) (*localAgent, error) {
 	ln, err := net.Listen("unix", path)
+	if err != nil && errors.Is(err, syscall.EADDRINUSE) {
+		// A reattach: the socket of the process that died is left, and
+		// the step still uses this path. Nobody answers on it any more.
+		if c, derr := net.Dial("unix", path); derr == nil {
+			c.Close()
+		} else if os.Remove(path) == nil {
+			ln, err = net.Listen("unix", path)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start the SSH agent for the local runner: %w", err)
 	}

@@ -34,15 +34,22 @@ type run struct {
 
 	// resets is the run's one power reset per host (recover.go).
 	resets resets
+	// cursors counts the emitter cursors registered (supervise.go).
+	cursors int
 }
 
 func (d *Deployer) newRun(ctx context.Context, dep *nixdeploy.Deployment, sinks []Sink, log *slog.Logger) *run {
+	return d.newRunAt(ctx, dep, 0, sinks, log)
+}
+
+// newRunAt numbers the run's lines from seq+1.
+func (d *Deployer) newRunAt(ctx context.Context, dep *nixdeploy.Deployment, seq int64, sinks []Sink, log *slog.Logger) *run {
 	red := newRedactor(d.secrets())
 	return &run{
 		d:   d,
 		dep: dep,
 		red: red,
-		em:  newEmitter(ctx, &d.opts, dep.ID, red, sinks, log),
+		em:  newEmitterAt(ctx, &d.opts, dep.ID, seq, red, sinks, log),
 		dl:  d.newDialer(log),
 		log: log,
 	}
@@ -109,6 +116,9 @@ type hostRun struct {
 	after    string
 	warnings []string
 	guard    *armedGuard // set once the rollback guard is armed (guard.go)
+	// resume is the supervised step a reattach follows instead of
+	// starting it (reattach.go).
+	resume *nixdeploy.RemoteStep
 }
 
 func (h *hostRun) targetEndpoint() (endpoint, error) {
@@ -144,12 +154,17 @@ func (h *hostRun) setTarget(c *client) {
 
 // host runs one host's plan. Steps run in order; after a failure or cancel
 // only cleanup steps run.
-func (r *run) host(ctx context.Context, p *Plan) HostReport {
+func (r *run) host(ctx context.Context, p *Plan) HostReport { return r.hostAt(ctx, p, nil) }
+
+// hostAt runs p from the supervised step resume (a reattach) when it is
+// set: the steps before it ran before the restart.
+func (r *run) hostAt(ctx context.Context, p *Plan, resume *nixdeploy.RemoteStep) HostReport {
 	h := &hostRun{run: r, plan: p, host: p.Host, log: r.log.With("host", p.Host.Name), locked: &nixdeploy.Lock{}}
 	if p.Locked != nil {
 		l := *p.Locked
 		h.locked = &l
 	}
+	from := h.resumeAt(resume)
 	defer func() {
 		if h.target != nil {
 			h.target.close()
@@ -159,7 +174,14 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 		}
 	}()
 	rep := HostReport{Host: p.Host.Name, Outcome: OutcomeSucceeded}
-	for _, st := range p.Steps {
+	for i, st := range p.Steps {
+		if i < from {
+			continue
+		}
+		if i == from && resume != nil {
+			st.Timeout = h.remaining(resume)
+			st.Wipes = false // checked when it started
+		}
 		if rep.Outcome != OutcomeSucceeded && !st.Cleanup {
 			continue
 		}
@@ -183,6 +205,13 @@ func (r *run) host(ctx context.Context, p *Plan) HostReport {
 		code, err := h.step(ctx, st)
 		if err == nil {
 			continue
+		}
+		if errors.Is(err, ErrDetached) {
+			// The step goes on, and the next start reattaches to it:
+			// its run directory and keys stay for it (its supervisor
+			// removes the keys when it ends), so no cleanup runs.
+			rep.Outcome, rep.Step, rep.ExitCode, rep.Err = OutcomeCancelled, st.Name, -1, err
+			break
 		}
 		if rep.Outcome != OutcomeSucceeded {
 			// A cleanup failing after another failure: the first failure
@@ -243,9 +272,12 @@ func (h *hostRun) step(ctx context.Context, st Step) (int, error) {
 	name := h.host.Name
 	log := h.log.With("step", st.Name)
 	res := nixdeploy.StepResult{Host: name, Name: st.Name, StartedAt: h.d.opts.Now().UTC()}
-	if len(st.Argv) > 0 {
+	switch {
+	case h.resume != nil && h.resume.Step == st.Name:
+		// A reattach: the start was logged before the restart.
+	case len(st.Argv) > 0:
 		h.em.event(name, st.Name, "%s on %s: %s", st.Name, st.Where, shellJoin(fill(st.Argv, h.tmp, h.locked)))
-	} else {
+	default:
 		h.em.event(name, st.Name, "%s: %s", st.Name, h.describe(st))
 	}
 	log.Info("step started")
@@ -260,6 +292,8 @@ func (h *hostRun) step(ctx context.Context, st Step) (int, error) {
 			code = ee.Code
 		}
 		switch {
+		case errors.Is(err, ErrDetached):
+			// A shutdown left the step running on the runner.
 		case ctx.Err() != nil && !st.Cleanup:
 			err = fmt.Errorf("cancelled: %w", context.Cause(ctx))
 		case errors.Is(sctx.Err(), context.DeadlineExceeded) && errors.Is(err, context.DeadlineExceeded):
@@ -456,6 +490,9 @@ func (h *hostRun) command(ctx context.Context, st Step, capture *capBuffer) erro
 	}
 	if err := checkFilled(argv); err != nil {
 		return err
+	}
+	if supervised(st) && capture == nil {
+		return h.supervise(ctx, st, argv)
 	}
 	c := h.cmd(st, argv, stdin, capture)
 	if st.Agent {

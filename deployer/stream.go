@@ -135,6 +135,12 @@ type emitter struct {
 	// the next piece, so a secret across the split is still redacted.
 	maxLine int
 	carry   map[string]string
+
+	// curs are the cursors of supervised steps' files (the emitter's
+	// goroutine's): each batch stored carries them as they stand after
+	// its last line, so the store records them in the same transaction.
+	curs     []nixdeploy.LogCursor
+	curDirty bool
 }
 
 type emitMsg struct {
@@ -146,6 +152,15 @@ type emitMsg struct {
 	off, end int
 	// split marks the first pieces of a line longer than maxLine.
 	split bool
+	// cur, when not 0, is the cursor (index+1) a supervised step's line
+	// moves: at is the byte offset in its file where the line ends.
+	cur int32
+	at  int64
+	// reg registers a cursor (cursor).
+	reg *nixdeploy.LogCursor
+	// tail marks the newline that ends a split line exactly at a split:
+	// it emits the held-back tail, if any, and is no line of its own.
+	tail bool
 	// sync, when set, is closed once every earlier message was handled;
 	// with store set, also once every earlier line was stored (or the
 	// store refused it).
@@ -170,7 +185,14 @@ const (
 )
 
 func newEmitter(ctx context.Context, o *Options, id int64, red *redactor, sinks []Sink, log *slog.Logger) *emitter {
+	return newEmitterAt(ctx, o, id, 0, red, sinks, log)
+}
+
+// newEmitterAt numbers the lines from seq+1: a reattached deployment goes
+// on after the lines stored before.
+func newEmitterAt(ctx context.Context, o *Options, id, seq int64, red *redactor, sinks []Sink, log *slog.Logger) *emitter {
 	e := &emitter{
+		seq:        seq,
 		sinks:      sinks,
 		red:        red,
 		now:        o.Now,
@@ -239,6 +261,26 @@ func (e *emitter) line(host, step string, stream nixdeploy.Stream, b []byte) {
 	e.put(emitMsg{host: host, step: step, stream: stream, split: split}, b)
 }
 
+// lineAt queues one output line of a supervised step's file, which ends
+// at byte at of it; only a whole line (not split) moves cursor cur.
+func (e *emitter) lineAt(host, step string, stream nixdeploy.Stream, b []byte, cur int32, at int64, split, tail bool) {
+	if !utf8.Valid(b) {
+		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	e.put(emitMsg{host: host, step: step, stream: stream, split: split, tail: tail, cur: cur, at: at}, b)
+}
+
+// cursor registers c and returns its handle for lineAt. The caller counts
+// its registrations (n is how many it made before), which keeps the
+// emitter's list its own goroutine's.
+func (e *emitter) cursor(c nixdeploy.LogCursor, n int) int32 {
+	e.put(emitMsg{reg: &c}, nil)
+	return int32(n + 1)
+}
+
 // event queues a line of the deployer's own.
 func (e *emitter) event(host, step, format string, args ...any) {
 	e.put(emitMsg{host: host, step: step, stream: nixdeploy.StreamEvent, text: fmt.Sprintf(format, args...)}, nil)
@@ -280,8 +322,9 @@ func (e *emitter) syncStore() *LogError {
 // dbItem is one entry of the store queue: a batch of lines, or a mark
 // that the writer closes once everything before it was stored.
 type dbItem struct {
-	lines []nixdeploy.LogLine
-	mark  chan struct{}
+	lines   []nixdeploy.LogLine
+	cursors []nixdeploy.LogCursor
+	mark    chan struct{}
 }
 
 // lastError is the last non-empty stderr line of a step, redacted.
@@ -321,13 +364,13 @@ func (e *emitter) take() ([]emitMsg, bool) {
 	segOff, segEnd := 0, 0
 	for i := range q {
 		m := &q[i]
-		if m.sync != nil || m.stream == nixdeploy.StreamEvent {
+		if m.sync != nil || m.reg != nil || m.stream == nixdeploy.StreamEvent {
 			continue
 		}
 		if m.end > segEnd {
 			segOff, segEnd = m.off, m.end
 			for j := i + 1; j < len(q); j++ {
-				if n := &q[j]; n.sync == nil && n.stream != nixdeploy.StreamEvent {
+				if n := &q[j]; n.sync == nil && n.reg == nil && n.stream != nixdeploy.StreamEvent {
 					if n.end-segOff > segmentBytes {
 						break
 					}
@@ -359,6 +402,10 @@ func (e *emitter) loop() {
 		// share of the emitter's time.
 		now := e.now().UTC()
 		for _, m := range q {
+			if m.reg != nil {
+				e.curs = append(e.curs, *m.reg)
+				continue
+			}
 			if m.sync != nil {
 				e.flushCarry(now)
 				e.show()
@@ -391,12 +438,21 @@ func (e *emitter) loop() {
 }
 
 func (e *emitter) handle(m emitMsg, now time.Time) {
+	if m.cur > 0 && !m.split {
+		// Before the line is emitted: a batch that fills up with it
+		// must carry it.
+		e.curs[m.cur-1].Offset = m.at
+		e.curDirty = true
+	}
 	text := m.text
-	if m.stream != nixdeploy.StreamEvent && (m.split || len(e.carry) > 0) {
+	if m.stream != nixdeploy.StreamEvent && (m.split || m.tail || len(e.carry) > 0) {
 		key := m.host + "\x00" + m.step + "\x00" + string(m.stream)
-		if c, ok := e.carry[key]; ok {
+		c, ok := e.carry[key]
+		if ok {
 			text = c + text
 			delete(e.carry, key)
+		} else if m.tail {
+			return
 		}
 		if m.split {
 			var tail string
@@ -482,7 +538,12 @@ func (e *emitter) flush() {
 	}
 	e.show()
 	e.shown = 0
-	e.dbq <- dbItem{lines: e.batch}
+	item := dbItem{lines: e.batch}
+	if e.curDirty {
+		item.cursors = slices.Clone(e.curs)
+		e.curDirty = false
+	}
+	e.dbq <- item
 	select {
 	case b := <-e.free:
 		e.batch = b
@@ -505,6 +566,7 @@ func (e *emitter) writer(ctx context.Context) {
 			continue
 		}
 		b := item.lines
+		cursors := item.cursors
 		var mark chan struct{}
 		lines, done := b, [][]nixdeploy.LogLine{b}
 	more:
@@ -519,6 +581,9 @@ func (e *emitter) writer(ctx context.Context) {
 					break more
 				}
 				next := ni.lines
+				if ni.cursors != nil {
+					cursors = ni.cursors
+				}
 				if len(done) == 1 {
 					merged = append(merged[:0], b...)
 				}
@@ -528,11 +593,11 @@ func (e *emitter) writer(ctx context.Context) {
 				break more
 			}
 		}
-		err := e.store.AppendLogs(ctx, e.id, lines)
+		err := e.append(ctx, lines, cursors)
 		if err != nil {
 			// One retry covers a busy database; a second failure is
 			// reported at the end of the deployment.
-			err = e.store.AppendLogs(ctx, e.id, lines)
+			err = e.append(ctx, lines, cursors)
 		}
 		if err != nil && e.dbErr == nil {
 			le := &LogError{Err: err}
@@ -554,4 +619,18 @@ func (e *emitter) writer(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// CursorStore is a Store that records how far into a supervised step's
+// files the stored log reaches, in the transaction that stores the lines
+// (*db.DB does), so a reattach neither repeats nor loses a line.
+type CursorStore interface {
+	AppendLogsAt(ctx context.Context, id int64, lines []nixdeploy.LogLine, cursors []nixdeploy.LogCursor) error
+}
+
+func (e *emitter) append(ctx context.Context, lines []nixdeploy.LogLine, cursors []nixdeploy.LogCursor) error {
+	if cs, ok := e.store.(CursorStore); ok && len(cursors) > 0 {
+		return cs.AppendLogsAt(ctx, e.id, lines, cursors)
+	}
+	return e.store.AppendLogs(ctx, e.id, lines)
 }

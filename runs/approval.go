@@ -322,11 +322,13 @@ func (l *Lifecycle) stop(id int64, by string) bool {
 // dead process left (db.Open ends approved-but-unstarted requests and
 // running deployments of lapsed owners as interrupted). It re-arms the
 // expiry of every pending approval (one whose time passed expires now),
-// and hands each deployment of interrupted that had started to the
-// executor when it is a Reattacher: it then runs on in this process as if
-// it had never stopped (Started, Finished), and its record is its real
-// end. It returns the deployments that stay interrupted, for the
-// presenter to announce.
+// and, when the executor is a Reattacher and the store a ReattachStore,
+// adopts each deployment whose long step a dead process left running on
+// the runner and hands it to the executor: it then runs on in this process
+// as if it had never stopped (Started, Finished; the presenter carries on
+// its status message), and its record is its real end. It returns the
+// deployments that stay interrupted (interrupted, as db.Open left them),
+// for the presenter to announce.
 func (l *Lifecycle) Recover(ctx context.Context, interrupted []nixdeploy.Deployment) ([]nixdeploy.Deployment, error) {
 	pending, err := l.store.PendingApprovals(ctx)
 	if err != nil {
@@ -336,32 +338,49 @@ func (l *Lifecycle) Recover(ctx context.Context, interrupted []nixdeploy.Deploym
 		l.armExpiry(a)
 	}
 	re, ok := l.exec.(Reattacher)
-	if !ok {
+	rs, ok2 := l.store.(ReattachStore)
+	if !ok || !ok2 {
 		return interrupted, nil
 	}
-	var left []nixdeploy.Deployment
-	for _, dep := range interrupted {
-		if dep.StartedAt.IsZero() {
-			left = append(left, dep)
+	// The deployments a dead (or shut-down) process left with a long step
+	// running on the runner (issue 14): this process adopts each one, the
+	// executor follows the step from the stored offsets through the rest
+	// of its plan, and its status message carries on. Deployments that
+	// were in a short step have nothing to reattach: they stay
+	// interrupted, for the presenter to announce.
+	left, err := rs.Reattachable(ctx)
+	if err != nil {
+		return interrupted, fmt.Errorf("recover deployments left running: %w", err)
+	}
+	for _, dep := range left {
+		if err := rs.Adopt(ctx, dep.ID); err != nil {
+			l.log.Info("not reattaching", "deployment", dep.ID, "err", err) // another process took it first
 			continue
 		}
+		dep.State, dep.Resumed = nixdeploy.StateRunning, true
 		r, err := l.claim(ctx, dep)
 		if err != nil {
 			l.log.Warn("cannot reattach", "deployment", dep.ID, "err", err)
-			left = append(left, dep)
 			continue
 		}
+		l.log.Info("reattaching", "deployment", dep.ID, "hosts", dep.Hosts)
 		l.mu.Lock()
 		l.work.Add(1)
 		l.mu.Unlock()
 		go func() {
 			defer l.work.Done()
 			l.executeWith(r, dep.Channel, "", func(ctx context.Context, d nixdeploy.Deployment, sink nixdeploy.Sink) Result {
-				return resultOf(re.Reattach(ctx, &d, sink))
+				rep, err := re.Reattach(ctx, &d, sink)
+				if rep == nil && err != nil {
+					// Neither the step's end nor its state could be
+					// learned: the error says what is unknown.
+					return Result{State: nixdeploy.StateInterrupted, ExitCode: 1, Err: err, Redacted: err.Error()}
+				}
+				return resultOf(rep, err)
 			})
 		}()
 	}
-	return left, nil
+	return interrupted, nil
 }
 
 // Shutdown takes no new work and stops the expiry timers (pending

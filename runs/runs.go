@@ -106,6 +106,15 @@ type Reattacher interface {
 	Reattach(ctx context.Context, dep *nixdeploy.Deployment, sinks ...nixdeploy.Sink) (*nixdeploy.Report, error)
 }
 
+// ReattachStore is what a Store may offer for Recover to find the
+// deployments whose long step a dead process left running on the runner
+// (*db.DB does): Reattachable lists them, and Adopt makes this process
+// their owner, once (another live process's adoption wins).
+type ReattachStore interface {
+	Reattachable(ctx context.Context) ([]nixdeploy.Deployment, error)
+	Adopt(ctx context.Context, id int64) error
+}
+
 // Result is how a deployment run ended, as the presenter shows it.
 type Result struct {
 	// State is StateSucceeded, StateFailed, StateCancelled or

@@ -88,6 +88,7 @@ type presenter struct {
 	asked     []nixdeploy.Approval
 	decisions []runs.Decision
 	started   []int64
+	resumed   []int64 // started with Resumed: a reattach carries on
 	finished  []runs.Result
 }
 
@@ -108,6 +109,9 @@ func (p *presenter) Started(_ context.Context, dep nixdeploy.Deployment, _, _ st
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.started = append(p.started, dep.ID)
+	if dep.Resumed {
+		p.resumed = append(p.resumed, dep.ID)
+	}
 	return progress{p}
 }
 
@@ -594,38 +598,64 @@ func (e *reattachExec) Reattach(_ context.Context, dep *nixdeploy.Deployment, _ 
 	return &nixdeploy.Report{DeploymentID: dep.ID, State: nixdeploy.StateSucceeded}, nil
 }
 
-// Recover hands a started deployment a dead process left to an executor
-// that can reattach, and leaves the rest to be announced.
+// Recover adopts a deployment whose long step a dead process left running
+// on the runner and hands it to an executor that can reattach (issue 14):
+// its record is the reattached run's end, and the presenter is told it
+// resumed. A deployment the dead process left in a short step has nothing
+// to reattach and stays interrupted, for the presenter to announce.
 func TestRecoverReattaches(t *testing.T) {
-	r := newRig(t, nil)
-	ex := &reattachExec{fakeExec: r.exec, reattached: make(chan int64, 2)}
-	life := runs.NewWith(runs.Options{Store: r.store, Executor: ex, Presenter: r.pres, Clock: r.clock})
 	ctx := t.Context()
-	started := nixdeploy.Deployment{Hosts: []string{"ganon"}, Action: nixdeploy.ActionSwitch, Source: nixdeploy.SourceSlack, State: nixdeploy.StateQueued}
-	unstarted := nixdeploy.Deployment{Hosts: []string{"zelda"}, Action: nixdeploy.ActionInstall, Source: nixdeploy.SourceSlack, State: nixdeploy.StateAwaiting}
-	for _, d := range []*nixdeploy.Deployment{&started, &unstarted} {
-		if err := r.store.CreateDeployment(ctx, d); err != nil {
+	path := filepath.Join(t.TempDir(), "x.db")
+	first := open(t, path)
+	left := nixdeploy.Deployment{Hosts: []string{"ganon"}, Action: nixdeploy.ActionSwitch, Source: nixdeploy.SourceSlack, State: nixdeploy.StateQueued}
+	short := nixdeploy.Deployment{Hosts: []string{"zelda"}, Action: nixdeploy.ActionSwitch, Source: nixdeploy.SourceSlack, State: nixdeploy.StateQueued}
+	for _, d := range []*nixdeploy.Deployment{&left, &short} {
+		if err := first.CreateDeployment(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if err := first.SetState(ctx, d.ID, nixdeploy.StateRunning); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := r.store.SetState(ctx, started.ID, nixdeploy.StateRunning); err != nil {
+	if err := first.StartRemoteStep(ctx, &nixdeploy.RemoteStep{DeploymentID: left.ID, Host: "ganon", Step: "nixos-rebuild", Runner: "local",
+		Dir: "/tmp/tmp.x", Name: "nixos-rebuild", StartedAt: time.Now(), Timeout: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	started.StartedAt = time.Now()
-	left, err := life.Recover(ctx, []nixdeploy.Deployment{started, unstarted})
+	first.Close() // the process dies: its lease lapses
+
+	store, interrupted, err := db.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 1 || left[0].ID != unstarted.ID {
-		t.Errorf("left %+v, want only the unstarted one", left)
+	t.Cleanup(func() { store.Close() })
+	ex := &reattachExec{fakeExec: &fakeExec{known: map[string]bool{"ganon": true, "zelda": true}, fp: "v1"}, reattached: make(chan int64, 2)}
+	pres := &presenter{}
+	life := runs.NewWith(runs.Options{Store: store, Executor: ex, Presenter: pres, Clock: &clock{now: time.Now()}})
+	stay, err := life.Recover(ctx, interrupted)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if id := <-ex.reattached; id != started.ID {
-		t.Errorf("reattached #%d", id)
+	if len(stay) != 1 || stay[0].ID != short.ID {
+		t.Errorf("stay interrupted: %+v, want only #%d (no step left on the runner)", stay, short.ID)
+	}
+	if id := <-ex.reattached; id != left.ID {
+		t.Errorf("reattached #%d, want #%d", id, left.ID)
 	}
 	if err := life.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.deployment(t, started.ID); got.State != nixdeploy.StateSucceeded {
-		t.Errorf("reattached deployment recorded %s", got.State)
+	if got, err := store.Deployment(ctx, left.ID); err != nil || got.State != nixdeploy.StateSucceeded {
+		t.Errorf("reattached deployment recorded %s (%v)", got.State, err)
+	}
+	if pres.resumed == nil || pres.resumed[0] != left.ID {
+		t.Errorf("the presenter was not told #%d resumed: %v", left.ID, pres.resumed)
+	}
+	if got, _ := store.Deployment(ctx, short.ID); got.State != nixdeploy.StateInterrupted {
+		t.Errorf("the short step's deployment is %s, want interrupted", got.State)
+	}
+	select {
+	case id := <-ex.reattached:
+		t.Errorf("#%d was reattached too", id)
+	default:
 	}
 }

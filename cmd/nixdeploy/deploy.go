@@ -97,6 +97,7 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 		HostKeys:  ks,
 		ClientKey: client,
 		BMC:       board,
+		Outage:    cfg.Timeouts.Outage.Duration,
 		Logger:    logger,
 		Preflight: func(ctx context.Context, host string) error {
 			rep, err := keys.Check(ctx, cfg, ks, []string{host})
@@ -112,6 +113,8 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return &exitError{code: 1, msg: "deploy: " + err.Error()}
 	}
+	reattachLeft(ctx, store, d, s.err, func(nixdeploy.Deployment) deployer.Sink { return deployer.TextSink(s.out) })
+	sweep(ctx, d, slog.New(slog.DiscardHandler), s.err)
 
 	names := make([]string, len(hosts))
 	for i, h := range hosts {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
+	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/ops"
 )
 
@@ -207,6 +208,9 @@ func cmdServe(ctx context.Context, s stdio, args []string) error {
 		go func() { errc <- b.RunSocketMode(ctx, client) }()
 	}
 	go pruneEvents(ctx, deps.store, logger)
+	if dd, ok := deps.deployer.(*deployer.Deployer); ok {
+		startRecovery(ctx, dd, logger)
+	}
 	if *backupDir != "" {
 		go runBackups(ctx, deps.store, *backupDir, *backupKeep, *backupEvery, logger)
 	} else {

@@ -98,7 +98,7 @@ func openBotDeps(ctx context.Context, cfg *nixdeploy.Config, o depsOptions, logg
 		}
 	}
 	opts := deployer.Options{
-		Config: cfg, Store: store, HostKeys: ks, ClientKey: client, NoClientKey: noKey, Logger: logger,
+		Config: cfg, Store: store, HostKeys: ks, ClientKey: client, NoClientKey: noKey, Logger: logger, Outage: cfg.Timeouts.Outage.Duration,
 		Preflight: func(ctx context.Context, host string) error {
 			rep, err := keys.Check(ctx, cfg, ks, []string{host})
 			if err != nil {

@@ -309,6 +309,8 @@ type server struct {
 	conns  map[*ssh.ServerConn]bool
 	procs  map[int]*proc
 	nextPG int
+	// steps are the supervised steps running, by run dir and name.
+	steps map[string]int
 }
 
 // proc is one simulated process: a command a session runs.
@@ -326,7 +328,7 @@ type proc struct {
 
 func (f *Fleet) newServer(name string, ln net.Listener, key ssh.Signer, user string, exec func(context.Context, *proc) int) *server {
 	s := &server{f: f, name: name, ln: ln, key: key.PublicKey(), exec: exec,
-		conns: map[*ssh.ServerConn]bool{}, procs: map[int]*proc{}, nextPG: 4000}
+		conns: map[*ssh.ServerConn]bool{}, procs: map[int]*proc{}, nextPG: 4000, steps: map[string]int{}}
 	want := f.opts.ClientKey.Marshal()
 	s.cfg = &ssh.ServerConfig{
 		ServerVersion: "SSH-2.0-OpenSSH_9.9",
@@ -490,6 +492,8 @@ func (s *server) run(ctx context.Context, p *proc, line string) int {
 		return code
 	case len(words) == 6 && words[0] == "sh" && words[1] == "-c" && words[2] == deployer.KillScript:
 		return s.kill(p, words[4], words[5])
+	case len(words) >= 8 && words[0] == "exec" && words[1] == "sh" && words[2] == "-c" && words[3] == deployer.SupervisorScript:
+		return s.supervise(ctx, p, words[5], words[6]+"/"+words[7], words[8:])
 	}
 	return notFound(p, words[0])
 }
@@ -540,4 +544,48 @@ func (s *server) kill(p *proc, pgArg, nArg string) int {
 		fmt.Fprintln(p.stdout, "alive")
 		return 1
 	}
+}
+
+// supervise plays the deployer's supervisor (deployer.SupervisorScript)
+// within the session: the simulated runner keeps no files, so start runs
+// the step in the session, as if followed from byte 0 to its end; cancel
+// stops it; follow and probe find nothing, as after a reboot of the runner.
+func (s *server) supervise(ctx context.Context, p *proc, mode, step string, args []string) int {
+	switch {
+	case mode == "start" && len(args) > 3:
+		p.argv = args[3:]
+		pg := s.register(p)
+		s.mu.Lock()
+		s.steps[step] = pg
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.steps, step)
+			s.mu.Unlock()
+			s.unregister(pg)
+		}()
+		fmt.Fprintf(p.stderr, "nixdeploy-pgid %d\n", pg)
+		code := s.exec(ctx, p)
+		if ctx.Err() != nil {
+			return 128 + 15 // SIGTERM
+		}
+		return code
+	case mode == "cancel" && len(args) == 1:
+		s.mu.Lock()
+		pg, ok := s.steps[step]
+		s.mu.Unlock()
+		if !ok {
+			fmt.Fprintln(p.stdout, "gone")
+			return 0
+		}
+		return s.kill(p, strconv.Itoa(pg), args[0])
+	case mode == "probe":
+		fmt.Fprintln(p.stdout, "gone")
+		return 0
+	case mode == "follow":
+		fmt.Fprintf(p.stderr, "nixdeploy-supervisor: 1: cannot open %s.pid: No such file\n", step)
+		return 125
+	}
+	fmt.Fprintf(p.stderr, "nixdeploy-supervisor: unknown mode %s\n", mode)
+	return 125
 }

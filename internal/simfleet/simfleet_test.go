@@ -213,8 +213,9 @@ func checkDiskoMatchesNix(t *testing.T, out []string) {
 }
 
 // TestShutdownInterrupts: a deployment stopped with nixdeploy.ErrShutdown
-// as the cause ends interrupted, in the report and the database, and the
-// simulated nixos-rebuild is killed through the deployer's kill script.
+// as the cause ends interrupted, in the report and the database, and its
+// nixos-rebuild, supervised on the runner, is detached rather than killed
+// (issue 14): neither the kill script nor the supervisor's cancel is sent.
 func TestShutdownInterrupts(t *testing.T) {
 	r := newRig(t, time.Hour)
 	ctx, cancel := context.WithCancelCause(t.Context())
@@ -243,15 +244,20 @@ func TestShutdownInterrupts(t *testing.T) {
 	}
 	cancel(nixdeploy.ErrShutdown)
 	res := <-done
-	if res.rep == nil || res.rep.State != nixdeploy.StateInterrupted || !errors.Is(res.err, nixdeploy.ErrShutdown) {
+	if res.rep == nil || res.rep.State != nixdeploy.StateInterrupted || !errors.Is(res.err, nixdeploy.ErrShutdown) || !errors.Is(res.err, deployer.ErrDetached) {
 		t.Fatalf("report %+v, err %v", res.rep, res.err)
 	}
 	got, err := r.db.Deployment(t.Context(), dep.ID)
 	if err != nil || got.State != nixdeploy.StateInterrupted {
 		t.Errorf("stored deployment: %+v, %v", got, err)
 	}
-	if !slices.ContainsFunc(r.fleet.Calls(), func(c string) bool { return strings.HasPrefix(c, "runner: sh -c pg=$1") }) {
-		t.Errorf("the kill script was not run:\n%s", strings.Join(r.fleet.Calls(), "\n"))
+	if slices.ContainsFunc(r.fleet.Calls(), func(c string) bool {
+		return strings.HasPrefix(c, "runner: sh -c pg=$1") || strings.Contains(c, "nixdeploy-supervisor cancel")
+	}) {
+		t.Errorf("a shutdown killed the step:\n%s", strings.Join(r.fleet.Calls(), "\n"))
+	}
+	if !slices.ContainsFunc(r.fleet.Calls(), func(c string) bool { return strings.Contains(c, "nixdeploy-supervisor start") }) {
+		t.Errorf("nixos-rebuild did not run under the supervisor:\n%s", strings.Join(r.fleet.Calls(), "\n"))
 	}
 }
 

@@ -175,7 +175,7 @@ func New(t testing.TB, opts Options) *Lab {
 		Flake:          filepath.Join(dir, "flake"),
 		InstallerFlake: filepath.Join(dir, "flake", "installer"),
 	}
-	for _, d := range []string{l.StubDir, l.ControlDir, l.KeysDir, filepath.Join(dir, "store"), filepath.Join(dir, "systems"), filepath.Join(dir, "booted"), filepath.Join(dir, "sshd")} {
+	for _, d := range []string{l.StubDir, l.ControlDir, l.KeysDir, filepath.Join(dir, "store"), filepath.Join(dir, "systems"), filepath.Join(dir, "booted"), filepath.Join(dir, "sshd"), filepath.Join(dir, "tmp")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +348,7 @@ MaxSessions 50
 MaxStartups 100
 LoginGraceTime 30
 LogLevel VERBOSE
-SetEnv PATH=%s:/usr/local/bin:/usr/bin:/bin LAB_HOST=%s SHLVL=1 HOME=%s
+SetEnv PATH=%s:/usr/local/bin:/usr/bin:/bin LAB_HOST=%s SHLVL=1 HOME=%s TMPDIR=%s
 `
 
 // start runs an sshd for name on host with hostKey, retrying when another
@@ -403,9 +403,13 @@ func (s *Server) writeConfig() error {
 	}
 	cfg := fmt.Sprintf(sshdConfig, s.Port, s.Host, s.HostKeyPath,
 		keys, filepath.Join(l.Dir, "sshd", s.Name+".pid"),
-		l.StubDir, s.Name, filepath.Join(l.Dir, "home"))
+		l.StubDir, s.Name, filepath.Join(l.Dir, "home"), l.TmpDir())
 	return os.WriteFile(s.cfgPath, []byte(cfg), 0o644)
 }
+
+// TmpDir is the TMPDIR of the lab's sessions: the runner's run
+// directories (mktemp -d) are made in it, so a test sees its own alone.
+func (l *Lab) TmpDir() string { return filepath.Join(l.Dir, "tmp") }
 
 func (s *Server) run() error {
 	if err := s.writeConfig(); err != nil {

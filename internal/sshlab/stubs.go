@@ -51,6 +51,9 @@ behave() {
 		echo $! >"$C/$TOOL.$ATTR.childpid"
 		echo $$ >"$C/$TOOL.$ATTR.pid"
 		wait
+		# A test ends the hang by killing the child; hang-exit is the
+		# status the stub then ends with (default 1).
+		if _v=$(knob hang-exit); then printf '%s\n' "after the hang"; exit "$_v"; fi
 		exit 1
 	fi
 	if _code=$(knob exit); then

@@ -1,0 +1,173 @@
+package deployer
+
+import (
+	"strconv"
+	"time"
+)
+
+// SupervisorScript runs a long step on the runner so that it outlives the
+// bot's SSH connection, and the bot itself (issue 14). It is POSIX sh and
+// needs nothing beyond coreutils (timeout, dd, cat, ln, mv, rm, and sleep
+// with a fraction); the deployer sends it like every remote script
+// (remoteScript), so any login shell passes it on unchanged, and runs it
+// with sh -c on a local runner.
+//
+// Modes (sh -c SCRIPT nixdeploy-supervisor MODE DIR NAME ARGS…), with F
+// standing for DIR/NAME:
+//
+//   - start SECONDS KILLSECONDS AGENT ARGV…: starts the supervisor, detached
+//     from the session (a double fork: it is nobody's child but init's),
+//     which runs ARGV under timeout(1) with output to F.out and F.err.
+//     timeout makes its own process group (coreutils timeout.c:
+//     setpgid(0, 0) unless --foreground), which is the step's group:
+//     cancel kills it and the supervisor survives to clean up; timeout
+//     also enforces the step's timeout on the runner when no bot is
+//     watching. When the step ends, for whatever reason short of SIGKILL of
+//     the supervisor itself, it removes the run's key material (extra-files,
+//     disk.key) and only then writes the exit status to F.status, so a
+//     status means the keys are gone. With AGENT=1 the step's SSH_AUTH_SOCK
+//     is DIR/agent.sock, a symlink to this session's forwarded agent.
+//     start then prints "nixdeploy-pgid N" on stderr and follows from 0.
+//   - follow OUT ERR: re-points DIR/agent.sock at this session's forwarded
+//     agent (when it is a symlink and this session has one), then streams
+//     F.out from byte OUT to stdout and F.err from byte ERR to stderr until
+//     the supervisor is gone and both are read to their end, and exits
+//     with the step's status. It seeks once (dd skip with count=0 on an
+//     open descriptor) and then copies what is new every 0.2 s with cat,
+//     whose large buffers stream several times faster than tail -f's
+//     8 KiB reads; a cat that cannot write (the bot went away) ends it. When the supervisor is gone with no
+//     status written (SIGKILLed, the runner rebooted), or the step's files
+//     are not there at all, it kills itself with SIGUSR1: no step status is
+//     a signal, so the bot tells the two apart.
+//   - probe: prints "ended N" (the status file), "live" (the supervisor
+//     runs) or "gone" (neither), for the sweep.
+//   - cancel TICKS: SIGTERM to the step's group, SIGKILL after TICKS tenths
+//     of a second, then waits for the supervisor's status (its cleanup);
+//     prints "gone" or "alive".
+const SupervisorScript = `set -u
+m=$1 d=$2 n=$3
+shift 3
+f=$d/$n
+follow() {
+	if [ -n "${SSH_AUTH_SOCK:-}" ] && [ -L "$d/agent.sock" ] && [ "$SSH_AUTH_SOCK" != "$d/agent.sock" ]; then
+		ln -sfn "$SSH_AUTH_SOCK" "$d/agent.sock.new" && mv -fT "$d/agent.sock.new" "$d/agent.sock"
+	fi
+	if [ ! -f "$f.out" ] || [ ! -f "$f.err" ]; then
+		kill -USR1 $$
+		exit 125
+	fi
+	exec 3<"$f.out" 4<"$f.err"
+	dd bs=1 skip="$1" count=0 <&3 2>/dev/null || exit 125
+	dd bs=1 skip="$2" count=0 <&4 2>/dev/null || exit 125
+	if [ ! -f "$f.status" ]; then
+		read -r p <"$f.pid" || exit 125
+		while kill -0 "$p" 2>/dev/null; do
+			cat <&3 || exit 125
+			cat <&4 >&2 || exit 125
+			sleep 0.2
+		done
+	fi
+	cat <&3 || exit 125
+	cat <&4 >&2 || exit 125
+	if [ -f "$f.status" ]; then
+		read -r rc <"$f.status"
+		exit "$rc"
+	fi
+	kill -USR1 $$
+	exit 125
+}
+supervise() {
+	trap '' HUP INT QUIT PIPE
+	keys() { rm -rf -- "$d/extra-files" "$d/disk.key"; }
+	trap keys EXIT
+	trap 'kill -TERM -"$pg" 2>/dev/null' TERM
+	if [ "$ag" = 1 ]; then
+		SSH_AUTH_SOCK=$d/agent.sock
+		export SSH_AUTH_SOCK
+	fi
+	timeout -k "$kg" "$to" "$@" </dev/null >>"$f.out" 2>>"$f.err" &
+	pg=$!
+	echo "$pg" >"$f.pgid"
+	while :; do
+		wait "$pg"
+		rc=$?
+		if [ "$rc" -gt 128 ] && kill -0 "$pg" 2>/dev/null; then continue; fi
+		break
+	done
+	keys
+	echo "$rc" >"$f.status.new" && mv -f "$f.status.new" "$f.status"
+}
+case $m in
+start)
+	to=$1 kg=$2 ag=$3
+	shift 3
+	umask 077
+	{ : >"$f.out" && : >"$f.err"; } || exit 125
+	if [ "$ag" = 1 ] && [ -n "${SSH_AUTH_SOCK:-}" ] && [ "$SSH_AUTH_SOCK" != "$d/agent.sock" ]; then
+		ln -sfn "$SSH_AUTH_SOCK" "$d/agent.sock" || exit 125
+	fi
+	( supervise "$@" </dev/null >/dev/null 2>&1 & echo "$!" >"$f.pid" )
+	i=0
+	until [ -s "$f.pgid" ]; do
+		i=$((i + 1))
+		[ "$i" -lt 600 ] || exit 125
+		sleep 0.05
+	done
+	read -r pg <"$f.pgid"
+	echo "nixdeploy-pgid $pg" >&2
+	follow 0 0
+	;;
+follow)
+	follow "$1" "$2"
+	;;
+cancel)
+	k=$1
+	if [ -f "$f.status" ] || ! read -r pg <"$f.pgid"; then echo gone; exit 0; fi
+	kill -TERM -"$pg" 2>/dev/null
+	i=0
+	while kill -0 -"$pg" 2>/dev/null; do
+		i=$((i + 1))
+		[ "$i" -eq "$k" ] && kill -KILL -"$pg" 2>/dev/null
+		if [ "$i" -ge $((k * 2)) ]; then echo alive; exit 1; fi
+		sleep 0.1
+	done
+	i=0
+	until [ -f "$f.status" ]; do
+		i=$((i + 1))
+		if [ "$i" -ge 50 ]; then
+			rm -rf -- "$d/extra-files" "$d/disk.key"
+			break
+		fi
+		sleep 0.1
+	done
+	echo gone
+	;;
+probe)
+	if [ -f "$f.status" ]; then
+		read -r rc <"$f.status"
+		echo "ended $rc"
+	elif read -r p <"$f.pid" 2>/dev/null && kill -0 "$p" 2>/dev/null; then
+		echo live
+	else
+		echo gone
+	fi
+	;;
+*)
+	echo "nixdeploy-supervisor: unknown mode $m" >&2
+	exit 125
+	;;
+esac`
+
+// supervisorArgv is the argv that runs the supervisor in mode.
+func supervisorArgv(mode, dir, name string, args ...string) []string {
+	return append([]string{"sh", "-c", SupervisorScript, "nixdeploy-supervisor", mode, dir, name}, args...)
+}
+
+// seconds is d rounded up to whole seconds, as timeout(1) takes it.
+func seconds(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return strconv.FormatInt(s, 10) + "s"
+}
