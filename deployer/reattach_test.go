@@ -13,7 +13,6 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
-	"github.com/nixdeploy/nixdeploy/runs"
 )
 
 // restart stands for the next start of nixdeploy: a new database handle
@@ -88,7 +87,7 @@ func reattach(t *testing.T, store *db.DB, d *deployer.Deployer, id int64, sink d
 	}
 	rep, err := d.Reattach(t.Context(), &dep, sink)
 	if rep != nil {
-		if ferr := runs.New(store, d).Finish(t.Context(), dep.ID, dep.State, dep.ExitCode, dep.Error); ferr != nil {
+		if ferr := store.Finish(t.Context(), dep.ID, dep.State, dep.ExitCode, dep.Error); ferr != nil {
 			t.Fatalf("finish: %v", ferr)
 		}
 	}

@@ -31,7 +31,10 @@ import (
 //   - follow OUT ERR: re-points DIR/agent.sock at this session's forwarded
 //     agent (when it is a symlink and this session has one), then streams
 //     F.out from byte OUT to stdout and F.err from byte ERR to stderr until
-//     the supervisor is gone and both are read to their end, and exits
+//     the status is written or the supervisor is gone (the status first:
+//     an exited supervisor stays a zombie until init reaps it, which took
+//     over a second on the test machine, and kill -0 sees a zombie), and
+//     both are read to their end, and exits
 //     with the step's status. It seeks once (dd skip with count=0 on an
 //     open descriptor) and then copies what is new every 0.2 s with cat,
 //     whose large buffers stream several times faster than tail -f's
@@ -61,7 +64,7 @@ follow() {
 	dd bs=1 skip="$2" count=0 <&4 2>/dev/null || exit 125
 	if [ ! -f "$f.status" ]; then
 		read -r p <"$f.pid" || exit 125
-		while kill -0 "$p" 2>/dev/null; do
+		while [ ! -f "$f.status" ] && kill -0 "$p" 2>/dev/null; do
 			cat <&3 || exit 125
 			cat <&4 >&2 || exit 125
 			sleep 0.2

@@ -337,21 +337,49 @@ func (l *Lifecycle) Recover(ctx context.Context, interrupted []nixdeploy.Deploym
 	for _, a := range pending {
 		l.armExpiry(a)
 	}
+	// The deployments a dead (or shut-down) process left with a long step
+	// running on the runner (issue 14) run on here in the background, and
+	// their status messages carry on. Deployments that were in a short
+	// step have nothing to reattach: they stay interrupted, for the
+	// presenter to announce.
+	if _, err := l.reattachLeft(ctx, nil); err != nil {
+		return interrupted, err
+	}
+	return interrupted, nil
+}
+
+// Reattached is a deployment ReattachLeft picked up, and how it ended.
+type Reattached struct {
+	Deployment nixdeploy.Deployment
+	// Report is the executor's, nil when the run could not be followed;
+	// Err says why it failed or what is unknown.
+	Report *nixdeploy.Report
+	Err    error
+}
+
+// ReattachLeft is Recover's reattach for the terminal (nixdeploy deploy):
+// it adopts each deployment whose long step a dead process left running
+// on the runner, runs it on here with sink(dep) as its log's sink, one
+// after the other, records each end and returns them. Without a
+// Reattacher executor or a ReattachStore it does nothing.
+func (l *Lifecycle) ReattachLeft(ctx context.Context, sink func(nixdeploy.Deployment) nixdeploy.Sink) ([]Reattached, error) {
+	return l.reattachLeft(ctx, sink)
+}
+
+// reattachLeft adopts and runs on the deployments left running on the
+// runner. With sink nil they run in the background (Recover) and nothing
+// is returned; otherwise one after the other, and each one's end is.
+func (l *Lifecycle) reattachLeft(ctx context.Context, sink func(nixdeploy.Deployment) nixdeploy.Sink) ([]Reattached, error) {
 	re, ok := l.exec.(Reattacher)
 	rs, ok2 := l.store.(ReattachStore)
 	if !ok || !ok2 {
-		return interrupted, nil
+		return nil, nil
 	}
-	// The deployments a dead (or shut-down) process left with a long step
-	// running on the runner (issue 14): this process adopts each one, the
-	// executor follows the step from the stored offsets through the rest
-	// of its plan, and its status message carries on. Deployments that
-	// were in a short step have nothing to reattach: they stay
-	// interrupted, for the presenter to announce.
 	left, err := rs.Reattachable(ctx)
 	if err != nil {
-		return interrupted, fmt.Errorf("recover deployments left running: %w", err)
+		return nil, fmt.Errorf("recover deployments left running: %w", err)
 	}
+	var out []Reattached
 	for _, dep := range left {
 		if err := rs.Adopt(ctx, dep.ID); err != nil {
 			l.log.Info("not reattaching", "deployment", dep.ID, "err", err) // another process took it first
@@ -364,23 +392,41 @@ func (l *Lifecycle) Recover(ctx context.Context, interrupted []nixdeploy.Deploym
 			continue
 		}
 		l.log.Info("reattaching", "deployment", dep.ID, "hosts", dep.Hosts)
+		var got Reattached
+		run := func(ctx context.Context, d nixdeploy.Deployment, s nixdeploy.Sink) Result {
+			sinks := []nixdeploy.Sink{s}
+			if sink != nil {
+				if extra := sink(d); extra != nil {
+					sinks = append(sinks, extra)
+				}
+			}
+			rep, err := re.Reattach(ctx, &d, sinks...)
+			got = Reattached{Deployment: d, Report: rep, Err: err}
+			if rep == nil && err != nil {
+				// Neither the step's end nor its state could be
+				// learned: the error says what is unknown.
+				return Result{State: nixdeploy.StateInterrupted, ExitCode: 1, Err: err, Redacted: err.Error()}
+			}
+			return resultOf(rep, err)
+		}
 		l.mu.Lock()
 		l.work.Add(1)
 		l.mu.Unlock()
-		go func() {
-			defer l.work.Done()
-			l.executeWith(r, dep.Channel, "", func(ctx context.Context, d nixdeploy.Deployment, sink nixdeploy.Sink) Result {
-				rep, err := re.Reattach(ctx, &d, sink)
-				if rep == nil && err != nil {
-					// Neither the step's end nor its state could be
-					// learned: the error says what is unknown.
-					return Result{State: nixdeploy.StateInterrupted, ExitCode: 1, Err: err, Redacted: err.Error()}
-				}
-				return resultOf(rep, err)
-			})
-		}()
+		if sink == nil {
+			go func() {
+				defer l.work.Done()
+				l.executeWith(r, dep.Channel, "", run)
+			}()
+			continue
+		}
+		l.executeWith(r, dep.Channel, "", run)
+		l.work.Done()
+		if rec, err := l.store.Deployment(context.WithoutCancel(ctx), dep.ID); err == nil {
+			got.Deployment = rec
+		}
+		out = append(out, got)
 	}
-	return interrupted, nil
+	return out, nil
 }
 
 // Shutdown takes no new work and stops the expiry timers (pending

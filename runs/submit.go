@@ -569,13 +569,3 @@ func (l *Lifecycle) isClosed() bool {
 	defer l.mu.Unlock()
 	return l.closed
 }
-
-// Finish records the end of deployment id with the sentence people read.
-// It is for the terminal's reattach of deployments a dead process left
-// (cmd/nixdeploy reattachLeft), which has no presenter; every other end is
-// recorded by the lifecycle's own runs.
-func (l *Lifecycle) Finish(ctx context.Context, id int64, state nixdeploy.State, exitCode int, sentence string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
-	defer cancel()
-	return l.store.Finish(ctx, id, state, exitCode, sentence)
-}

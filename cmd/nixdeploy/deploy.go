@@ -113,7 +113,8 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 	if err != nil {
 		return &exitError{code: 1, msg: "deploy: " + err.Error()}
 	}
-	reattachLeft(ctx, store, d, s.err, func(nixdeploy.Deployment) deployer.Sink { return deployer.TextSink(s.out) })
+	life := runs.New(store, d)
+	reattachLeft(ctx, life, s.err, func(nixdeploy.Deployment) deployer.Sink { return deployer.TextSink(s.out) })
 	sweep(ctx, d, slog.New(slog.DiscardHandler), s.err)
 
 	names := make([]string, len(hosts))
@@ -121,7 +122,7 @@ func cmdDeploy(ctx context.Context, s stdio, args []string) error {
 		names[i] = h.Name
 	}
 	dep := &nixdeploy.Deployment{Hosts: names, Action: action, Requester: requester(), Source: nixdeploy.SourceCLI}
-	rep, err := runs.New(store, d).Run(ctx, dep, deployer.TextSink(s.out))
+	rep, err := life.Run(ctx, dep, deployer.TextSink(s.out))
 	if err == nil {
 		fmt.Fprintf(s.out, "deployment %d: %s\n", dep.ID, rep.Summary())
 		return nil

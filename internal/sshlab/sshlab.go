@@ -635,8 +635,23 @@ func (l *Lab) WaitFile(ctx context.Context, path string, limit time.Duration) st
 	}
 }
 
-// Alive reports whether process pid exists.
-func Alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+// Alive reports whether process pid exists and has not exited: a zombie
+// (exited, not yet reaped by its parent or init, which on some machines
+// takes over a second) is not alive.
+func Alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z'
+	}
+	return true
+}
 
 // ConfigText is a fleet config for the lab: the runner over SSH with its
 // pinned key, each target on its loopback address, and the key store.
