@@ -98,6 +98,12 @@ func reattach(t *testing.T, store *db.DB, d *deployer.Deployer, id int64, sink d
 // whole log is numbered without a gap.
 func checkOnce(t *testing.T, store *db.DB, id int64, n int) []nixdeploy.LogLine {
 	t.Helper()
+	return checkStepOnce(t, store, id, "nixos-rebuild", n)
+}
+
+// checkStepOnce is checkOnce for the lines of step.
+func checkStepOnce(t *testing.T, store *db.DB, id int64, step string, n int) []nixdeploy.LogLine {
+	t.Helper()
 	var lines []nixdeploy.LogLine
 	if err := store.EachLog(t.Context(), id, func(l nixdeploy.LogLine) error {
 		lines = append(lines, l)
@@ -108,7 +114,7 @@ func checkOnce(t *testing.T, store *db.DB, id int64, n int) []nixdeploy.LogLine 
 	checkSeq(t, "stored", lines)
 	next := 1
 	for _, l := range lines {
-		if l.Step == "nixos-rebuild" && strings.HasPrefix(l.Text, "line ") {
+		if l.Step == step && strings.HasPrefix(l.Text, "line ") {
 			if want := fmt.Sprintf("line %d of %d", next, n); l.Text != want {
 				t.Fatalf("stored %q, want %q", l.Text, want)
 			}

@@ -233,6 +233,12 @@ func TestKilledStepEndsWhileDown(t *testing.T) {
 // order, and the stub's line after its hang too.
 func checkLogOnce(t *testing.T, store *db.DB, id int64, n int) {
 	t.Helper()
+	checkStepLogOnce(t, store, id, "nixos-rebuild", n)
+}
+
+// checkStepLogOnce is checkLogOnce for the "line i of n" lines of step.
+func checkStepLogOnce(t *testing.T, store *db.DB, id int64, step string, n int) {
+	t.Helper()
 	next, after := 1, 0
 	var seq int64
 	if err := store.EachLog(t.Context(), id, func(l nixdeploy.LogLine) error {
@@ -243,7 +249,7 @@ func checkLogOnce(t *testing.T, store *db.DB, id int64, n int) {
 		if l.Text == "after the hang" {
 			after++
 		}
-		if l.Step == "nixos-rebuild" && strings.HasPrefix(l.Text, "line ") {
+		if l.Step == step && strings.HasPrefix(l.Text, "line ") {
 			if want := fmt.Sprintf("line %d of %d", next, n); l.Text != want {
 				t.Fatalf("stored %q, want %q", l.Text, want)
 			}
