@@ -63,26 +63,6 @@ func (s *Scheduler) report(ctx context.Context, e *entry) (nixdeploy.Outcome, st
 // run's summary so the failure is seen. A posted board is its own message.
 func (s *Scheduler) executeReport(e *entry, r nixdeploy.ScheduleRun, by string) {
 	outcome, detail := s.report(s.ctx, e)
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), finishTimeout)
-	defer cancel()
-	if err := s.store.FinishScheduleRun(fctx, r.ID, outcome, detail); err != nil {
-		s.log.Error("record run end", "schedule", e.cfg.Name, "run", r.ID, "err", err)
-	}
-	s.release(e.cfg.Name)
-	s.log.Info("schedule run ended", "schedule", e.cfg.Name, "run", r.ID, "outcome", outcome, "detail", detail)
-	if outcome == OutcomeSucceeded {
-		return
-	}
-	s.notify(fctx, Summary{
-		Schedule:    e.cfg.Name,
-		RunID:       r.ID,
-		Trigger:     r.Trigger,
-		By:          by,
-		Action:      e.cfg.Action,
-		ScheduledAt: r.ScheduledAt.In(e.spec.Location()),
-		StartedAt:   r.StartedAt,
-		EndedAt:     s.clock.Now(),
-		Outcome:     outcome,
-		Detail:      detail,
-	})
+	// A posted board is its own message: only a failure posts a summary.
+	s.endRun(s.ctx, e, r, by, outcome, detail, nil, outcome != OutcomeSucceeded)
 }

@@ -33,7 +33,13 @@ func (s *Scheduler) execute(e *entry, r nixdeploy.ScheduleRun, by string) {
 		detail = why
 	}
 
-	// Stop may have cancelled ctx; the end of the run must still be written.
+	s.endRun(ctx, e, r, by, outcome, detail, hosts, true)
+}
+
+// endRun records run r's end (Stop may have cancelled ctx; the end must
+// still be written), frees its schedule and, when post is set, posts its
+// summary.
+func (s *Scheduler) endRun(ctx context.Context, e *entry, r nixdeploy.ScheduleRun, by string, outcome nixdeploy.Outcome, detail string, hosts []HostSummary, post bool) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	if err := s.store.FinishScheduleRun(fctx, r.ID, outcome, detail); err != nil {
@@ -41,6 +47,9 @@ func (s *Scheduler) execute(e *entry, r nixdeploy.ScheduleRun, by string) {
 	}
 	s.release(e.cfg.Name)
 	s.log.Info("schedule run ended", "schedule", e.cfg.Name, "run", r.ID, "outcome", outcome, "detail", detail)
+	if !post {
+		return
+	}
 	s.notify(fctx, Summary{
 		Schedule:    e.cfg.Name,
 		RunID:       r.ID,
