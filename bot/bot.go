@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/internal/work"
 	"github.com/nixdeploy/nixdeploy/runs"
 )
 
@@ -108,7 +109,7 @@ type Bot struct {
 	// the request and ends with Close.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	work   tracker
+	work   work.Tracker
 
 	mu     sync.Mutex
 	closed bool
@@ -224,7 +225,7 @@ func (b *Bot) Close() {
 	cancel()
 	b.life.Shutdown(done)
 	b.cancel(nixdeploy.ErrShutdown)
-	b.work.wait(context.Background())
+	b.work.Wait(context.Background())
 }
 
 // stopIntake makes the bot take no new work.
@@ -238,7 +239,7 @@ func (b *Bot) stopIntake() {
 // on, or ctx ends. The terminal and tests use it to let things settle.
 func (b *Bot) Wait(ctx context.Context) error {
 	for {
-		if err := b.work.wait(ctx); err != nil {
+		if err := b.work.Wait(ctx); err != nil {
 			return err
 		}
 		if err := b.life.Wait(ctx); err != nil {
@@ -247,7 +248,7 @@ func (b *Bot) Wait(ctx context.Context) error {
 		// A run's end may have started new work (a schedule's next host)
 		// and a handler may have started a run: settled only when both
 		// are idle at once.
-		if b.work.idleNow() && b.life.Idle() {
+		if b.work.Idle() && b.life.Idle() {
 			return nil
 		}
 	}
@@ -261,10 +262,10 @@ func (b *Bot) spawn(fn func(ctx context.Context)) bool {
 		b.mu.Unlock()
 		return false
 	}
-	b.work.add()
+	b.work.Add()
 	b.mu.Unlock()
 	go func() {
-		defer b.work.done()
+		defer b.work.Done()
 		fn(b.ctx)
 	}()
 	return true
@@ -308,52 +309,4 @@ func (b *Bot) channelFor(inv Invocation) string {
 		return c
 	}
 	return inv.Channel
-}
-
-// tracker counts background work and lets callers wait for none.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed while n == 0
-}
-
-func (t *tracker) add() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.n == 0 {
-		t.idle = make(chan struct{})
-	}
-	t.n++
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.n == 0 {
-		close(t.idle)
-	}
-}
-
-func (t *tracker) idleNow() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.n == 0
-}
-
-func (t *tracker) wait(ctx context.Context) error {
-	t.mu.Lock()
-	idle := t.idle
-	n := t.n
-	t.mu.Unlock()
-	if n == 0 {
-		return nil
-	}
-	select {
-	case <-idle:
-		// New work may have started since; wait for that too.
-		return t.wait(ctx)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -25,7 +25,7 @@ func (b *Bot) Shutdown(ctx context.Context) []nixdeploy.Deployment {
 	// finish within ctx and interrupts the rest.
 	stopped := b.life.Shutdown(ctx)
 	b.cancel(nixdeploy.ErrShutdown)
-	b.work.wait(context.Background())
+	b.work.Wait(context.Background())
 	if len(stopped) > 0 {
 		actx, cancel := context.WithTimeout(context.Background(), announceTimeout)
 		defer cancel()

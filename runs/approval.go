@@ -199,7 +199,7 @@ func (l *Lifecycle) armExpiry(a nixdeploy.Approval) {
 			l.mu.Unlock()
 			return
 		}
-		l.work.Add(1)
+		l.work.Add()
 		l.mu.Unlock()
 		go func() {
 			defer l.work.Done()
@@ -410,7 +410,7 @@ func (l *Lifecycle) reattachLeft(ctx context.Context, sink func(nixdeploy.Deploy
 			return resultOf(rep, err)
 		}
 		l.mu.Lock()
-		l.work.Add(1)
+		l.work.Add()
 		l.mu.Unlock()
 		if sink == nil {
 			go func() {
@@ -443,7 +443,7 @@ func (l *Lifecycle) Shutdown(ctx context.Context) []nixdeploy.Deployment {
 		delete(l.timers, id)
 	}
 	l.mu.Unlock()
-	if l.work.wait(ctx) == nil {
+	if l.work.Wait(ctx) == nil {
 		l.cancel(nixdeploy.ErrShutdown)
 		return nil
 	}
@@ -459,6 +459,6 @@ func (l *Lifecycle) Shutdown(ctx context.Context) []nixdeploy.Deployment {
 	l.log.Warn("shutdown grace period over: interrupting deployments", "deployments", len(stopped))
 	l.cancel(nixdeploy.ErrShutdown)
 	// Each run still records and shows its end, bounded by finishTimeout.
-	_ = l.work.wait(context.Background())
+	_ = l.work.Wait(context.Background())
 	return stopped
 }

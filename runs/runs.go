@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
+	"github.com/nixdeploy/nixdeploy/internal/work"
 )
 
 // Store is the part of the database a lifecycle reads and writes; *db.DB
@@ -233,7 +234,7 @@ type Lifecycle struct {
 	// nixdeploy.ErrShutdown as the cause.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	work   tracker
+	work   work.Tracker
 
 	mu        sync.Mutex
 	presenter Presenter
@@ -428,52 +429,9 @@ func utc(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
 // Wait blocks until no deployment runs and no expiry is being decided in
 // this process, or ctx ends; tests and the terminal use it to let things
 // settle.
-func (l *Lifecycle) Wait(ctx context.Context) error { return l.work.wait(ctx) }
+func (l *Lifecycle) Wait(ctx context.Context) error { return l.work.Wait(ctx) }
 
 // Idle reports whether nothing runs in the background right now.
 func (l *Lifecycle) Idle() bool {
-	l.work.mu.Lock()
-	defer l.work.mu.Unlock()
-	return l.work.n == 0
-}
-
-// tracker counts background work and lets callers wait for none.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed while n == 0
-}
-
-func (t *tracker) Add(int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.n == 0 {
-		t.idle = make(chan struct{})
-	}
-	t.n++
-}
-
-func (t *tracker) Done() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.n == 0 {
-		close(t.idle)
-	}
-}
-
-func (t *tracker) wait(ctx context.Context) error {
-	t.mu.Lock()
-	idle, n := t.idle, t.n
-	t.mu.Unlock()
-	if n == 0 {
-		return nil
-	}
-	select {
-	case <-idle:
-		// New work may have started since; wait for that too.
-		return t.wait(ctx)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return l.work.Idle()
 }

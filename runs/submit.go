@@ -331,7 +331,7 @@ func (l *Lifecycle) start(ctx context.Context, dep nixdeploy.Deployment, channel
 		l.notStarted(ctx, dep, err, a, approvedBy)
 		return nil, err
 	}
-	l.work.Add(1)
+	l.work.Add()
 	l.mu.Unlock()
 	if started != nil {
 		started()
