@@ -3,15 +3,12 @@ package main
 import (
 	"context"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/db"
-	"github.com/nixdeploy/nixdeploy/internal/sshlab"
 )
 
 // TestKilledDuringInstall: a `deploy --action install` process is
@@ -22,20 +19,7 @@ import (
 // never started twice, and the host key it was given is gone from the
 // runner once it ended.
 func TestKilledDuringInstall(t *testing.T) {
-	lab := sshlab.New(t, sshlab.Options{Hosts: []string{"node1", "node2"}})
-	lab.Config("")
-	dbPath := filepath.Join(t.TempDir(), "shared.db")
-	key, err := os.ReadFile(lab.ClientKeyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), realMainEnv+"=1", "GORACE=atexit_sleep_ms=0",
-		"NIXDEPLOY_DB="+dbPath, "NIXDEPLOY_CONFIG="+lab.ConfigPath, "NIXDEPLOY_AGE_IDENTITY=", "NIXDEPLOY_SSH_KEY="+string(key))
-	ndp := func(ctx context.Context, args ...string) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, os.Args[0], args...)
-		cmd.Env = env
-		return cmd
-	}
+	lab, dbPath, ndp := realLab(t)
 	const lines = 2000
 	lab.Set("nixos-anywhere.node1.hang", "1")
 	lab.Set("nixos-anywhere.node1.hang-exit", "0")

@@ -29,20 +29,7 @@ import (
 // locks in process memory and marked every running deployment of the file
 // interrupted on Open.
 func TestTwoProcessesShareOneDatabase(t *testing.T) {
-	lab := sshlab.New(t, sshlab.Options{Hosts: []string{"node1", "node2"}})
-	lab.Config("")
-	dbPath := filepath.Join(t.TempDir(), "shared.db")
-	key, err := os.ReadFile(lab.ClientKeyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), realMainEnv+"=1", "GORACE=atexit_sleep_ms=0",
-		"NIXDEPLOY_DB="+dbPath, "NIXDEPLOY_CONFIG="+lab.ConfigPath, "NIXDEPLOY_AGE_IDENTITY=", "NIXDEPLOY_SSH_KEY="+string(key))
-	ndp := func(ctx context.Context, args ...string) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, os.Args[0], args...)
-		cmd.Env = env
-		return cmd
-	}
+	lab, dbPath, ndp := realLab(t)
 
 	// The first process: its nixos-rebuild on node1 hangs until stopped.
 	lab.Set("nixos-rebuild.node1.hang", "1")
@@ -167,20 +154,7 @@ func TestTwoProcessesShareOneDatabase(t *testing.T) {
 // again; the next process reads the status and the rest of the log from
 // the run directory and records the step's real end, not "interrupted".
 func TestKilledStepEndsWhileDown(t *testing.T) {
-	lab := sshlab.New(t, sshlab.Options{Hosts: []string{"node1", "node2"}})
-	lab.Config("")
-	dbPath := filepath.Join(t.TempDir(), "shared.db")
-	key, err := os.ReadFile(lab.ClientKeyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), realMainEnv+"=1", "GORACE=atexit_sleep_ms=0",
-		"NIXDEPLOY_DB="+dbPath, "NIXDEPLOY_CONFIG="+lab.ConfigPath, "NIXDEPLOY_AGE_IDENTITY=", "NIXDEPLOY_SSH_KEY="+string(key))
-	ndp := func(ctx context.Context, args ...string) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, os.Args[0], args...)
-		cmd.Env = env
-		return cmd
-	}
+	lab, dbPath, ndp := realLab(t)
 	lab.Set("nixos-rebuild.node1.hang", "1")
 	lab.Set("nixos-rebuild.node1.hang-exit", "3")
 	lab.Set("nixos-rebuild.node1.lines", "1500")
@@ -231,6 +205,27 @@ func TestKilledStepEndsWhileDown(t *testing.T) {
 
 // checkLogOnce: the stub's "line i of n" lines are stored once each, in
 // order, and the stub's line after its hang too.
+// realLab is a two-node sshd lab and a way to run real nixdeploy
+// processes (this test binary as nixdeploy, see TestMain) on one database
+// file against it, with the lab's config and the bot's key.
+func realLab(t *testing.T) (lab *sshlab.Lab, dbPath string, ndp func(ctx context.Context, args ...string) *exec.Cmd) {
+	t.Helper()
+	lab = sshlab.New(t, sshlab.Options{Hosts: []string{"node1", "node2"}})
+	lab.Config("")
+	dbPath = filepath.Join(t.TempDir(), "shared.db")
+	key, err := os.ReadFile(lab.ClientKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), realMainEnv+"=1", "GORACE=atexit_sleep_ms=0",
+		"NIXDEPLOY_DB="+dbPath, "NIXDEPLOY_CONFIG="+lab.ConfigPath, "NIXDEPLOY_AGE_IDENTITY=", "NIXDEPLOY_SSH_KEY="+string(key))
+	return lab, dbPath, func(ctx context.Context, args ...string) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, os.Args[0], args...)
+		cmd.Env = env
+		return cmd
+	}
+}
+
 func checkLogOnce(t *testing.T, store *db.DB, id int64, n int) {
 	t.Helper()
 	checkStepLogOnce(t, store, id, "nixos-rebuild", n)
