@@ -4,18 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/nixdeploy/nixdeploy"
-	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
-	"github.com/nixdeploy/nixdeploy/internal/simfleet"
-	"github.com/nixdeploy/nixdeploy/internal/sshlab"
 )
 
 // boardGoal is row 9's bound on reading the board of 100 hosts.
@@ -31,37 +25,7 @@ const boardGoal = 10 * time.Second
 // counted from the simulated servers' command log: every session runs one
 // command.
 func BenchmarkRow9Board(b *testing.B) {
-	keys := sshlab.MemKeys{Private: map[string][]byte{}}
-	var hosts []simfleet.Host
-	for i := 1; i <= scaleHosts; i++ {
-		name := fmt.Sprintf("sim%03d", i)
-		signer, pemBytes := newSigner(b)
-		keys.Private[name] = pemBytes
-		hosts = append(hosts, simfleet.Host{Name: name, System: nixdeploy.SystemX86_64, Disk: "/dev/sda", HostKey: signer})
-	}
-	client, _ := newSigner(b)
-	fleet, err := simfleet.Start(simfleet.Options{Hosts: hosts, ClientKey: client.PublicKey()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fleet.Close()
-	var t strings.Builder
-	r := fleet.Runner()
-	fmt.Fprintf(&t, "flake = \"/home/michael/dots/nix\"\ninstaller_flake = \"/home/michael/dots/nix/nixos-installer\"\n[runner]\naddress = \"%s@%s\"\nhost_key = %q\n",
-		fleet.RunnerUser(), r.Addr(), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(r.HostKey))))
-	for _, h := range hosts {
-		e, _ := fleet.Host(h.Name)
-		fmt.Fprintf(&t, "[[hosts]]\nname = %q\naddress = %q\nport = %d\nsystem = %q\ndisk = \"/dev/sda\"\n", h.Name, e.IP, e.Port, h.System)
-	}
-	cfg, err := nixdeploy.ParseConfig(filepath.Join(b.TempDir(), "nixdeploy.toml"), []byte(t.String()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	store, _, err := db.Open(context.Background(), filepath.Join(b.TempDir(), "nixdeploy.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
+	fleet, cfg, keys, client, store := startSimFleet(b, "", "", "")
 	newDeployer := func() *deployer.Deployer {
 		d, err := deployer.New(deployer.Options{Config: cfg, Store: store, HostKeys: keys, ClientKey: client, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {

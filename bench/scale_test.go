@@ -41,39 +41,8 @@ func newSigner(b *testing.B) (ssh.Signer, []byte) {
 // time and the process's peak RSS, which includes the simulated fleet. It
 // shows how the cost grows with the fleet; there is no reference.
 func BenchmarkRow8Scale(b *testing.B) {
-	keys := sshlab.MemKeys{Private: map[string][]byte{}}
-	var hosts []simfleet.Host
-	for i := 1; i <= scaleHosts; i++ {
-		name := fmt.Sprintf("sim%03d", i)
-		signer, pemBytes := newSigner(b)
-		keys.Private[name] = pemBytes
-		hosts = append(hosts, simfleet.Host{Name: name, System: nixdeploy.SystemX86_64, Disk: "/dev/sda", HostKey: signer})
-	}
-	client, _ := newSigner(b)
-	fleet, err := simfleet.Start(simfleet.Options{Hosts: hosts, ClientKey: client.PublicKey()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fleet.Close()
-	var t strings.Builder
-	r := fleet.Runner()
-	fmt.Fprintf(&t, "flake = \"/home/michael/dots/nix\"\ninstaller_flake = \"/home/michael/dots/nix/nixos-installer\"\n[runner]\naddress = \"%s@%s\"\nhost_key = %q\n",
-		fleet.RunnerUser(), r.Addr(), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(r.HostKey))))
-	t.WriteString(labSlack)
-	for _, h := range hosts {
-		e, _ := fleet.Host(h.Name)
-		fmt.Fprintf(&t, "[[hosts]]\nname = %q\naddress = %q\nport = %d\nsystem = %q\ntags = [\"sim\"]\ndisk = \"/dev/sda\"\n", h.Name, e.IP, e.Port, h.System)
-	}
-	t.WriteString("[[schedules]]\nname = \"all\"\ncron = \"0 3 * * *\"\nhosts = [\"@sim\"]\naction = \"switch\"\nstrategy = \"parallel\"\n")
-	cfg, err := nixdeploy.ParseConfig(filepath.Join(b.TempDir(), "nixdeploy.toml"), []byte(t.String()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	store, _, err := db.Open(context.Background(), filepath.Join(b.TempDir(), "nixdeploy.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer store.Close()
+	_, cfg, keys, client, store := startSimFleet(b, labSlack, "tags = [\"sim\"]\n",
+		"[[schedules]]\nname = \"all\"\ncron = \"0 3 * * *\"\nhosts = [\"@sim\"]\naction = \"switch\"\nstrategy = \"parallel\"\n")
 	d, err := deployer.New(deployer.Options{Config: cfg, Store: store, HostKeys: keys, ClientKey: client, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
@@ -131,4 +100,46 @@ func peakRSSMiB(b *testing.B) float64 {
 		}
 	}
 	return 0
+}
+
+// startSimFleet starts scaleHosts simulated hosts (internal/simfleet, in
+// this process) and returns them with a fleet config for them (head after
+// the runner, hostExtra in each host's table, tail at the end), their keys,
+// the bot's key and an empty database; all end with the benchmark.
+func startSimFleet(b *testing.B, head, hostExtra, tail string) (*simfleet.Fleet, *nixdeploy.Config, sshlab.MemKeys, ssh.Signer, *db.DB) {
+	b.Helper()
+	keys := sshlab.MemKeys{Private: map[string][]byte{}}
+	var hosts []simfleet.Host
+	for i := 1; i <= scaleHosts; i++ {
+		name := fmt.Sprintf("sim%03d", i)
+		signer, pemBytes := newSigner(b)
+		keys.Private[name] = pemBytes
+		hosts = append(hosts, simfleet.Host{Name: name, System: nixdeploy.SystemX86_64, Disk: "/dev/sda", HostKey: signer})
+	}
+	client, _ := newSigner(b)
+	fleet, err := simfleet.Start(simfleet.Options{Hosts: hosts, ClientKey: client.PublicKey()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(fleet.Close)
+	var t strings.Builder
+	r := fleet.Runner()
+	fmt.Fprintf(&t, "flake = \"/home/michael/dots/nix\"\ninstaller_flake = \"/home/michael/dots/nix/nixos-installer\"\n[runner]\naddress = \"%s@%s\"\nhost_key = %q\n",
+		fleet.RunnerUser(), r.Addr(), strings.TrimSpace(string(ssh.MarshalAuthorizedKey(r.HostKey))))
+	t.WriteString(head)
+	for _, h := range hosts {
+		e, _ := fleet.Host(h.Name)
+		fmt.Fprintf(&t, "[[hosts]]\nname = %q\naddress = %q\nport = %d\nsystem = %q\n%sdisk = \"/dev/sda\"\n", h.Name, e.IP, e.Port, h.System, hostExtra)
+	}
+	t.WriteString(tail)
+	cfg, err := nixdeploy.ParseConfig(filepath.Join(b.TempDir(), "nixdeploy.toml"), []byte(t.String()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, _, err := db.Open(context.Background(), filepath.Join(b.TempDir(), "nixdeploy.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	return fleet, cfg, keys, client, store
 }
