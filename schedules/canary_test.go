@@ -11,7 +11,6 @@ import (
 	"github.com/nixdeploy/nixdeploy"
 	"github.com/nixdeploy/nixdeploy/deployer"
 	"github.com/nixdeploy/nixdeploy/internal/sshlab"
-	"github.com/nixdeploy/nixdeploy/runs"
 	"github.com/nixdeploy/nixdeploy/schedules"
 )
 
@@ -109,25 +108,11 @@ canary = "rk1-node2"
 		before[h] = lab.CurrentSystem(h)
 	}
 
-	clk := schedules.NewFakeClock(time.Date(2026, 5, 13, 2, 59, 0, 0, loc))
-	store := tempDB(t, clk)
-	d, err := deployer.New(deployer.Options{
-		Config:         cfg,
-		Store:          store,
-		HostKeys:       lab.HostKeys(),
-		ClientKey:      lab.Client,
-		ConnectTimeout: 5 * time.Second,
-		WaitBackoff:    50 * time.Millisecond,
-		GuardRoot:      lab.GuardRoot(),
-		GuardGrace:     20 * time.Second,
-		Timeouts:       deployer.Timeouts{Command: 20 * time.Second, Rebuild: time.Minute, Verify: 20 * time.Second},
+	r := labRig(t, lab, cfg, loc, func(o *deployer.Options) {
+		o.WaitBackoff = 50 * time.Millisecond
+		o.GuardGrace = 20 * time.Second
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	notes := &fakeNotifier{}
-	r := &rig{clk: clk, db: store, notes: notes, s: newScheduler(t, cfg, store, runs.New(store, d), notes, clk)}
-	r.start(t)
+	notes := r.notes
 	r.tickAt(t, time.Date(2026, 5, 13, 3, 0, 0, 0, loc))
 
 	runs := r.runs(t, "nightly-rk1")

@@ -36,23 +36,8 @@ strategy = "rolling"
 `)
 	lab.Set("nixos-rebuild.rk1-node2.exit", "1")
 
-	clk := schedules.NewFakeClock(time.Date(2026, 5, 13, 2, 59, 0, 0, loc))
-	store := tempDB(t, clk)
-	d, err := deployer.New(deployer.Options{
-		Config:         cfg,
-		Store:          store,
-		HostKeys:       lab.HostKeys(),
-		ClientKey:      lab.Client,
-		ConnectTimeout: 5 * time.Second,
-		GuardRoot:      lab.GuardRoot(),
-		Timeouts:       deployer.Timeouts{Command: 20 * time.Second, Rebuild: time.Minute, Verify: 20 * time.Second},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	notes := &fakeNotifier{}
-	r := &rig{clk: clk, db: store, notes: notes, s: newScheduler(t, cfg, store, runs.New(store, d), notes, clk)}
-	r.start(t)
+	r := labRig(t, lab, cfg, loc, nil)
+	store, notes := r.db, r.notes
 	r.tickAt(t, time.Date(2026, 5, 13, 3, 0, 0, 0, loc))
 
 	runs := r.runs(t, "nightly-rk1")
@@ -97,4 +82,33 @@ strategy = "rolling"
 			t.Errorf("summary lacks %q:\n%s", want, text)
 		}
 	}
+}
+
+// labRig runs cfg's schedules, from 02:59 on a fake clock in loc, with the
+// real deployer against lab through runs (edit, when set, adjusts the
+// deployer's options), and starts it.
+func labRig(t *testing.T, lab *sshlab.Lab, cfg *nixdeploy.Config, loc *time.Location, edit func(*deployer.Options)) *rig {
+	t.Helper()
+	clk := schedules.NewFakeClock(time.Date(2026, 5, 13, 2, 59, 0, 0, loc))
+	store := tempDB(t, clk)
+	o := deployer.Options{
+		Config:         cfg,
+		Store:          store,
+		HostKeys:       lab.HostKeys(),
+		ClientKey:      lab.Client,
+		ConnectTimeout: 5 * time.Second,
+		GuardRoot:      lab.GuardRoot(),
+		Timeouts:       deployer.Timeouts{Command: 20 * time.Second, Rebuild: time.Minute, Verify: 20 * time.Second},
+	}
+	if edit != nil {
+		edit(&o)
+	}
+	d, err := deployer.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := &fakeNotifier{}
+	r := &rig{clk: clk, db: store, notes: notes, s: newScheduler(t, cfg, store, runs.New(store, d), notes, clk)}
+	r.start(t)
+	return r
 }
