@@ -34,6 +34,7 @@ func (r reattacher) Reattach(_ context.Context, dep *nixdeploy.Deployment, sinks
 func TestReattachCarriesOnTheSameMessage(t *testing.T) {
 	var h *harness
 	re := make(chan int64, 1)
+	running := make(chan struct{})
 	h = newHarness(t, harnessOptions{
 		script: func(ctx context.Context, dep nixdeploy.Deployment, emit func(string, nixdeploy.Stream, string)) bot.Result {
 			emit("nixos-rebuild", nixdeploy.StreamStdout, "building before the restart")
@@ -43,20 +44,22 @@ func TestReattachCarriesOnTheSameMessage(t *testing.T) {
 				Runner: "local", Dir: "/tmp/tmp.x", Name: "nixos-rebuild", StartedAt: time.Now(), Timeout: time.Hour}); err != nil {
 				t.Error(err)
 			}
-			<-ctx.Done() // the bot stops: the step is detached, not killed
+			close(running) // its status message was posted before the run began
+			<-ctx.Done()   // the bot stops: the step is detached, not killed
 			return bot.Result{State: nixdeploy.StateInterrupted, Err: nixdeploy.ErrShutdown}
 		},
 	})
 	h.opts.deployer = func(*db.DB) bot.Deployer { return reattacher{fakeDeployer: h.deployer, reattached: re} }
 	h.slash(alice, "switch ganon")
-	deadline := time.Now().Add(30 * time.Second)
-	for h.deployment(1).MessageTS == "" || h.deployment(1).State != nixdeploy.StateRunning {
-		if time.Now().After(deadline) {
-			t.Fatalf("the deployment never ran: %+v", h.deployment(1))
-		}
-		time.Sleep(10 * time.Millisecond) // polling a real database, bounded above
+	select {
+	case <-running:
+	case <-time.After(30 * time.Second): // bounds a failure only
+		t.Fatal("the deployment never ran")
 	}
 	first := h.deployment(1).MessageTS
+	if first == "" {
+		t.Fatal("the running deployment has no status message")
+	}
 
 	h.restart()
 	select {
