@@ -232,7 +232,7 @@ func TestRecoveryCancelled(t *testing.T) {
 	n.afterReset = cancel
 	dep, rep, err := n.runCtx(ctx, nixdeploy.RecoverPowerReset)
 	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("error %v, want cancelled", err)
+		t.Fatalf("error %v, want cancelled\n%s", err, n.e.sink.text())
 	}
 	var re *deployer.RecoveryError
 	if errors.As(err, &re) {

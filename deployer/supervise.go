@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -250,10 +251,23 @@ func (h *hostRun) followOnce(ctx context.Context, st Step, s *supStep, lostSince
 
 // readSupervised hands one stream of the step's file to the emitter, line
 // by line, counting bytes: a whole line moves the stream's cursor to its
-// end. With marker, the first line is the start's "nixdeploy-pgid N".
+// end. The whole lines a read brought in go over together (putLines). With
+// marker, the first line is the start's "nixdeploy-pgid N".
 func (h *hostRun) readSupervised(st Step, s *supStep, i int, r io.Reader, marker bool) {
 	br := bufio.NewReaderSize(r, h.d.opts.MaxLineBytes)
 	split := false
+	var batch lineBatch
+	whole := func(line []byte) {
+		s.sent[i] += int64(len(line))
+		b := line[:len(line)-1]
+		if n := len(b); n > 0 && b[n-1] == '\r' {
+			b = b[:n-1]
+		}
+		// A line of exactly the split length leaves only its newline
+		// (readLines): that ends the line, it is not an empty one.
+		batch.add(emitMsg{host: h.host.Name, step: st.Name, stream: supStreams[i], cur: s.cur[i], at: s.sent[i], tail: split && len(b) == 0}, b)
+		split = false
+	}
 	for {
 		line, err := br.ReadSlice('\n')
 		switch {
@@ -272,15 +286,20 @@ func (h *hostRun) readSupervised(st Step, s *supStep, i int, r io.Reader, marker
 					}
 				}
 			}
-			s.sent[i] += int64(len(line))
-			b := line[:len(line)-1]
-			if n := len(b); n > 0 && b[n-1] == '\r' {
-				b = b[:n-1]
+			whole(line)
+			// The whole lines that are already buffered go with it. Peek
+			// and Discard within what is buffered read nothing, so the
+			// slices stay valid until putLines has copied them.
+			for br.Buffered() > 0 {
+				buf, _ := br.Peek(br.Buffered())
+				j := bytes.IndexByte(buf, '\n')
+				if j < 0 {
+					break
+				}
+				whole(buf[:j+1])
+				br.Discard(j + 1)
 			}
-			// A line of exactly the split length leaves only its newline
-			// (readLines): that ends the line, it is not an empty one.
-			h.em.lineAt(h.host.Name, st.Name, supStreams[i], b, s.cur[i], s.sent[i], false, split && len(b) == 0)
-			split = false
+			h.em.putLines(&batch)
 		case err == bufio.ErrBufferFull:
 			s.sent[i] += int64(len(line))
 			h.em.lineAt(h.host.Name, st.Name, supStreams[i], line, s.cur[i], s.sent[i], true, false)

@@ -298,3 +298,52 @@ func TestSupervisedLongLines(t *testing.T) {
 		}
 	}
 }
+
+// TestSupervisedStreams: a supervised step's stdout and stderr both reach
+// the sink and the store whole, each line once, in order and on its own
+// stream, when both print at once (the follow copies them in turns).
+func TestSupervisedStreams(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	const outLines, errLines = 20000, 300
+	e.lab.Set("nixos-rebuild.node1.lines", strconv.Itoa(outLines))
+	var errText []string
+	for i := 1; i <= errLines; i++ {
+		errText = append(errText, fmt.Sprintf("e %d", i))
+	}
+	e.lab.Set("nixos-rebuild.node1.print-stderr", strings.Join(errText, "\n"))
+	dep, _, err := e.run(t.Context(), nixdeploy.ActionSwitch, []string{"node1"})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, e.sink.text())
+	}
+	for what, lines := range map[string][]nixdeploy.LogLine{"sink": e.sink.all(), "stored": e.storedLog(dep.ID)} {
+		nextOut, nextErr := 1, 1
+		var stub []string
+		for _, l := range lines {
+			if l.Step != "nixos-rebuild" {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(l.Text, "line "):
+				if want := fmt.Sprintf("line %d of %d", nextOut, outLines); l.Text != want || l.Stream != nixdeploy.StreamStdout {
+					t.Fatalf("%s: got %s %q, want stdout %q", what, l.Stream, l.Text, want)
+				}
+				nextOut++
+			case strings.HasPrefix(l.Text, "e "):
+				if want := fmt.Sprintf("e %d", nextErr); l.Text != want || l.Stream != nixdeploy.StreamStderr {
+					t.Fatalf("%s: got %s %q, want stderr %q", what, l.Stream, l.Text, want)
+				}
+				nextErr++
+			case l.Stream == nixdeploy.StreamStderr:
+				stub = append(stub, l.Text)
+			}
+		}
+		if nextOut != outLines+1 || nextErr != errLines+1 {
+			t.Errorf("%s: %d stdout and %d stderr lines, want %d and %d", what, nextOut-1, nextErr-1, outLines, errLines)
+		}
+		// The stub's own progress, on stderr as nixos-rebuild prints it.
+		if got := strings.Join(stub, "|"); !strings.Contains(got, "building the system configuration...") || !strings.Contains(got, "activating the configuration...") {
+			t.Errorf("%s: the stub's stderr lines: %q", what, got)
+		}
+	}
+}

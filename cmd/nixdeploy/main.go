@@ -16,9 +16,12 @@ import (
 	// Schedules name IANA zones; embed the database so a minimal image
 	// without /usr/share/zoneinfo still resolves them.
 	_ "time/tzdata"
+
+	"github.com/nixdeploy/nixdeploy/internal/gc"
 )
 
 func main() {
+	gc.Tune(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()

@@ -30,6 +30,7 @@ import (
 	"github.com/nixdeploy/nixdeploy/bot"
 	"github.com/nixdeploy/nixdeploy/db"
 	"github.com/nixdeploy/nixdeploy/deployer"
+	"github.com/nixdeploy/nixdeploy/internal/gc"
 	"github.com/nixdeploy/nixdeploy/keys"
 )
 
@@ -45,6 +46,8 @@ type result struct {
 }
 
 func main() {
+	// As nixdeploy's own main does.
+	gc.Tune(os.Getenv)
 	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "streambench:", err)
 		os.Exit(1)
@@ -59,6 +62,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	host := fs.String("host", "", "the host to switch")
 	step := fs.String("step", "nixos-rebuild", "the step to time")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `file`")
+	memProfile := fs.String("memprofile", "", "write an allocation profile to `file` at the end")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,6 +76,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		defer func() {
+			if f, err := os.Create(*memProfile); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	if *cfgPath == "" || *keyPath == "" || *dbPath == "" || *host == "" {
 		return errors.New("-config, -ssh-key, -db and -host are required")
