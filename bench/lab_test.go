@@ -91,6 +91,17 @@ func TestLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// For bench/paired, which is a shell script: the fleet config, and the
+	// control directory and the client key as shell assignments.
+	lo := labOf(l)
+	sq := func(v string) string { return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'" }
+	env := "lab_config=" + sq(out+".toml") + "\nlab_control=" + sq(lo.ControlDir) + "\nlab_key=" + sq(lo.ClientKeyPath) + "\n"
+	if err := os.WriteFile(out+".toml", []byte(lo.ConfigText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out+".env", []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(out+".tmp", b, 0o600); err != nil {
 		t.Fatal(err)
 	}

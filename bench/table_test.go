@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nixdeploy/nixdeploy/internal/testtool"
 )
 
 // minRuns is the fewest runs a row is summed up from.
@@ -94,5 +97,16 @@ func (r row) write(b *testing.B) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("row%d.md", r.n)), []byte(line), 0o644); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// The benchmark scripts are shell; shellcheck holds them to the same
+// standard as the rest of the repository's scripts.
+func TestScriptsShellcheck(t *testing.T) {
+	bin := testtool.Require(t, "shellcheck")
+	for _, f := range []string{"run", "paired"} {
+		if out, err := exec.CommandContext(t.Context(), bin, f).CombinedOutput(); err != nil {
+			t.Errorf("shellcheck bench/%s: %v\n%s", f, err, out)
+		}
 	}
 }

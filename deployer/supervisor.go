@@ -36,23 +36,27 @@ import (
 //     agent (when it is a symlink and this session has one), then streams
 //     F.out from byte OUT to stdout and F.err from byte ERR to stderr until
 //     the status is written and both are read to their end, and exits with
-//     the step's status: the turn that began with the status written and
-//     found each file's end (dd's count says so) is the last, with no
-//     copy of its own to make. It seeks once (dd skip with count=0 on an open
+//     the step's status. It seeks once (dd skip with count=0 on an open
 //     descriptor) and then, in turns, copies what is new on each stream
 //     with dd, at most 64 MiB a turn, so a long burst on one stream holds
-//     the other back for a moment at most. dd is as fast as cat, and its
-//     record count, read from a file with the shell's read, says whether
-//     anything came without another process. A turn that brought something
-//     is followed at once by the next; a quiet one by a pause that grows
-//     with the quiet: 0.02 s for the first 0.1 s, 0.05 s up to about 2 s,
-//     then 0.2 s. A fork is the cost that counts here (about 8 ms of CPU
-//     on the test machine's VM, where the earlier fixed 0.05 s pause with
-//     three forks a turn kept a third of a CPU busy while a step was
-//     quiet); an hour-long quiet build now costs 15 forks a second. The
-//     end is the status file, not the supervisor's process: an exited
-//     supervisor stays a zombie until init reaps it, which took over a
-//     second on the test machine, and kill -0 sees a zombie. A dd that
+//     the other back for a moment at most. dd is as fast as cat. Whether a
+//     turn brought anything, and whether it reached both files' ends, is
+//     read from the descriptors' offsets in /proc/$$/fdinfo (the shell's
+//     descriptors share them with dd), with the shell's read: no other
+//     process, and no file written in the run directory, which a follow
+//     left behind by a lost session would otherwise race with the removal
+//     of the directory. Without /proc the follow still works: it pauses
+//     after every turn and ends with a copy to the files' ends. A turn that
+//     brought something is followed at once by the next; a quiet one by a
+//     pause that grows with the quiet: 0.02 s for the first 0.1 s, 0.05 s up
+//     to about 2 s, then 0.2 s. A fork is the cost that counts here (about
+//     8 ms of CPU on the test machine's VM, where the earlier fixed 0.05 s
+//     pause with three forks a turn kept a third of a CPU busy while a step
+//     was quiet); an hour-long quiet build now costs 15 forks a second. The
+//     turn that began with the status written and reached both ends is the
+//     last. The end is the status file, not the supervisor's process: an
+//     exited supervisor stays a zombie until init reaps it, which took over
+//     a second on the test machine, and kill -0 sees a zombie. A dd that
 //     cannot write (the bot went away) ends it. When the supervisor is gone
 //     with no status written (SIGKILLed, the runner rebooted), or the step's
 //     files are not there at all, it kills itself with SIGUSR1: no step
@@ -81,27 +85,23 @@ follow() {
 	exec 3<"$f.out" 4<"$f.err"
 	if [ "$1" != 0 ]; then dd bs=1 skip="$1" count=0 <&3 2>/dev/null || exit 125; fi
 	if [ "$2" != 0 ]; then dd bs=1 skip="$2" count=0 <&4 2>/dev/null || exit 125; fi
-	k=0
+	o=$1 r=$2 k=0
 	while :; do
 		e=0
 		if [ -f "$f.status" ]; then e=1; fi
-		LC_ALL=C dd bs=128k count=512 <&3 2>"$f.out.dd" || exit 125
-		LC_ALL=C dd bs=128k count=512 <&4 >&2 2>"$f.err.dd" || exit 125
+		dd bs=128k count=512 status=none <&3 2>/dev/null || exit 125
+		dd bs=128k count=512 status=none <&4 >&2 2>/dev/null || exit 125
 		a=0 t=0
-		if read -r c <"$f.out.dd" && read -r c2 <"$f.err.dd"; then
+		if read -r _ po <"/proc/$$/fdinfo/3" && read -r _ pr <"/proc/$$/fdinfo/4"; then
 			t=1
-			for x in "$c" "$c2"; do
-				case $x in
-				"0+0 records in") ;;
-				512+*) a=1 t=0 ;;
-				*) a=1 ;;
-				esac
-			done
+			if [ "$po" != "$o" ] || [ "$pr" != "$r" ]; then a=1; fi
+			if [ $((po - o)) -ge 67108864 ] || [ $((pr - r)) -ge 67108864 ]; then t=0; fi
+			o=$po r=$pr
 		fi
 		if [ "$e" = 1 ]; then
 			if [ "$t" = 0 ]; then
-				cat <&3 || exit 125
-				cat <&4 >&2 || exit 125
+				cat <&3 2>/dev/null || exit 125
+				cat <&4 >&2 2>/dev/null || exit 125
 			fi
 			read -r rc <"$f.status"
 			exit "$rc"

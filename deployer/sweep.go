@@ -26,7 +26,7 @@ for d in "${TMPDIR:-/tmp}"/tmp.*; do
 	for e in "$d"/* "$d"/.[!.]*; do
 		[ -e "$e" ] || [ -L "$e" ] || continue
 		case ${e##*/} in
-		known_hosts|extra-files|disk.key|agent.sock|agent.sock.new|*.out|*.err|*.out.dd|*.err.dd|*.status|*.status.new|*.pid|*.pgid) ;;
+		known_hosts|extra-files|disk.key|agent.sock|agent.sock.new|*.out|*.err|*.status|*.status.new|*.pid|*.pgid) ;;
 		*) ours=0 ;;
 		esac
 	done
