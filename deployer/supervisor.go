@@ -47,7 +47,9 @@ import (
 //     left behind by a lost session would otherwise race with the removal
 //     of the directory. Without /proc the follow still works: it pauses
 //     after every turn and ends with a copy to the files' ends. A turn that
-//     brought something is followed at once by the next; a quiet one by a
+//     brought something is followed at once by the next; a stream that has
+//     printed nothing yet costs no dd at all (test -s), so waiting for a
+//     step's first output costs a sleep a turn; a quiet turn is followed by a
 //     pause that grows with the quiet: 0.02 s for the first 0.1 s, 0.05 s up
 //     to about 2 s, then 0.2 s. A fork is the cost that counts here (about
 //     8 ms of CPU on the test machine's VM, where the earlier fixed 0.05 s
@@ -89,8 +91,12 @@ follow() {
 	while :; do
 		e=0
 		if [ -f "$f.status" ]; then e=1; fi
-		dd bs=128k count=512 status=none <&3 2>/dev/null || exit 125
-		dd bs=128k count=512 status=none <&4 >&2 2>/dev/null || exit 125
+		if [ "$o" != 0 ] || [ -s "$f.out" ]; then
+			dd bs=128k count=512 status=none <&3 2>/dev/null || exit 125
+		fi
+		if [ "$r" != 0 ] || [ -s "$f.err" ]; then
+			dd bs=128k count=512 status=none <&4 >&2 2>/dev/null || exit 125
+		fi
 		a=0 t=0
 		if read -r _ po <"/proc/$$/fdinfo/3" && read -r _ pr <"/proc/$$/fdinfo/4"; then
 			t=1
