@@ -229,6 +229,13 @@ func newEmitterAt(ctx context.Context, o *Options, id, seq int64, red *redactor,
 // put queues m, with b as its text when m is an output line, waiting
 // while the queue is full.
 func (e *emitter) put(m emitMsg, b []byte) {
+	e.enqueue([]emitMsg{m}, [][]byte{b})
+}
+
+// enqueue queues ms in order under one lock, each with texts[i] as its
+// text when that is not nil (an output line), waiting while the queue is
+// full.
+func (e *emitter) enqueue(ms []emitMsg, texts [][]byte) {
 	e.mu.Lock()
 	for len(e.text) >= e.maxQueue && !e.closed {
 		e.space.Wait()
@@ -237,13 +244,15 @@ func (e *emitter) put(m emitMsg, b []byte) {
 		e.mu.Unlock()
 		panic("deployer: line after the emitter was closed")
 	}
-	if b != nil {
-		m.off = len(e.text)
-		e.text = append(e.text, b...)
-		m.end = len(e.text)
+	first := len(e.queue) == 0
+	for i, m := range ms {
+		if texts[i] != nil {
+			m.off = len(e.text)
+			e.text = append(e.text, texts[i]...)
+			m.end = len(e.text)
+		}
+		e.queue = append(e.queue, m)
 	}
-	e.queue = append(e.queue, m)
-	first := len(e.queue) == 1
 	e.mu.Unlock()
 	// Only the first message wakes the emitter: it takes the whole queue.
 	if first {
@@ -254,27 +263,29 @@ func (e *emitter) put(m emitMsg, b []byte) {
 	}
 }
 
-// line queues one output line; b is copied.
-func (e *emitter) line(host, step string, stream nixdeploy.Stream, b []byte) {
-	split := e.maxLine > 0 && len(b) >= e.maxLine
+// outputText is b as an output line's text: valid UTF-8 (invalid bytes
+// become U+FFFD) and never nil, which would make it an event (put).
+func outputText(b []byte) []byte {
 	if !utf8.Valid(b) {
 		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
 	}
 	if b == nil {
 		b = []byte{}
 	}
+	return b
+}
+
+// line queues one output line; b is copied.
+func (e *emitter) line(host, step string, stream nixdeploy.Stream, b []byte) {
+	split := e.maxLine > 0 && len(b) >= e.maxLine
+	b = outputText(b)
 	e.put(emitMsg{host: host, step: step, stream: stream, split: split}, b)
 }
 
 // lineAt queues one output line of a supervised step's file, which ends
 // at byte at of it; only a whole line (not split) moves cursor cur.
 func (e *emitter) lineAt(host, step string, stream nixdeploy.Stream, b []byte, cur int32, at int64, split, tail bool) {
-	if !utf8.Valid(b) {
-		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
-	}
-	if b == nil {
-		b = []byte{}
-	}
+	b = outputText(b)
 	e.put(emitMsg{host: host, step: step, stream: stream, split: split, tail: tail, cur: cur, at: at}, b)
 }
 
@@ -289,11 +300,8 @@ type lineBatch struct {
 // add appends one line (without its newline) that ends at byte m.at of
 // the stream's file.
 func (b *lineBatch) add(m emitMsg, text []byte) {
-	if !utf8.Valid(text) {
-		text = bytes.ToValidUTF8(text, []byte("\uFFFD"))
-	}
 	b.msgs = append(b.msgs, m)
-	b.texts = append(b.texts, text)
+	b.texts = append(b.texts, outputText(text))
 }
 
 // putLines queues the lines of b, as lineAt would one by one, under one
@@ -304,28 +312,7 @@ func (e *emitter) putLines(b *lineBatch) {
 	if len(b.msgs) == 0 {
 		return
 	}
-	e.mu.Lock()
-	for len(e.text) >= e.maxQueue && !e.closed {
-		e.space.Wait()
-	}
-	if e.closed {
-		e.mu.Unlock()
-		panic("deployer: line after the emitter was closed")
-	}
-	first := len(e.queue) == 0
-	for i, m := range b.msgs {
-		m.off = len(e.text)
-		e.text = append(e.text, b.texts[i]...)
-		m.end = len(e.text)
-		e.queue = append(e.queue, m)
-	}
-	e.mu.Unlock()
-	if first {
-		select {
-		case e.wake <- struct{}{}:
-		default:
-		}
-	}
+	e.enqueue(b.msgs, b.texts)
 	clear(b.texts)
 	b.msgs, b.texts = b.msgs[:0], b.texts[:0]
 }
