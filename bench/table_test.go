@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,10 +102,5 @@ func (r row) write(b *testing.B) {
 // The benchmark scripts are shell; shellcheck holds them to the same
 // standard as the rest of the repository's scripts.
 func TestScriptsShellcheck(t *testing.T) {
-	bin := testtool.Require(t, "shellcheck")
-	for _, f := range []string{"run", "paired"} {
-		if out, err := exec.CommandContext(t.Context(), bin, f).CombinedOutput(); err != nil {
-			t.Errorf("shellcheck bench/%s: %v\n%s", f, err, out)
-		}
-	}
+	testtool.Shellcheck(t, ".", "run", "paired")
 }

@@ -283,14 +283,5 @@ func TestFleetMatchesConfig(t *testing.T) {
 }
 
 func TestScriptsShellcheck(t *testing.T) {
-	bin := requireTool(t, "shellcheck")
-	for _, f := range []string{"scripts/bootstrap-nixos.sh", "scripts/helpers.sh"} {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			cmd := exec.CommandContext(t.Context(), bin, "-x", f)
-			cmd.Dir = nixDir(t)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Errorf("shellcheck -x %s: %v\n%s", f, err, out)
-			}
-		})
-	}
+	testtool.Shellcheck(t, nixDir(t), "scripts/bootstrap-nixos.sh", "scripts/helpers.sh")
 }

@@ -44,3 +44,19 @@ func Run(t testing.TB, stdin []byte, name string, args ...string) []byte {
 	}
 	return out.Bytes()
 }
+
+// Shellcheck runs shellcheck -x on each of files, relative to dir, in a
+// subtest of its own, failing it with shellcheck's report.
+func Shellcheck(t *testing.T, dir string, files ...string) {
+	t.Helper()
+	bin := Require(t, "shellcheck")
+	for _, f := range files {
+		t.Run(f, func(t *testing.T) {
+			cmd := exec.CommandContext(t.Context(), bin, "-x", f)
+			cmd.Dir = dir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("shellcheck -x %s: %v\n%s", f, err, out)
+			}
+		})
+	}
+}
