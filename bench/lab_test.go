@@ -87,13 +87,13 @@ func TestLab(t *testing.T) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	l := sshlab.New(t, sshlab.Options{Hosts: labHosts})
-	b, err := json.MarshalIndent(labOf(l), "", "  ")
+	lo := labOf(l)
+	b, err := json.MarshalIndent(lo, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// For bench/paired, which is a shell script: the fleet config, and the
 	// control directory and the client key as shell assignments.
-	lo := labOf(l)
 	sq := func(v string) string { return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'" }
 	env := "lab_config=" + sq(out+".toml") + "\nlab_control=" + sq(lo.ControlDir) + "\nlab_key=" + sq(lo.ClientKeyPath) + "\n"
 	if err := os.WriteFile(out+".toml", []byte(lo.ConfigText), 0o600); err != nil {

@@ -14,10 +14,11 @@ import "runtime/debug"
 // dropped, about twice the log's size in all, while the live heap stays
 // near 10 MB. At Go's default of 100 the collector then runs every 10 MB
 // or so, and bench row 1 (a 200 MB log) spent a sixth of the process's CPU
-// in it. 150 runs it a third less often: the row streamed about 15% faster
-// for about 6 MiB more peak RSS (44 to 50 MiB, against a goal of 64 MB and
-// the VM's 256 MB; bench/README.md has the runs). An idle bot's heap is a
-// few MB, so its RSS hardly moves.
+// in it. 150 runs it a third less often: run by run against 100, the
+// process used 16% less CPU for about 6 MiB more peak RSS (45 to 51 MiB,
+// against a goal of 64 MB and the VM's 256 MB; bench/README.md has the
+// runs). Its effect on the row's wall time was within this machine's
+// drift. An idle bot's heap is a few MB, so its RSS hardly moves.
 const GCPercent = 150
 
 // Tune sets GCPercent unless getenv("GOGC") is set: an operator's GOGC
