@@ -1,15 +1,11 @@
 package deployer_test
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/nixdeploy/nixdeploy"
-	"github.com/nixdeploy/nixdeploy/deployer"
 )
 
 // TestReattachInstall: the bot goes away (a shutdown detaches it) while
@@ -23,35 +19,13 @@ func TestReattachInstall(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{})
 	const n = 3000
-	e.lab.Set("nixos-anywhere.node1.lines", fmt.Sprint(n))
-	e.lab.Set("nixos-anywhere.node1.hang", "1")
-	e.lab.Set("nixos-anywhere.node1.hang-exit", "0")
-	t.Cleanup(func() { killStub(t, e.lab, "nixos-anywhere", "node1") })
-
-	ctx, cancel := context.WithCancelCause(t.Context())
-	done := make(chan error, 1)
-	var dep *nixdeploy.Deployment
-	go func() {
-		var err error
-		dep, _, err = e.run(ctx, nixdeploy.ActionInstall, []string{"node1"})
-		done <- err
-	}()
-	e.lab.WaitFile(t.Context(), e.lab.PIDFile("nixos-anywhere", "node1"), 30*time.Second)
-	waitUntil(t, 20*time.Second, "the printed lines", func() bool { return e.sink.has(fmt.Sprintf("line %d of %d", n, n)) })
-	extra := e.lab.ExtraFilesDir("node1")
-	if extra == "" || !dirExists(filepath.Join(extra, "etc/ssh/ssh_host_ed25519_key")) {
-		t.Fatalf("nixos-anywhere runs without its host key in %q", extra)
-	}
-	cancel(nixdeploy.ErrShutdown)
-	select {
-	case err := <-done:
-		if !errors.Is(err, deployer.ErrDetached) {
-			t.Fatalf("err = %v, want detached", err)
+	var extra string
+	dep := e.detachedRun(t, nixdeploy.ActionInstall, "nixos-anywhere", n, "0", func() {
+		extra = e.lab.ExtraFilesDir("node1")
+		if extra == "" || !dirExists(filepath.Join(extra, "etc/ssh/ssh_host_ed25519_key")) {
+			t.Fatalf("nixos-anywhere runs without its host key in %q", extra)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not detach")
-	}
-	e.db.Close()
+	})
 
 	// The install ends while no bot runs: its supervisor removes the key.
 	endHang(t, e.lab, "nixos-anywhere", "node1")

@@ -41,20 +41,31 @@ func (e *env) restart(t *testing.T) (*db.DB, *deployer.Deployer) {
 // deployment: the step goes on on the runner.
 func (e *env) detached(t *testing.T, n int, exit string) *nixdeploy.Deployment {
 	t.Helper()
-	e.lab.Set("nixos-rebuild.node1.lines", fmt.Sprint(n))
-	e.lab.Set("nixos-rebuild.node1.hang", "1")
-	e.lab.Set("nixos-rebuild.node1.hang-exit", exit)
-	t.Cleanup(func() { killStub(t, e.lab, "nixos-rebuild", "node1") })
+	return e.detachedRun(t, nixdeploy.ActionSwitch, "nixos-rebuild", n, exit, nil)
+}
+
+// detachedRun is detached for action, whose long step runs the stub tool;
+// whileRunning, when set, is called once the step printed its lines and
+// before the shutdown.
+func (e *env) detachedRun(t *testing.T, action nixdeploy.Action, tool string, n int, exit string, whileRunning func()) *nixdeploy.Deployment {
+	t.Helper()
+	e.lab.Set(tool+".node1.lines", fmt.Sprint(n))
+	e.lab.Set(tool+".node1.hang", "1")
+	e.lab.Set(tool+".node1.hang-exit", exit)
+	t.Cleanup(func() { killStub(t, e.lab, tool, "node1") })
 	ctx, cancel := context.WithCancelCause(t.Context())
 	done := make(chan error, 1)
 	var dep *nixdeploy.Deployment
 	go func() {
 		var err error
-		dep, _, err = e.run(ctx, nixdeploy.ActionSwitch, []string{"node1"})
+		dep, _, err = e.run(ctx, action, []string{"node1"})
 		done <- err
 	}()
-	e.lab.WaitFile(t.Context(), e.lab.PIDFile("nixos-rebuild", "node1"), 30*time.Second)
+	e.lab.WaitFile(t.Context(), e.lab.PIDFile(tool, "node1"), 30*time.Second)
 	waitUntil(t, 20*time.Second, "the printed lines", func() bool { return e.sink.has(fmt.Sprintf("line %d of %d", n, n)) })
+	if whileRunning != nil {
+		whileRunning()
+	}
 	cancel(nixdeploy.ErrShutdown)
 	select {
 	case err := <-done:
