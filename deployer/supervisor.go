@@ -25,13 +25,19 @@ import (
 //     watching. When the step ends, for whatever reason short of SIGKILL of
 //     the supervisor itself, it removes the run's key material (extra-files,
 //     disk.key) and only then writes the exit status to F.status, so a
-//     status means the keys are gone. With AGENT=1 the step's SSH_AUTH_SOCK
+//     status means the keys are gone. The status is "N\n", written by the
+//     shell's echo in one write(2) and without a rename (a mv is a fork and
+//     an exec at every step's end): every reader takes F.status as written
+//     only when it is not empty (test -s), and a file's size grows only
+//     once the written bytes are in it. With AGENT=1 the step's SSH_AUTH_SOCK
 //     is DIR/agent.sock, a symlink to this session's forwarded agent.
 //     The supervisor is started from a command substitution's subshell,
 //     which exits at once, and hands the step's group back through its
 //     pipe: the substitution ends when the supervisor has said it and let
-//     go of the pipe, so the start waits for nothing but the forks. start then prints "nixdeploy-pgid N" on stderr and
-//     follows from 0.
+//     go of the pipe, so the start waits for nothing but the forks. start
+//     then prints "nixdeploy-pgid N" on stderr and follows from 0, without
+//     follow's re-pointing of the link it has just made (an ln and a mv
+//     more, which ran beside the step's own start).
 //   - follow OUT ERR: re-points DIR/agent.sock at this session's forwarded
 //     agent (when it is a symlink and this session has one), then streams
 //     F.out from byte OUT to stdout and F.err from byte ERR to stderr until
@@ -73,15 +79,12 @@ m=$1 d=$2 n=$3
 shift 3
 f=$d/$n
 follow() {
-	if [ -n "${SSH_AUTH_SOCK:-}" ] && [ -L "$d/agent.sock" ] && [ "$SSH_AUTH_SOCK" != "$d/agent.sock" ]; then
-		ln -sfn "$SSH_AUTH_SOCK" "$d/agent.sock.new" && mv -fT "$d/agent.sock.new" "$d/agent.sock"
-	fi
 	if [ ! -f "$f.out" ] || [ ! -f "$f.err" ]; then
 		kill -USR1 $$
 		exit 125
 	fi
 	p=
-	if [ ! -f "$f.status" ]; then
+	if [ ! -s "$f.status" ]; then
 		read -r p <"$f.pid" || exit 125
 	fi
 	exec 3<"$f.out" 4<"$f.err"
@@ -90,7 +93,7 @@ follow() {
 	o=$1 r=$2 k=0
 	while :; do
 		e=0
-		if [ -f "$f.status" ]; then e=1; fi
+		if [ -s "$f.status" ]; then e=1; fi
 		if [ "$o" != 0 ] || [ -s "$f.out" ]; then
 			dd bs=128k count=512 status=none <&3 2>/dev/null || exit 125
 		fi
@@ -116,7 +119,7 @@ follow() {
 			k=0
 			continue
 		fi
-		if ! kill -0 "$p" 2>/dev/null && [ ! -f "$f.status" ]; then
+		if ! kill -0 "$p" 2>/dev/null && [ ! -s "$f.status" ]; then
 			kill -USR1 $$
 			exit 125
 		fi
@@ -155,7 +158,7 @@ supervise() {
 		break
 	done
 	keys
-	echo "$rc" >"$f.status.new" && mv -f "$f.status.new" "$f.status"
+	echo "$rc" >"$f.status"
 }
 case $m in
 start)
@@ -172,11 +175,14 @@ start)
 	follow 0 0
 	;;
 follow)
+	if [ -n "${SSH_AUTH_SOCK:-}" ] && [ -L "$d/agent.sock" ] && [ "$SSH_AUTH_SOCK" != "$d/agent.sock" ]; then
+		ln -sfn "$SSH_AUTH_SOCK" "$d/agent.sock.new" && mv -fT "$d/agent.sock.new" "$d/agent.sock"
+	fi
 	follow "$1" "$2"
 	;;
 cancel)
 	k=$1
-	if [ -f "$f.status" ] || ! read -r pg <"$f.pgid"; then echo gone; exit 0; fi
+	if [ -s "$f.status" ] || ! read -r pg <"$f.pgid"; then echo gone; exit 0; fi
 	kill -TERM -"$pg" 2>/dev/null
 	i=0
 	while kill -0 -"$pg" 2>/dev/null; do
@@ -186,7 +192,7 @@ cancel)
 		sleep 0.1
 	done
 	i=0
-	until [ -f "$f.status" ]; do
+	until [ -s "$f.status" ]; do
 		i=$((i + 1))
 		if [ "$i" -ge 50 ]; then
 			rm -rf -- "$d/extra-files" "$d/disk.key"
@@ -197,7 +203,7 @@ cancel)
 	echo gone
 	;;
 probe)
-	if [ -f "$f.status" ]; then
+	if [ -s "$f.status" ]; then
 		read -r rc <"$f.status"
 		echo "ended $rc"
 	elif read -r p <"$f.pid" 2>/dev/null && kill -0 "$p" 2>/dev/null; then

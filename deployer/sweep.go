@@ -17,6 +17,8 @@ import (
 // (the directory and the files in it) for longer than $1 seconds. It prints
 // "swept KEYS DIR" for each one it removed, KEYS 1 when it still held key
 // material (extra-files or disk.key). POSIX sh and coreutils (stat, date).
+// *.status.new is no longer made (the supervisor writes F.status in place)
+// but stays in the list for run directories left by older versions.
 const SweepScript = `set -u
 age=$1
 now=$(date +%s)
