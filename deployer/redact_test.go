@@ -85,10 +85,23 @@ func TestPhaseMarker(t *testing.T) {
 		"### ###":                  "",
 		"## Installing ##":         "",
 		"echo ### Done! ###":       "",
+		"\u00a0### Done! ###\t" + strings.Repeat(" ", 90): "Done!",
+		"###    ":                               "",
+		"### \u2003 ###":                        "",
+		"line 7 of 9" + strings.Repeat(" ", 88): "",
 	} {
 		got, ok := phaseMarker(in)
 		if got != want || ok != (want != "") {
 			t.Errorf("phaseMarker(%q) = %q, %v", in, got, ok)
+		}
+		// The same as trimming the whole line first, as it once did.
+		old, oldOK := "", false
+		if s := strings.TrimSpace(in); len(s) >= 9 && strings.HasPrefix(s, "### ") && strings.HasSuffix(s, " ###") {
+			old = strings.TrimSpace(s[4 : len(s)-4])
+			oldOK = old != ""
+		}
+		if got != old || ok != oldOK {
+			t.Errorf("phaseMarker(%q) = %q, %v; trimming first gives %q, %v", in, got, ok, old, oldOK)
 		}
 	}
 }
