@@ -113,7 +113,7 @@ func (d *DB) AppendLogsAt(ctx context.Context, deploymentID int64, lines []nixde
 				return err
 			}
 		}
-		return setCursors(ctx, tx, deploymentID, cursors)
+		return d.setCursors(ctx, tx, deploymentID, cursors)
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), errSeqRepeated) {

@@ -158,14 +158,28 @@ func remoteBusy(ctx context.Context, tx *sql.Tx, host string, id int64) (int64, 
 	return holder, err
 }
 
-func setCursors(ctx context.Context, tx *sql.Tx, deploymentID int64, cursors []nixdeploy.LogCursor) error {
+// The cursor updates, one per stream. They run in nearly every log
+// transaction of a supervised step, so they go through the statement cache:
+// preparing them afresh each time was a tenth of the log writer's CPU in
+// bench row 1.
+const (
+	setOutOffsetSQL = `UPDATE remote_steps SET out_offset = ? WHERE id = ? AND deployment_id = ?`
+	setErrOffsetSQL = `UPDATE remote_steps SET err_offset = ? WHERE id = ? AND deployment_id = ?`
+)
+
+// setCursors records cursors in tx, the transaction that stores the lines
+// they follow.
+func (d *DB) setCursors(ctx context.Context, tx *sql.Tx, deploymentID int64, cursors []nixdeploy.LogCursor) error {
 	for _, c := range cursors {
-		col := "out_offset"
+		q := setOutOffsetSQL
 		if c.Stream == nixdeploy.StreamStderr {
-			col = "err_offset"
+			q = setErrOffsetSQL
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE remote_steps SET `+col+` = ? WHERE id = ? AND deployment_id = ?`,
-			c.Offset, c.RemoteStep, deploymentID); err != nil {
+		st, err := d.prepared(ctx, q)
+		if err != nil {
+			return fmt.Errorf("record log offset of remote step %d: %w", c.RemoteStep, err)
+		}
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, c.Offset, c.RemoteStep, deploymentID); err != nil {
 			return fmt.Errorf("record log offset of remote step %d: %w", c.RemoteStep, err)
 		}
 	}
