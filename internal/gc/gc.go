@@ -13,13 +13,15 @@ import "runtime/debug"
 // packet, every line's text and every stored chunk is allocated once and
 // dropped, about twice the log's size in all, while the live heap stays
 // near 10 MB. At Go's default of 100 the collector then runs every 10 MB
-// or so, and bench row 1 (a 200 MB log) spent a sixth of the process's CPU
-// in it. 150 runs it a third less often: run by run against 100, the
-// process used 16% less CPU for about 6 MiB more peak RSS (45 to 51 MiB,
-// against a goal of 64 MB and the VM's 256 MB; bench/README.md has the
-// runs). Its effect on the row's wall time was within this machine's
-// drift. An idle bot's heap is a few MB, so its RSS hardly moves.
-const GCPercent = 150
+// or so. Raising the target trades peak RSS for CPU and throughput, about
+// 3.5 MiB and 2% of bench row 1's throughput per 25 points (12 runs each
+// at 100, 125, 150 and 175, one lab, alternating: 44.4, 48.2, 51.2 and
+// 53.8 MiB). 125 keeps the row's peak RSS below what it was before the
+// runner-side supervisor (issue 14) while its throughput is at least as
+// high, with 15% less CPU; 140 bought no throughput over 125 in the same
+// runs. bench/README.md has the runs. An idle bot's heap is a few MB, so
+// its RSS hardly moves.
+const GCPercent = 125
 
 // Tune sets GCPercent unless getenv("GOGC") is set: an operator's GOGC
 // wins.
