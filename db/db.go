@@ -60,11 +60,21 @@ type DB struct {
 	leaseDone chan struct{}
 }
 
+// cacheKiB bounds each connection's page cache (SQLite's default is
+// 2,000 KiB). The pool keeps up to maxIdleConns connections, and a
+// connection's cache fills, up to that bound, as it writes or reads a log.
+// The tables the
+// bot looks things up in are small, and the logs are appended and read in
+// order, once, so a larger cache saves no reads (the OS caches the file
+// too): 512 KiB took 3 MiB off row 1's peak RSS with no loss of throughput
+// (10 runs each, alternating).
+const cacheKiB = 512
+
 // dsn puts the pragmas in the connection string so every pooled connection
 // gets them; a one-off PRAGMA would reach only one connection.
 func dsn(path string) string {
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(wal)", "foreign_keys(1)", "synchronous(normal)"} {
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(wal)", "foreign_keys(1)", "synchronous(normal)", fmt.Sprintf("cache_size(-%d)", cacheKiB)} {
 		q.Add("_pragma", p)
 	}
 	// BEGIN IMMEDIATE takes the write lock up front, so two writers wait on

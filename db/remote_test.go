@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -93,5 +94,39 @@ func TestRemoteStepRecords(t *testing.T) {
 	}
 	if err := d2.ClaimHosts(ctx, other.ID, []string{"node1"}); err != nil {
 		t.Errorf("claim once the step ended: %v", err)
+	}
+}
+
+// TestPragmasOnEveryConnection: the pool's connections all run with the
+// connection string's pragmas, the page cache bound among them, however
+// many the pool opens.
+func TestPragmasOnEveryConnection(t *testing.T) {
+	ctx := context.Background()
+	d, _, err := Open(ctx, filepath.Join(t.TempDir(), "nixdeploy.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var conns []*sql.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range 3 {
+		c, err := d.sql.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		for pragma, want := range map[string]int64{"cache_size": -cacheKiB, "busy_timeout": 10000, "foreign_keys": 1, "synchronous": 1} {
+			var got int64
+			if err := c.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(&got); err != nil {
+				t.Fatalf("connection %d: PRAGMA %s: %v", i, pragma, err)
+			}
+			if got != want {
+				t.Errorf("connection %d: %s = %d, want %d", i, pragma, got, want)
+			}
+		}
 	}
 }

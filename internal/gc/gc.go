@@ -13,15 +13,16 @@ import "runtime/debug"
 // packet, every line's text and every stored chunk is allocated once and
 // dropped, about twice the log's size in all, while the live heap stays
 // near 10 MB. At Go's default of 100 the collector then runs every 10 MB
-// or so. Raising the target trades peak RSS for CPU and throughput, about
-// 3.5 MiB and 2% of bench row 1's throughput per 25 points (12 runs each
-// at 100, 125, 150 and 175, one lab, alternating: 44.4, 48.2, 51.2 and
-// 53.8 MiB). 125 keeps the row's peak RSS below what it was before the
-// runner-side supervisor (issue 14) while its throughput is at least as
-// high, with 15% less CPU; 140 bought no throughput over 125 in the same
-// runs. bench/README.md has the runs. An idle bot's heap is a few MB, so
-// its RSS hardly moves.
-const GCPercent = 125
+// or so. Raising the target trades peak RSS for CPU and throughput: in
+// bench row 1 (a 200 MB log) each 25 points cost about 3.5 MiB of peak RSS
+// and gave 1–2% of throughput and a tenth less CPU (12 runs each at 100,
+// 125, 150 and 175, one lab, alternating: 44.4, 48.2, 51.2 and 53.8 MiB).
+// At 150, with SQLite's page cache bounded (db.cacheKiB), the row's peak
+// RSS is still below what it was before the runner-side supervisor
+// (issue 14), at Go's default, and its throughput at least as high.
+// bench/README.md has the runs. An idle bot's heap is a few MB, so its RSS
+// hardly moves.
+const GCPercent = 150
 
 // Tune sets GCPercent unless getenv("GOGC") is set: an operator's GOGC
 // wins.
