@@ -15,8 +15,8 @@ import "runtime/debug"
 // near 10 MB. At Go's default of 100 the collector then runs every 10 MB
 // or so. Raising the target trades peak RSS for CPU and throughput: in
 // bench row 1 (a 200 MB log) each 25 points cost about 3.5 MiB of peak RSS
-// and gave 1–2% of throughput and a tenth less CPU (12 runs each at 100,
-// 125, 150 and 175, one lab, alternating: 44.4, 48.2, 51.2 and 53.8 MiB).
+// and gave 1–2% of throughput and a tenth less CPU (8 runs each at 100,
+// 125 and 150, one lab, alternating: 44.4, 48.2 and 51.2 MiB).
 // At 150, with SQLite's page cache bounded (db.cacheKiB), the row's peak
 // RSS is still below what it was before the runner-side supervisor
 // (issue 14), at Go's default, and its throughput at least as high.
