@@ -48,8 +48,8 @@ func Phase(l nixdeploy.LogLine) (string, bool) { return l.Phase() }
 // runs on every output line, so it looks at a line's start before it
 // trims the end: TrimSpace on a line padded with spaces walked the whole
 // padding, about a quarter of the emitter goroutine's CPU in bench row 1
-// (whose lines are padded to 100 bytes). Trimming the left
-// and then the right is TrimSpace.
+// (whose lines are padded to 100 bytes). Trimming the left and then the
+// right is TrimSpace.
 func phaseMarker(s string) (string, bool) {
 	s = strings.TrimLeftFunc(s, unicode.IsSpace)
 	if !strings.HasPrefix(s, "### ") {

@@ -133,13 +133,13 @@ follow() {
 		fi
 	done
 }
+keys() {
+	if [ -e "$d/extra-files" ] || [ -e "$d/disk.key" ]; then
+		rm -rf -- "$d/extra-files" "$d/disk.key"
+	fi
+}
 supervise() {
 	trap '' HUP INT QUIT PIPE
-	keys() {
-		if [ -e "$d/extra-files" ] || [ -e "$d/disk.key" ]; then
-			rm -rf -- "$d/extra-files" "$d/disk.key"
-		fi
-	}
 	trap keys EXIT
 	trap 'kill -TERM -"$pg" 2>/dev/null' TERM
 	if [ "$ag" = 1 ]; then
@@ -195,7 +195,7 @@ cancel)
 	until [ -s "$f.status" ]; do
 		i=$((i + 1))
 		if [ "$i" -ge 50 ]; then
-			rm -rf -- "$d/extra-files" "$d/disk.key"
+			keys
 			break
 		fi
 		sleep 0.1
